@@ -1,0 +1,306 @@
+"""Public functions: validation, allocation and threading around the kernels.
+
+The kernel variant (scalar/avx2/avx512/neon) is looked up on every call
+through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import numbers
+import os
+import threading
+
+import numpy as np
+
+from . import _dispatch
+
+TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
+_TYPE_IDS = {name: i for i, name in enumerate(TYPES)}
+_SB_BYTES = (68, 100, 128)
+BLOCK = 256
+
+# ggml / GGUF identifiers (ik_llama.cpp)
+GGML_TYPE_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
+GGUF_FILE_TYPE_IDS = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
+
+
+def _type_id(type) -> int:
+    if not isinstance(type, str):
+        raise TypeError(f"type must be a string, one of {TYPES}, not {type!r}")
+    tid = _TYPE_IDS.get(type.lower())
+    if tid is None:
+        raise ValueError(f"unknown type {type!r}; expected one of {TYPES}")
+    return tid
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"row length n must be an integer, not {n!r}")
+    n = int(n)
+    if n <= 0 or n % BLOCK:
+        raise ValueError(f"row length n={n} must be a positive multiple of {BLOCK}")
+    return n
+
+
+def row_size(type, n) -> int:
+    """Bytes per row of n weights (the 4-byte row scale included)."""
+    return 4 + _SB_BYTES[_type_id(type)] * (_check_n(n) // BLOCK)
+
+
+def _threads(threads, work_rows: int) -> int:
+    if threads is None:
+        threads = _dispatch.default_threads()[0]
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, not {threads!r}")
+    return max(1, min(int(threads), work_rows))
+
+
+_pool_lock = threading.Lock()
+_pool = None
+_pool_size = 0
+_pool_pid = None
+
+
+def _get_pool(nthreads: int):
+    # One shared pool, re-created after fork (a forked child has no workers).
+    global _pool, _pool_size, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_size < nthreads or _pool_pid != os.getpid():
+            if _pool is not None and _pool_pid == os.getpid():
+                _pool.shutdown(wait=False)
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="iqkt")
+            _pool_size = nthreads
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _run_rows(fn, nrows: int, nthreads: int, min_rows: int = 1):
+    """Call fn(row0, row1) over [0, nrows), split across threads.  Kernels
+    release the GIL, so Python threads run them in parallel."""
+    nthreads = max(1, min(nthreads, nrows // max(1, min_rows)))
+    if nthreads <= 1 or nrows <= 1:
+        fn(0, nrows)
+        return
+    bounds = [nrows * i // nthreads for i in range(nthreads + 1)]
+    pool = _get_pool(nthreads)
+    futures = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, nthreads)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def _as_float_matrix(x, what: str) -> np.ndarray:
+    """Any real float (or integer) array-like -> C-contiguous float32, 2-D."""
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # ragged lists etc.
+        raise TypeError(f"{what} must be a numeric array: {e}") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+                                 or a.dtype == np.bool_):
+        raise TypeError(f"{what} must be a real numeric array, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    elif a.ndim != 2:
+        raise ValueError(f"{what} must be 1-D or 2-D, got {a.ndim}-D with shape {a.shape}")
+    with np.errstate(over="ignore"):
+        # float64 beyond float32 range becomes inf here and is rejected below.
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _check_finite(a: np.ndarray, what: str):
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{what} contains NaN or infinity (first at index {tuple(int(i) for i in bad)})")
+
+
+def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
+    """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
+
+    x: 2-D (rows, n) or 1-D (one row) real array, n a multiple of 256.
+    imatrix: optional length-n vector of non-negative importances.
+    return_stats: also return {"rel_err": per-row relative squared error
+    (imatrix-weighted when given), "rel_err_total": over all rows}.
+    """
+    tid = _type_id(type)
+    a = _as_float_matrix(x, "x")
+    rows, n = a.shape
+    if rows == 0:
+        raise ValueError("x has no rows")
+    if n == 0 or n % BLOCK:
+        raise ValueError(f"row length n={n} must be a positive multiple of {BLOCK}")
+    _check_finite(a, "x")
+    im = None
+    if imatrix is not None:
+        im = _as_float_matrix(imatrix, "imatrix")
+        if im.shape[0] != 1:
+            raise ValueError(f"imatrix must be a vector of length {n}, got shape {np.shape(imatrix)}")
+        im = im[0]
+        if im.shape[0] != n:
+            raise ValueError(f"imatrix length {im.shape[0]} does not match row length {n}")
+        _check_finite(im, "imatrix")
+        if (im < 0).any():
+            raise ValueError("imatrix has negative entries; importances must be >= 0")
+    out = np.empty((rows, row_size(type, n)), dtype=np.uint8)
+    err = np.empty(rows, dtype=np.float64) if return_stats else None
+    k = _dispatch.module()
+    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1), rows, _threads(threads, rows))
+    if not return_stats:
+        return out
+    xd = a.astype(np.float64)
+    wt = np.ones(n) if im is None else im.astype(np.float64)
+    den = float((xd * xd * wt).sum())
+    num = float((err * (xd * xd * wt).sum(axis=1)).sum())
+    return out, {"rel_err": err, "rel_err_total": num / den if den > 0 else 0.0}
+
+
+def _as_q(q, tid: int, n: int) -> np.ndarray:
+    rs = 4 + _SB_BYTES[tid] * (n // BLOCK)
+    if isinstance(q, (bytes, bytearray, memoryview)):
+        a = np.frombuffer(q, dtype=np.uint8)
+    else:
+        a = np.asarray(q)
+        if a.dtype != np.uint8:
+            raise TypeError(f"quantized data must be uint8 bytes, got dtype {a.dtype}")
+    if a.ndim == 1:
+        if a.size % rs:
+            raise ValueError(f"quantized data has {a.size} bytes, not a whole number of "
+                             f"{rs}-byte rows (n={n})")
+        a = a.reshape(-1, rs)
+    elif a.ndim == 2 and a.shape[1] != rs:
+        held = (a.shape[1] - 4) / _SB_BYTES[tid] * BLOCK
+        raise ValueError(f"shape mismatch: quantized rows have {a.shape[1]} bytes "
+                         f"({held:g} weights of {TYPES[tid]}), but n={n} needs {rs} bytes per row")
+    elif a.ndim != 2:
+        raise ValueError(f"quantized data must be 1-D or 2-D, got {a.ndim}-D")
+    if a.shape[0] == 0:
+        raise ValueError("quantized data has no rows")
+    a = np.ascontiguousarray(a)
+    d = a[:, :4].copy().view(np.float32)[:, 0]
+    if not np.isfinite(d).all():
+        r = int(np.argwhere(~np.isfinite(d))[0, 0])
+        raise ValueError(f"row scale of row {r} is NaN or infinity (corrupted data?)")
+    return a
+
+
+def dequantize(q, type, n, *, inference=False, threads=None) -> np.ndarray:
+    """Decode KT bytes to float32 (rows, n).  inference=True applies the 1.05
+    factor IQ2_KT's matrix-product kernels use (no effect for other types)."""
+    tid = _type_id(type)
+    n = _check_n(n)
+    a = _as_q(q, tid, n)
+    rows = a.shape[0]
+    out = np.empty((rows, n), dtype=np.float32)
+    k = _dispatch.module()
+    inf = 1 if inference else 0
+    _run_rows(lambda r0, r1: k.dequantize_rows(tid, a, n, out, inf, r0, r1), rows, _threads(threads, rows),
+              min_rows=max(1, 65536 // n))
+    return out
+
+
+def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
+    """ggml-style product: x (K,) or (B, K) float -> (N,) or (B, N) float32,
+    each output dot(W[r], x[b]) with W's inference values (IQ2_KT's 1.05).
+
+    precision="int8" (default) quantizes x to int8 blocks of 32 and sums
+    int8 x trellis products exactly; precision="float" is the exact float path.
+    """
+    tid = _type_id(type)
+    xa = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if xa.ndim not in (1, 2):
+        raise ValueError(f"x must be 1-D (K,) or 2-D (B, K), got shape {np.shape(x)}")
+    vec = xa.ndim == 1
+    xm = _as_float_matrix(xa, "x")
+    K = xm.shape[1]
+    if K == 0 or K % BLOCK:
+        raise ValueError(f"x has {K} columns; K must be a positive multiple of {BLOCK}")
+    if isinstance(q, QuantizedMatrix):
+        if q.type != TYPES[tid]:
+            raise ValueError(f"matrix is {q.type}, not {TYPES[tid]}")
+        if q.shape[1] != K:
+            raise ValueError(f"shape mismatch: matrix has K={q.shape[1]}, x has K={K}")
+        q = q.data
+    a = _as_q(q, tid, K)
+    _check_finite(xm, "x")
+    if precision not in ("int8", "float"):
+        raise ValueError(f"precision must be 'int8' or 'float', not {precision!r}")
+    N = a.shape[0]
+    B = xm.shape[0]
+    y = np.empty((B, N), dtype=np.float32)
+    k = _dispatch.module()
+    nt = _threads(threads, N)
+    if B:
+        if precision == "float":
+            _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, min_rows=16)
+        else:
+            qx = np.empty((B, K), dtype=np.int8)
+            xs = np.empty((B, K // 32), dtype=np.float32)
+            k.quantize_activations(xm, qx, xs)
+            _run_rows(lambda r0, r1: k.mul_mat_q8(tid, a, K, qx, xs, y, r0, r1), N, nt, min_rows=16)
+    return y[0] if vec else y
+
+
+def trellis(seeds, steps) -> np.ndarray:
+    """Raw integer trellis values, int8 (len(seeds), steps).  The seed is used
+    as given (the formats add 4096, and IQ4_KT's second codebook 32768 more)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, not {steps!r}")
+    s = np.asarray(seeds)
+    if s.ndim == 0:
+        s = s[None]
+    if s.ndim != 1:
+        raise ValueError(f"seeds must be 1-D, got shape {s.shape}")
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        raise TypeError(f"seeds must be integers, got dtype {s.dtype}")
+    if s.size and (s.min() < 0 or s.max() > 0xFFFFFFFF):
+        raise ValueError("seeds must be in [0, 2**32)")
+    s = np.ascontiguousarray(s, dtype=np.uint32)
+    out = np.empty((s.shape[0], int(steps)), dtype=np.int8)
+    _dispatch.module().trellis(s, int(steps), out)
+    return out
+
+
+class QuantizedMatrix:
+    """A KT-quantized (N, K) matrix: `qm @ x`, `qm.dequantize()`, sizes."""
+
+    __array_priority__ = 100
+
+    def __init__(self, data, type, n):
+        tid = _type_id(type)
+        self.type = TYPES[tid]
+        n = _check_n(n)
+        self.data = _as_q(data, tid, n)
+        self.shape = (self.data.shape[0], n)
+
+    @classmethod
+    def from_float(cls, x, type, imatrix=None, *, threads=None):
+        a = _as_float_matrix(x, "x")
+        return cls(quantize(a, type, imatrix, threads=threads), type, a.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.nbytes / (self.shape[0] * self.shape[1])
+
+    def dequantize(self, *, inference=False, threads=None) -> np.ndarray:
+        return dequantize(self.data, self.type, self.shape[1], inference=inference, threads=threads)
+
+    def matmul(self, x, *, threads=None, precision="int8"):
+        """W @ x for x of shape (K,) or (K, B), numpy convention."""
+        xa = np.asarray(x)
+        if xa.ndim == 2:
+            return mul_mat(self.data, self.type, xa.T, threads=threads, precision=precision).T
+        return mul_mat(self.data, self.type, xa, threads=threads, precision=precision)
+
+    def __matmul__(self, x):
+        return self.matmul(x)
+
+    def __repr__(self):
+        return (f"QuantizedMatrix(type={self.type!r}, shape={self.shape}, "
+                f"bits_per_weight={self.bits_per_weight:.4f})")

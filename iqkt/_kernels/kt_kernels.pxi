@@ -1,0 +1,474 @@
+# Shared KT kernel source.  Each ISA variant is a one-line shim
+# (_kt_<isa>.pyx) that includes this file and is compiled with its own flags.
+#
+# Layer 1: `cdef ... noexcept nogil` kernels on raw pointers, errors by
+#          return code (KT_OK == 0, negative on error).  These are what the
+#          embedding API exports.
+# Layer 2: thin `def` wrappers over already-validated contiguous arrays; they
+#          release the GIL.  Validation and allocation live in iqkt/_api.py.
+#
+# Bit-identity across variants: every floating-point expression here is
+# evaluated in a fixed order (setup.py disables FP contraction), and SIMD
+# helpers in kt_simd.h only ever work across independent lanes.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int32_t, int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
+
+cdef extern from "kt_simd.h" nogil:
+    const char *iqkt_variant_name()
+    const char *iqkt_simd_name()
+    uint16_t iqkt_load_u16(const uint8_t *p)
+    uint32_t iqkt_load_u32(const uint8_t *p)
+    float iqkt_load_f32(const uint8_t *p)
+    void iqkt_store_u16(uint8_t *p, uint16_t v)
+    void iqkt_store_u32(uint8_t *p, uint32_t v)
+    void iqkt_store_f32(uint8_t *p, float v)
+    int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
+
+cdef extern from "float.h":
+    float FLT_MAX
+
+# ---------------------------------------------------------------- constants
+
+cdef enum:
+    KT_IQ2 = 0
+    KT_IQ3 = 1
+    KT_IQ4 = 2
+
+cdef enum:
+    KT_OK = 0
+    KT_ERR_TYPE = -1            # unknown type id
+    KT_ERR_SIZE = -2            # n <= 0 or n % 256 != 0, or negative counts
+    KT_ERR_NONFINITE_INPUT = -3 # NaN/Inf in weights or activations
+    KT_ERR_NONFINITE_SCALE = -4 # a stored row scale is NaN/Inf
+    KT_ERR_NOMEM = -5
+    KT_ERR_IMATRIX = -6         # NaN/Inf/negative importance
+    KT_ERR_ARG = -7             # NULL pointer or bad range
+
+cdef enum:
+    QK = 256                    # weights per super-block
+    KT_CODEBOOK_SIZE = 65536
+
+# Magic multiplier of the integer trellis (see the format notes).
+cdef uint32_t TRELLIS_MUL = 0xCBAC1FED
+cdef uint32_t TRELLIS_OFFSET = 4096
+cdef uint32_t IQ4_SECOND_CODEBOOK = 32768
+
+cdef int IQ2_SCALE_TABLE[16]
+IQ2_SCALE_TABLE[:] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+
+cdef int[3] SB_BYTES
+SB_BYTES[:] = [68, 100, 128]
+
+ERROR_MESSAGES = {
+    KT_ERR_TYPE: "unknown KT type id",
+    KT_ERR_SIZE: "row length must be a positive multiple of 256",
+    KT_ERR_NONFINITE_INPUT: "input contains NaN or infinity",
+    KT_ERR_NONFINITE_SCALE: "a row scale in the quantized data is NaN or infinity",
+    KT_ERR_NOMEM: "out of memory",
+    KT_ERR_IMATRIX: "imatrix must be finite and non-negative",
+    KT_ERR_ARG: "invalid argument",
+}
+
+# ---------------------------------------------------------------- trellis
+
+cdef inline int trellis_step(uint32_t *state) noexcept nogil:
+    """Advance the trellis one step and return its value in [-126, 126]."""
+    state[0] = state[0] * TRELLIS_MUL
+    cdef uint32_t s = state[0] & 0x3F3F3F3Fu
+    # The four 6-bit bytes sum without carries, so one multiply adds them
+    # up into the top byte.
+    return <int>((s * 0x01010101u) >> 24) - 126
+
+cdef int kt_trellis(const uint32_t *seeds, int64_t count, int64_t steps, int8_t *out) noexcept nogil:
+    """out[i*steps + j] = value j of the trellis started at seeds[i]."""
+    cdef int64_t i, j
+    cdef uint32_t state
+    if count < 0 or steps < 0:
+        return KT_ERR_SIZE
+    if (count > 0 and steps > 0) and (seeds == NULL or out == NULL):
+        return KT_ERR_ARG
+    for i in range(count):
+        state = seeds[i]
+        for j in range(steps):
+            out[i * steps + j] = <int8_t>trellis_step(&state)
+    return KT_OK
+
+# Codebooks, built once at import (under the GIL, so no locking is needed):
+#   CB8[i*8 + k]  : value k of the 8-step group with index i (IQ2/IQ3)
+#   CB4[i*4 + k]  : value k of the 4-step group, i = flag*32768 + index (IQ4)
+cdef int8_t *CB8 = NULL
+cdef int8_t *CB4 = NULL
+
+cdef int build_codebooks() except -1:
+    global CB8, CB4
+    cdef uint32_t i
+    cdef uint32_t seed
+    CB8 = <int8_t *>malloc(KT_CODEBOOK_SIZE * 8)
+    CB4 = <int8_t *>malloc(KT_CODEBOOK_SIZE * 4)
+    if CB8 == NULL or CB4 == NULL:
+        raise MemoryError("iqkt: cannot allocate the trellis codebooks")
+    for i in range(KT_CODEBOOK_SIZE):
+        seed = i + TRELLIS_OFFSET
+        kt_trellis(&seed, 1, 8, CB8 + 8 * i)
+        kt_trellis(&seed, 1, 4, CB4 + 4 * i)
+    return 0
+
+build_codebooks()
+
+# ---------------------------------------------------------------- row sizes
+
+cdef inline int valid_type(int type_id) noexcept nogil:
+    return type_id == KT_IQ2 or type_id == KT_IQ3 or type_id == KT_IQ4
+
+cdef int64_t kt_row_size(int type_id, int64_t n) noexcept nogil:
+    """Bytes per row (row scale included), or a negative error code."""
+    if not valid_type(type_id):
+        return KT_ERR_TYPE
+    if n <= 0 or n % QK != 0:
+        return KT_ERR_SIZE
+    return 4 + SB_BYTES[type_id] * (n // QK)
+
+# ---------------------------------------------------------------- block decode
+#
+# decode_block_*: the 32 integer trellis values of block b of a super-block
+# (signs applied for IQ3) and the block's integer scale.  Shared by
+# dequantization and both matrix-product paths, so the format is read in
+# exactly one place.
+
+cdef inline int iq2_scale_code(const uint8_t *sb, int b) noexcept nogil:
+    return (sb[b & 3] >> (4 * (b >> 2))) & 15
+
+cdef inline int decode_block_iq2(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
+    cdef int g, idx
+    for g in range(4):
+        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
+        memcpy(vals + 8 * g, CB8 + 8 * idx, 8)
+    return IQ2_SCALE_TABLE[iq2_scale_code(sb, b)]
+
+cdef inline int decode_magnitudes_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
+    cdef int g, k, idx, v
+    for g in range(4):
+        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
+        for k in range(8):
+            v = CB8[8 * idx + k]
+            vals[8 * g + k] = <int8_t>(-v if v < 0 else v)
+    return iq2_scale_code(sb, b)
+
+cdef inline int decode_block_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
+    cdef int k
+    cdef int bscale = decode_magnitudes_iq3(sb, b, vals)
+    for k in range(32):
+        if (sb[68 + k] >> b) & 1:
+            vals[k] = -vals[k]
+    return bscale
+
+cdef inline int iq4_group_index(const uint8_t *sb, uint32_t word, int b, int j) noexcept nogil:
+    cdef int jj = 8 * b + j
+    cdef int lo = sb[32 + jj]
+    cdef int mid = (sb[96 + (jj & 31)] >> (4 * (jj >> 5))) & 15
+    cdef int hi = (word >> (8 + 3 * j)) & 7
+    return lo | (mid << 8) | (hi << 12)
+
+cdef inline int decode_block_iq4(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
+    cdef uint32_t word = iqkt_load_u32(sb + 4 * b)
+    cdef int flag = word & 1
+    cdef int j, idx
+    for j in range(8):
+        idx = iq4_group_index(sb, word, b, j) + flag * IQ4_SECOND_CODEBOOK
+        memcpy(vals + 4 * j, CB4 + 4 * idx, 4)
+    return <int>((word & 0xFF) >> 1) - 64
+
+cdef inline int decode_block(int type_id, const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
+    if type_id == KT_IQ2:
+        return decode_block_iq2(sb, b, vals)
+    if type_id == KT_IQ3:
+        return decode_block_iq3(sb, b, vals)
+    return decode_block_iq4(sb, b, vals)
+
+# ---------------------------------------------------------------- dequantize
+
+cdef float IQ2_INFERENCE_FACTOR = 1.05
+
+cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                            float *y, int inference) noexcept nogil:
+    """Decode nrows rows of n weights.  With inference != 0, IQ2_KT rows use
+    the 1.05 factor every reference inference kernel applies."""
+    cdef int64_t rs = kt_row_size(type_id, n)
+    cdef int64_t r, ib, nsb = n // QK
+    cdef int b, k, bscale
+    cdef float d, dl, m
+    cdef const uint8_t *row
+    cdef const uint8_t *sb
+    cdef float *out
+    cdef int8_t vals[32]
+    if rs < 0:
+        return <int>rs
+    if nrows < 0:
+        return KT_ERR_SIZE
+    if nrows > 0 and (q == NULL or y == NULL):
+        return KT_ERR_ARG
+    for r in range(nrows):
+        row = q + r * rs
+        d = iqkt_load_f32(row)
+        if not isfinite(d):
+            return KT_ERR_NONFINITE_SCALE
+        if inference and type_id == KT_IQ2:
+            d = d * IQ2_INFERENCE_FACTOR
+        for ib in range(nsb):
+            sb = row + 4 + ib * SB_BYTES[type_id]
+            out = y + r * n + ib * QK
+            for b in range(8):
+                if type_id == KT_IQ3:
+                    # Sign applied to the float product, as the reference
+                    # does: a zero magnitude with its sign bit set is -0.0.
+                    bscale = decode_magnitudes_iq3(sb, b, vals)
+                    dl = d * <float>bscale
+                    for k in range(32):
+                        m = dl * <float>vals[k]
+                        out[32 * b + k] = -m if (sb[68 + k] >> b) & 1 else m
+                    continue
+                bscale = decode_block(type_id, sb, b, vals)
+                # The reference's float order: (d * block_scale) * value.
+                dl = d * <float>bscale
+                for k in range(32):
+                    out[32 * b + k] = dl * <float>vals[k]
+    return KT_OK
+
+# ---------------------------------------------------------------- mul_mat
+#
+# Activations are quantized once per call to int8 with a float scale per 32
+# values; each weight block's trellis values are decoded once and dotted
+# exactly (int32) with every activation row.
+
+cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
+                                 int8_t *qx, float *xs) noexcept nogil:
+    cdef int64_t r, ib, nb = n // 32
+    cdef int k
+    cdef float amax, a, scale, inv
+    cdef const float *xb
+    if n <= 0 or n % 32 != 0 or nrows < 0:
+        return KT_ERR_SIZE
+    for r in range(nrows):
+        for ib in range(nb):
+            xb = x + r * n + 32 * ib
+            amax = 0
+            for k in range(32):
+                a = fabsf(xb[k])
+                if not (a <= FLT_MAX):
+                    return KT_ERR_NONFINITE_INPUT
+                if a > amax:
+                    amax = a
+            scale = amax / 127.0
+            inv = 127.0 / amax if amax > 0 else 0.0
+            xs[r * nb + ib] = scale
+            for k in range(32):
+                qx[r * n + 32 * ib + k] = <int8_t>floorf(xb[k] * inv + 0.5)
+    return KT_OK
+
+cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
+                       const int8_t *qx, const float *xs, int64_t nb_rows,
+                       float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
+    """y[b*ldy + r] = dot(W[r], x[b]) for weight rows r in [row0, row1) and
+    activation rows b < nb_rows, with x given as int8 blocks (qx, xs)."""
+    cdef int64_t rs = kt_row_size(type_id, n)
+    cdef int64_t r, ib, bi, nsb = n // QK, nblk = n // 32, blk
+    cdef int b, bscale
+    cdef int32_t isum
+    cdef float d
+    cdef float *acc
+    cdef const uint8_t *row
+    cdef const uint8_t *sb
+    cdef int8_t vals[32]
+    if rs < 0:
+        return <int>rs
+    if row0 < 0 or row1 < row0 or nb_rows < 0:
+        return KT_ERR_ARG
+    if nb_rows == 0 or row1 == row0:
+        return KT_OK
+    acc = <float *>malloc(nb_rows * sizeof(float))
+    if acc == NULL:
+        return KT_ERR_NOMEM
+    for r in range(row0, row1):
+        row = q + r * rs
+        d = iqkt_load_f32(row)
+        if not isfinite(d):
+            free(acc)
+            return KT_ERR_NONFINITE_SCALE
+        if type_id == KT_IQ2:
+            d = d * IQ2_INFERENCE_FACTOR
+        for bi in range(nb_rows):
+            acc[bi] = 0
+        for ib in range(nsb):
+            sb = row + 4 + ib * SB_BYTES[type_id]
+            for b in range(8):
+                bscale = decode_block(type_id, sb, b, vals)
+                blk = ib * 8 + b
+                for bi in range(nb_rows):
+                    isum = iqkt_dot_i8_32(qx + bi * n + 32 * blk, vals)
+                    acc[bi] = acc[bi] + xs[bi * nblk + blk] * <float>(bscale * isum)
+        for bi in range(nb_rows):
+            y[bi * ldy + r] = d * acc[bi]
+    free(acc)
+    return KT_OK
+
+cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
+                        const float *x, int64_t nb_rows,
+                        float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
+    """Float path: the dequantized inference weights dotted with x in double."""
+    cdef int64_t rs = kt_row_size(type_id, n)
+    cdef int64_t r, ib, bi, nsb = n // QK
+    cdef int b, k, bscale
+    cdef float d, dl
+    cdef double *acc
+    cdef const uint8_t *row
+    cdef const uint8_t *sb
+    cdef const float *xb
+    cdef int8_t vals[32]
+    cdef float w[32]
+    cdef double s
+    if rs < 0:
+        return <int>rs
+    if row0 < 0 or row1 < row0 or nb_rows < 0:
+        return KT_ERR_ARG
+    if nb_rows == 0 or row1 == row0:
+        return KT_OK
+    acc = <double *>malloc(nb_rows * sizeof(double))
+    if acc == NULL:
+        return KT_ERR_NOMEM
+    for r in range(row0, row1):
+        row = q + r * rs
+        d = iqkt_load_f32(row)
+        if not isfinite(d):
+            free(acc)
+            return KT_ERR_NONFINITE_SCALE
+        if type_id == KT_IQ2:
+            d = d * IQ2_INFERENCE_FACTOR
+        for bi in range(nb_rows):
+            acc[bi] = 0
+        for ib in range(nsb):
+            sb = row + 4 + ib * SB_BYTES[type_id]
+            for b in range(8):
+                bscale = decode_block(type_id, sb, b, vals)
+                dl = d * <float>bscale
+                for k in range(32):
+                    w[k] = dl * <float>vals[k]
+                for bi in range(nb_rows):
+                    xb = x + bi * n + ib * QK + 32 * b
+                    s = 0
+                    for k in range(32):
+                        s = s + <double>w[k] * <double>xb[k]
+                    acc[bi] = acc[bi] + s
+        for bi in range(nb_rows):
+            y[bi * ldy + r] = <float>acc[bi]
+    free(acc)
+    return KT_OK
+
+include "kt_quantize.pxi"
+
+# ---------------------------------------------------------------- Python wrappers
+#
+# Arrays arrive validated, C-contiguous and of the right dtype (iqkt/_api.py).
+# row0/row1 let the caller split work across threads on shared arrays.
+
+VARIANT = iqkt_variant_name().decode()
+SIMD = iqkt_simd_name().decode()
+
+
+cdef inline void check(int rc) except *:
+    if rc != KT_OK:
+        if rc == KT_ERR_NOMEM:
+            raise MemoryError(ERROR_MESSAGES[rc])
+        raise ValueError(ERROR_MESSAGES.get(rc, f"kernel error {rc}"))
+
+
+def row_size(int type_id, int64_t n):
+    cdef int64_t rs = kt_row_size(type_id, n)
+    check(<int>rs if rs < 0 else KT_OK)
+    return rs
+
+
+def trellis(const uint32_t[::1] seeds, int64_t steps, int8_t[:, ::1] out):
+    cdef int rc
+    cdef int64_t count = seeds.shape[0]
+    if out.shape[0] != count or out.shape[1] != steps:
+        raise ValueError("trellis: output shape mismatch")
+    with nogil:
+        rc = kt_trellis(&seeds[0] if count > 0 else NULL, count, steps,
+                        &out[0, 0] if count > 0 and steps > 0 else NULL)
+    check(rc)
+
+
+def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
+                    int inference, int64_t row0, int64_t row1):
+    cdef int rc
+    if row0 < 0 or row1 > q.shape[0] or row1 > out.shape[0] or row0 > row1:
+        raise ValueError("dequantize_rows: bad row range")
+    if row1 == row0:
+        return
+    with nogil:
+        rc = kt_dequantize_rows(type_id, &q[row0, 0], row1 - row0, n, &out[row0, 0], inference)
+    check(rc)
+
+
+def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] qx, float[:, ::1] xs):
+    cdef int rc
+    cdef int64_t nrows = x.shape[0], n = x.shape[1]
+    if nrows == 0:
+        return
+    with nogil:
+        rc = kt_quantize_activations(&x[0, 0], nrows, n, &qx[0, 0], &xs[0, 0])
+    check(rc)
+
+
+def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const int8_t[:, ::1] qx,
+               const float[:, ::1] xs, float[:, ::1] y, int64_t row0, int64_t row1):
+    cdef int rc
+    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
+        raise ValueError("mul_mat_q8: bad row range")
+    if row1 == row0 or qx.shape[0] == 0:
+        return
+    with nogil:
+        rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &qx[0, 0], &xs[0, 0], qx.shape[0],
+                           &y[0, 0], y.shape[1], row0, row1)
+    check(rc)
+
+
+def mul_mat_f32(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x,
+                float[:, ::1] y, int64_t row0, int64_t row1):
+    cdef int rc
+    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
+        raise ValueError("mul_mat_f32: bad row range")
+    if row1 == row0 or x.shape[0] == 0:
+        return
+    with nogil:
+        rc = kt_mul_mat_f32(type_id, &q[0, 0], n, &x[0, 0], x.shape[0],
+                            &y[0, 0], y.shape[1], row0, row1)
+    check(rc)
+
+
+def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
+                  row_err, int64_t row0, int64_t row1):
+    cdef int rc
+    cdef const float[::1] im
+    cdef const float *imp = NULL
+    cdef double[::1] err
+    cdef double *errp = NULL
+    cdef int64_t n = x.shape[1]
+    if row0 < 0 or row1 > x.shape[0] or row1 > out.shape[0] or row0 > row1:
+        raise ValueError("quantize_rows: bad row range")
+    if imatrix is not None:
+        im = imatrix
+        if im.shape[0] != n:
+            raise ValueError("quantize_rows: imatrix length mismatch")
+        imp = &im[0]
+    if row_err is not None:
+        err = row_err
+        errp = &err[row0]
+    if row1 == row0:
+        return
+    with nogil:
+        rc = kt_quantize_rows(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp)
+    check(rc)

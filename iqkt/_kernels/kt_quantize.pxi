@@ -1,0 +1,816 @@
+# The KT quantizer (included from kt_kernels.pxi).
+#
+# Shape of the algorithm (per row), common to the three types:
+#   1. scale the row by a power of two so that max|x| is in [0.5, 1): exact,
+#      and it keeps every intermediate far from float overflow/underflow;
+#   2. per-weight importance w (from the imatrix if given);
+#   3. per 32-block: try a few trial scales, find the best codebook entry of
+#      every group at each (exact weighted nearest-neighbour search), keep the
+#      trial with the best least-squares score;
+#   4. pick the row scale d and the block scale codes jointly;
+#   5. re-search every group at its final scale, refit d by least squares.
+#
+# The nearest-neighbour search is exact: the codebook is split into cells by
+# a per-coordinate quantile grid; a depth-first walk over the grid visits a
+# cell only if the lower bound of the distance to it (sum over coordinates of
+# the squared gap to that cell's value interval) beats the best distance so
+# far.  The reference only searches one cluster of candidates.
+
+cdef extern from "float.h":
+    float FLT_MIN
+
+cdef enum:
+    REFINE_ITERS = 3
+    MAX_DIM = 8
+    MAX_LEVELS = 8
+
+cdef struct SearchSpace:
+    int dim                     # values per group: 8 (IQ2/IQ3) or 4 (IQ4)
+    int levels                  # grid levels per coordinate
+    int ncells                  # levels ** dim
+    float thr[MAX_LEVELS]       # level(v) = number of thresholds below v
+    float lo[MAX_LEVELS]        # smallest value any code has in a level
+    float hi[MAX_LEVELS]        # largest value any code has in a level
+    int32_t *cell_start         # ncells + 1 offsets into vals/idx
+    float *vals                 # code values, code-major (pos * dim + k)
+    int32_t *idx                # codebook index stored at each position
+    float *byidx                # code values in codebook index order
+
+
+cdef inline int value_level(const SearchSpace *sp, float v) noexcept nogil:
+    cdef int l = 0
+    while l < sp.levels - 1 and v > sp.thr[l]:
+        l += 1
+    return l
+
+
+cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int levels,
+                     int take_abs) noexcept nogil:
+    """Index ncodes groups of dim int8 values (absolute values if take_abs)."""
+    cdef int64_t hist[256]
+    cdef int64_t total, acc, target
+    cdef int i, k, l, v, cell, pos
+    cdef int32_t *fill
+    memset(hist, 0, sizeof(hist))
+    sp.dim = dim
+    sp.levels = levels
+    sp.ncells = 1
+    for k in range(dim):
+        sp.ncells *= levels
+    for i in range(ncodes * dim):
+        v = cb[i]
+        if take_abs and v < 0:
+            v = -v
+        hist[v + 128] += 1
+    # Thresholds at the value quantiles, placed between integers so every
+    # code value falls strictly on one side.
+    total = ncodes * dim
+    acc = 0
+    l = 0
+    for v in range(256):
+        acc += hist[v]
+        while l < levels - 1 and acc * levels >= (l + 1) * total:
+            sp.thr[l] = <float>(v - 128) + 0.5
+            l += 1
+    for l in range(levels):
+        sp.lo[l] = HUGE_VALF
+        sp.hi[l] = -HUGE_VALF
+    for v in range(256):
+        if hist[v]:
+            l = value_level(sp, <float>(v - 128))
+            if <float>(v - 128) < sp.lo[l]:
+                sp.lo[l] = <float>(v - 128)
+            if <float>(v - 128) > sp.hi[l]:
+                sp.hi[l] = <float>(v - 128)
+    for l in range(levels):
+        if sp.lo[l] > sp.hi[l]:        # empty level: make its gap infinite
+            sp.lo[l] = HUGE_VALF
+            sp.hi[l] = HUGE_VALF
+    sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
+    sp.vals = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
+    sp.idx = <int32_t *>malloc(<size_t>ncodes * sizeof(int32_t))
+    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
+    fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
+    if sp.cell_start == NULL or sp.vals == NULL or sp.idx == NULL or sp.byidx == NULL or fill == NULL:
+        free(fill)
+        return KT_ERR_NOMEM
+    memset(sp.cell_start, 0, (sp.ncells + 1) * sizeof(int32_t))
+    for i in range(ncodes):
+        sp.cell_start[code_cell(sp, cb + i * dim, take_abs) + 1] += 1
+    for cell in range(sp.ncells):
+        sp.cell_start[cell + 1] += sp.cell_start[cell]
+    memcpy(fill, sp.cell_start, (sp.ncells + 1) * sizeof(int32_t))
+    # Codes keep ascending index order inside a cell.
+    for i in range(ncodes):
+        cell = code_cell(sp, cb + i * dim, take_abs)
+        pos = fill[cell]
+        fill[cell] += 1
+        sp.idx[pos] = i
+        for k in range(dim):
+            v = cb[i * dim + k]
+            if take_abs and v < 0:
+                v = -v
+            sp.vals[pos * dim + k] = <float>v
+            sp.byidx[i * dim + k] = <float>v
+    free(fill)
+    return KT_OK
+
+
+cdef inline int code_cell(const SearchSpace *sp, const int8_t *c, int take_abs) noexcept nogil:
+    cdef int k, v, cell = 0
+    for k in range(sp.dim):
+        v = c[k]
+        if take_abs and v < 0:
+            v = -v
+        cell = cell * sp.levels + value_level(sp, <float>v)
+    return cell
+
+
+cdef struct SearchState:
+    const SearchSpace *sp
+    const float *t              # target, in codebook units
+    const float *w              # importance of each coordinate (>= 0)
+    float pen[MAX_DIM][MAX_LEVELS]
+    int order[MAX_DIM][MAX_LEVELS]
+    float best_e
+    int32_t best_i
+
+
+cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
+    cdef const SearchSpace *sp = st.sp
+
+    cdef int32_t pos, end = sp.cell_start[cell + 1]
+    cdef int k, dim = sp.dim
+    cdef float e, diff
+    cdef const float *c
+    for pos in range(sp.cell_start[cell], end):
+        c = sp.vals + pos * dim
+        e = 0
+        for k in range(dim):
+            diff = st.t[k] - c[k]
+            e = e + (st.w[k] * diff) * diff
+        # Ties go to the smaller codebook index: a total order, so the result
+        # does not depend on scan order.
+        if e < st.best_e or (e == st.best_e and sp.idx[pos] < st.best_i):
+            st.best_e = e
+            st.best_i = sp.idx[pos]
+
+
+cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,
+                                int32_t i) noexcept nogil:
+    """The distance scan_cell computes, for codebook index i."""
+    cdef float e = 0, diff
+    cdef int k
+    cdef const float *c = sp.byidx + i * sp.dim
+    for k in range(sp.dim):
+        diff = t[k] - c[k]
+        e = e + (w[k] * diff) * diff
+    return e
+
+
+cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
+    cdef int j, l
+    cdef float p
+    if k == st.sp.dim:
+        scan_cell(st, cell)
+        return
+    for j in range(st.sp.levels):
+        l = st.order[k][j]
+        p = lb + st.pen[k][l]
+        # The slack keeps float rounding of the bound from ever pruning the
+        # true minimum.
+        if p * 0.99999 <= st.best_e:
+            walk(st, k + 1, cell * st.sp.levels + l, p)
+
+
+cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
+                          int32_t hint) noexcept nogil:
+    """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.  hint:
+    a likely good index (or -1); it only speeds the search up."""
+    cdef SearchState st
+    cdef int k, l, own, j
+    cdef float gap, tk
+    st.sp = sp
+    st.t = t
+    st.w = w
+    st.best_e = HUGE_VALF
+    st.best_i = 0x7FFFFFFF
+    if hint >= 0:
+        st.best_i = hint
+        st.best_e = code_distance(sp, t, w, hint)
+    for k in range(sp.dim):
+        tk = t[k]
+        own = value_level(sp, tk)
+        for l in range(sp.levels):
+            if tk < sp.lo[l]:
+                gap = sp.lo[l] - tk
+            elif tk > sp.hi[l]:
+                gap = tk - sp.hi[l]
+            else:
+                gap = 0
+            st.pen[k][l] = w[k] * gap * gap
+        # Own level first, then outward: finds a good bound early.
+        st.order[k][0] = own
+        j = 1
+        for l in range(1, sp.levels):
+            if own - l >= 0:
+                st.order[k][j] = own - l
+                j += 1
+            if own + l < sp.levels:
+                st.order[k][j] = own + l
+                j += 1
+    walk(&st, 0, 0, 0)
+    if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
+        st.best_i = 0
+    return st.best_i
+
+
+cdef SearchSpace SPACE_IQ2          # signed 8-value groups
+cdef SearchSpace SPACE_IQ3          # magnitudes of 8-value groups
+cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
+
+cdef int build_spaces() except -1:
+    cdef int rc = 0
+    with nogil:
+        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 3, 0)
+        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 3, 1)
+        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 4, 0)
+        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, 4, 0)
+    if rc != 0:
+        raise MemoryError("iqkt: cannot allocate the codebook search index")
+    return 0
+
+build_spaces()
+
+# ---------------------------------------------------------------- per-row work
+
+cdef struct RowScratch:
+    float *x                    # row scaled into [0.5, 1) max magnitude
+    float *w                    # importance
+    float *target               # group target in codebook units
+    int32_t *gidx               # chosen codebook index per group (IQ4: within its codebook)
+    float *bscale               # least-squares block scale (x units per code unit)
+    float *bcurv                # curvature of the block error in its scale: sum w q^2
+    int *bcode                  # final integer block scale code
+    int *bflag                  # IQ4 codebook per block
+    int32_t *tmp_idx            # trial indices of one block
+    float *imn                  # imatrix normalised to max 1 (or NULL)
+    float *deq                  # dequantized row, for statistics
+
+
+cdef void free_scratch(RowScratch *s) noexcept nogil:
+    free(s.x); free(s.w); free(s.target); free(s.gidx); free(s.bscale); free(s.bcurv)
+    free(s.bcode); free(s.bflag); free(s.tmp_idx); free(s.imn); free(s.deq)
+
+
+cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq) noexcept nogil:
+    cdef int64_t nblk = n // 32
+    memset(s, 0, sizeof(RowScratch))
+    s.x = <float *>malloc(n * sizeof(float))
+    s.w = <float *>malloc(n * sizeof(float))
+    s.target = <float *>malloc(32 * sizeof(float))
+    s.gidx = <int32_t *>malloc((n // 4) * sizeof(int32_t))
+    s.bscale = <float *>malloc(nblk * sizeof(float))
+    s.bcurv = <float *>malloc(nblk * sizeof(float))
+    s.bcode = <int *>malloc(nblk * sizeof(int))
+    s.bflag = <int *>malloc(nblk * sizeof(int))
+    s.tmp_idx = <int32_t *>malloc(8 * sizeof(int32_t))
+    if want_imatrix:
+        s.imn = <float *>malloc(n * sizeof(float))
+    if want_deq:
+        s.deq = <float *>malloc(n * sizeof(float))
+    if (s.x == NULL or s.w == NULL or s.target == NULL or s.gidx == NULL or s.bscale == NULL
+            or s.bcurv == NULL or s.bcode == NULL or s.bflag == NULL or s.tmp_idx == NULL
+            or (want_imatrix and s.imn == NULL) or (want_deq and s.deq == NULL)):
+        free_scratch(s)
+        return KT_ERR_NOMEM
+    memset(s.bflag, 0, nblk * sizeof(int))
+    return KT_OK
+
+
+cdef void importance(const float *x, const float *imn, int64_t n, float *w) noexcept nogil:
+    """Per-weight importance, per 256-block; degenerate blocks get flat weights."""
+    cdef int64_t ib, j
+    cdef int b, k
+    cdef float sumx2, sigma2, wsum, wmean
+    cdef double tot = 0
+    cdef int64_t cnt = 0
+    for ib in range(n // QK):
+        sumx2 = 0
+        for k in range(QK):
+            sumx2 = sumx2 + x[ib * QK + k] * x[ib * QK + k]
+        sigma2 = 2 * sumx2 / QK
+        for k in range(QK):
+            j = ib * QK + k
+            if imn == NULL:
+                w[j] = 0.25 * sigma2 + x[j] * x[j]
+            else:
+                w[j] = imn[j] * sqrtf(sigma2 + x[j] * x[j])
+    # A 32-block whose importance is all zero (zero imatrix columns, or an
+    # all-zero row) still needs a sensible search: flat weights, small enough
+    # not to pull the row scale away from the blocks that matter.
+    for j in range(n):
+        if w[j] > 0:
+            tot += w[j]
+            cnt += 1
+    wmean = <float>(tot / cnt) if cnt > 0 else 1.0
+    for j in range(n // 32):
+        wsum = 0
+        for k in range(32):
+            wsum = wsum + w[32 * j + k]
+        if not (wsum > 0):
+            for k in range(32):
+                w[32 * j + k] = 1e-4 * wmean if cnt > 0 else 1.0
+
+
+cdef inline float block_amax(const float *x, int len) noexcept nogil:
+    cdef float a = 0
+    cdef int k
+    for k in range(len):
+        if fabsf(x[k]) > a:
+            a = fabsf(x[k])
+    return a
+
+
+# Search every group of one 32-block at scale dl; returns sum w*x*q and sum w*q^2.
+cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, const float *xb,
+                       const float *wb, float dl, float *target, const int32_t *hints,
+                       int32_t *out_idx, double *sumqx, double *sumq2) noexcept nogil:
+    cdef int dim = sp.dim
+    cdef int ng = 32 // dim
+    cdef int g, k, q
+    cdef float inv = 1.0 / dl if dl != 0 else 0.0
+    cdef int32_t i
+    cdef double sx = 0, s2 = 0
+    for g in range(ng):
+        for k in range(dim):
+            target[k] = xb[g * dim + k] * inv
+        i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1)
+        out_idx[g] = i
+        for k in range(dim):
+            q = cb[i * dim + k]
+            if take_abs and q < 0:
+                q = -q
+            sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
+            s2 += <double>wb[g * dim + k] * q * q
+    sumqx[0] = sx
+    sumq2[0] = s2
+
+
+cdef inline float finite_or_max(float v) noexcept nogil:
+    if v > FLT_MAX:
+        return FLT_MAX
+    if v < -FLT_MAX:
+        return -FLT_MAX
+    return v
+
+
+cdef float unscale_row_scale(float d, int expo, int max_code_product) noexcept nogil:
+    """Undo the power-of-two row scaling, keeping every decoded weight finite."""
+    cdef double dd = <double>d
+    cdef double lim
+    cdef int i
+    if expo > 0:
+        for i in range(expo):
+            dd *= 2
+    else:
+        for i in range(-expo):
+            dd *= 0.5
+    if max_code_product > 0:
+        lim = FLT_MAX / (<double>max_code_product * 1.0001)
+        if dd > lim:
+            dd = lim
+        elif dd < -lim:
+            dd = -lim
+    return <float>dd
+
+
+# ---------------------------------------------------------------- refinement
+#
+# Coordinate descent on the row's weighted squared error.  Each step is an
+# exact minimisation over one set of variables with the others fixed, so the
+# error never increases:
+#   (a) group indices at the current block scale (exact search; IQ4 also
+#       picks the better of its two codebooks),
+#   (b) each block's scale code for the current indices and row scale,
+#   (c) the row scale, by least squares.
+
+cdef inline int code_value(int type_id, int code) noexcept nogil:
+    if type_id == KT_IQ2:
+        return IQ2_SCALE_TABLE[code]
+    return code
+
+
+cdef inline int group_value(int type_id, const RowScratch *s, int64_t b, int g, int k) noexcept nogil:
+    cdef int q
+    if type_id == KT_IQ4:
+        return CB4[(s.gidx[8 * b + g] + 32768 * s.bflag[b]) * 4 + k]
+    q = CB8[s.gidx[4 * b + g] * 8 + k]
+    if type_id == KT_IQ3 and q < 0:
+        q = -q
+    return q
+
+
+cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx, double *sumq2) noexcept nogil:
+    """sum w*x*q and sum w*q^2 over block b for its current indices."""
+    cdef int dim = 4 if type_id == KT_IQ4 else 8
+    cdef int g, k, q
+    cdef double sx = 0, s2 = 0
+    cdef const float *xb = s.x + 32 * b
+    cdef const float *wb = s.w + 32 * b
+    for g in range(32 // dim):
+        for k in range(dim):
+            q = group_value(type_id, s, b, g, k)
+            sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
+            s2 += <double>wb[g * dim + k] * q * q
+    sumqx[0] = sx
+    sumq2[0] = s2
+
+
+cdef void research_block(int type_id, RowScratch *s, int64_t b, float dl) noexcept nogil:
+    cdef double sx, s2, err, best_err
+    cdef int f, j, best_f
+    cdef int32_t cand[2][8]
+    cdef const float *xb = s.x + 32 * b
+    cdef const float *wb = s.w + 32 * b
+    if type_id != KT_IQ4:
+        search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
+                     xb, wb, dl, s.target, s.gidx + 4 * b, s.gidx + 4 * b, &sx, &s2)
+        return
+    best_err = HUGE_VALF
+    best_f = 0
+    for f in range(2):
+        search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
+                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2)
+        # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
+        err = <double>dl * dl * s2 - 2 * <double>dl * sx
+        if err < best_err:
+            best_err = err
+            best_f = f
+    s.bflag[b] = best_f
+    for j in range(8):
+        s.gidx[8 * b + j] = cand[best_f][j]
+
+
+cdef int best_scale_code(int type_id, float d, double sx, double s2, int current) noexcept nogil:
+    """Scale code minimising d^2 v^2 s2 - 2 d v sx for code value v."""
+    cdef int c, best = current
+    cdef double e, best_e, v, opt
+    if d == 0 or s2 <= 0:
+        return current
+    if type_id == KT_IQ2:
+        best_e = HUGE_VALF
+        for c in range(16):
+            v = <double>d * IQ2_SCALE_TABLE[c]
+            e = v * v * s2 - 2 * v * sx
+            if e < best_e:
+                best_e = e
+                best = c
+        return best
+    # Linear codes: the error is a convex quadratic in the code, so the best
+    # integer is the rounded, clamped optimum.
+    opt = sx / (<double>d * s2)
+    c = <int>floor(opt + 0.5) if opt > -1e9 and opt < 1e9 else (-1000 if opt < 0 else 1000)
+    if type_id == KT_IQ3:
+        return 0 if c < 0 else (15 if c > 15 else c)
+    return -64 if c < -64 else (63 if c > 63 else c)
+
+
+cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters) noexcept nogil:
+    cdef int64_t nblk = n // 32, b
+    cdef int it, v
+    cdef double sx, s2, num, den
+    cdef float dl
+    for it in range(iters):
+        num = 0
+        den = 0
+        for b in range(nblk):
+            dl = d * <float>code_value(type_id, s.bcode[b])
+            if dl != 0:
+                research_block(type_id, s, b, dl)
+            block_sums(type_id, s, b, &sx, &s2)
+            s.bcode[b] = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            v = code_value(type_id, s.bcode[b])
+            num += v * sx
+            den += <double>v * v * s2
+        if den > 0:
+            d = <float>(num / den)
+    return d
+
+
+# ---------------------------------------------------------------- IQ2_KT / IQ3_KT
+
+cdef int nearest_iq2_scale_code(float v) noexcept nogil:
+    cdef int c, best = 0
+    cdef float e, best_e = HUGE_VALF
+    for c in range(16):
+        e = fabsf(v - <float>IQ2_SCALE_TABLE[c])
+        if e < best_e:
+            best_e = e
+            best = c
+    return best
+
+
+cdef inline int block_scale_value(int type_id, int code) noexcept nogil:
+    if type_id == KT_IQ2:
+        return IQ2_SCALE_TABLE[code]
+    return code
+
+
+cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch *s,
+                           uint8_t *out) noexcept nogil:
+    cdef int64_t nblk = n // 32, b, j, ib
+    cdef int take_abs = type_id == KT_IQ3
+    cdef const SearchSpace *sp = &SPACE_IQ3 if take_abs else &SPACE_IQ2
+    cdef int expo, trial, ntrials, g, k, c, best_t, sign
+    cdef float amax_row, amax, s0, dl, max_scale, inv_d, v
+    cdef double sx, s2, score, best_score, num, den, best_num, best_den
+    cdef float d
+    cdef float *xb
+    cdef float *wb
+    cdef int32_t *trial_idx = s.tmp_idx
+    cdef uint8_t *sb
+    cdef int max_prod
+
+    amax_row = block_amax(xrow, <int>n) if n < 0x7FFFFFFF else 0
+    if amax_row == 0:
+        memset(out, 0, kt_row_size(type_id, n))
+        return KT_OK
+    frexpf(amax_row, &expo)
+    # IQ3_KT codes magnitudes (signs are stored separately): work on |x|.
+    for j in range(n):
+        s.x[j] = ldexpf(fabsf(xrow[j]) if take_abs else xrow[j], -expo)
+    importance(s.x, s.imn, n, s.w)
+    amax_row = block_amax(s.x, <int>n)
+
+    # 3. per block: trial scales, exact search, keep the best LS score.
+    for b in range(nblk):
+        xb = s.x + 32 * b
+        wb = s.w + 32 * b
+        amax = block_amax(xb, 32)
+        best_score = -1
+        s.bscale[b] = 0
+        s.bcurv[b] = 0
+        if amax == 0:
+            search_block(sp, CB8, take_abs, xb, wb, 1.0, s.target, NULL, s.gidx + 4 * b, &sx, &s2)
+            s.bcurv[b] = <float>s2
+            continue
+        ntrials = 7 if take_abs else 2
+        for trial in range(ntrials):
+            if take_abs:
+                s0 = 123 * amax / amax_row
+                if s0 < 84:
+                    s0 = 84
+                dl = amax / (s0 + 8 * (trial - 3))
+            else:
+                s0 = 124 * amax / amax_row
+                if s0 < 90:
+                    s0 = 90
+                dl = amax / s0 if trial == 0 else -amax / s0
+            # The previous trial's indices are good starting guesses.
+            search_block(sp, CB8, take_abs, xb, wb, dl, s.target, trial_idx if trial > 0 else NULL,
+                         trial_idx, &sx, &s2)
+            if s2 > 0:
+                score = sx * sx / s2
+                if score > best_score:
+                    best_score = score
+                    s.bscale[b] = <float>(sx / s2)
+                    s.bcurv[b] = <float>s2
+                    for g in range(4):
+                        s.gidx[4 * b + g] = trial_idx[g]
+
+    # 4. row scale and block codes, jointly: for each candidate row scale,
+    #    round every block scale to its code and score the LS fit.
+    max_scale = 0
+    for b in range(nblk):
+        if fabsf(s.bscale[b]) > fabsf(max_scale):
+            max_scale = s.bscale[b]
+    if max_scale == 0:
+        memset(out, 0, kt_row_size(type_id, n))
+        return KT_OK
+    best_score = -1
+    best_t = 0
+    best_num = 0
+    best_den = 1
+    for trial in range(-9, 10):
+        if take_abs:
+            inv_d = (0.2 * trial + 15) / max_scale
+        else:
+            inv_d = (trial - 127) / max_scale
+        num = 0
+        den = 0
+        for b in range(nblk):
+            v = s.bscale[b] * inv_d
+            if take_abs:
+                c = <int>floorf(v + 0.5)
+                c = 0 if c < 0 else (15 if c > 15 else c)
+            else:
+                c = nearest_iq2_scale_code(v)
+            c = block_scale_value(type_id, c)
+            num += <double>s.bcurv[b] * s.bscale[b] * c
+            den += <double>s.bcurv[b] * c * c
+        if den > 0 and num * num / den > best_score:
+            best_score = num * num / den
+            best_t = trial
+            best_num = num
+            best_den = den
+    if take_abs:
+        inv_d = (0.2 * best_t + 15) / max_scale
+    else:
+        inv_d = (best_t - 127) / max_scale
+    for b in range(nblk):
+        v = s.bscale[b] * inv_d
+        if take_abs:
+            c = <int>floorf(v + 0.5)
+            c = 0 if c < 0 else (15 if c > 15 else c)
+        else:
+            c = nearest_iq2_scale_code(v)
+        s.bcode[b] = c
+    d = <float>(best_num / best_den)
+
+    # 5. re-search at the final block scales, refit d.
+    d = refine_row(type_id, s, n, d, REFINE_ITERS)
+
+    # Encode.
+    max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
+    iqkt_store_f32(out, unscale_row_scale(d, expo, max_prod))
+    for ib in range(n // QK):
+        sb = out + 4 + ib * SB_BYTES[type_id]
+        for k in range(4):
+            sb[k] = <uint8_t>(s.bcode[8 * ib + k] | (s.bcode[8 * ib + k + 4] << 4))
+        for g in range(32):
+            iqkt_store_u16(sb + 4 + 2 * g, <uint16_t>s.gidx[32 * ib + g])
+        if take_abs:
+            memset(sb + 68, 0, 32)
+            for b in range(8):
+                for k in range(32):
+                    if xrow[ib * QK + 32 * b + k] < 0:
+                        sb[68 + k] |= <uint8_t>(1 << b)
+    return KT_OK
+
+
+# ---------------------------------------------------------------- IQ4_KT
+
+cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
+    cdef int64_t nblk = n // 32, b, j, ib
+    cdef int expo, trial, f, k, c, jj, best_t
+    cdef float amax_row, amax, s0, dl, max_scale, v, inv_d, d
+    cdef double sx, s2, score, best_score, num, den, best_num, best_den
+    cdef float *xb
+    cdef float *wb
+    cdef int32_t prev[2][8]
+    cdef uint8_t *sb
+    cdef uint32_t word
+    cdef int idx
+
+    amax_row = block_amax(xrow, <int>n) if n < 0x7FFFFFFF else 0
+    if amax_row == 0:
+        memset(out, 0, kt_row_size(KT_IQ4, n))
+        return KT_OK
+    frexpf(amax_row, &expo)
+    for j in range(n):
+        s.x[j] = ldexpf(xrow[j], -expo)
+    importance(s.x, s.imn, n, s.w)
+    amax_row = block_amax(s.x, <int>n)
+
+    for b in range(nblk):
+        xb = s.x + 32 * b
+        wb = s.w + 32 * b
+        amax = block_amax(xb, 32)
+        best_score = -1
+        s.bscale[b] = 0
+        s.bcurv[b] = 0
+        s.bflag[b] = 0
+        if amax == 0:
+            search_block(&SPACE_IQ4[0], CB4, 0, xb, wb, 1.0, s.target, NULL, s.gidx + 8 * b, &sx, &s2)
+            s.bcurv[b] = <float>s2
+            continue
+        s0 = 120 * amax / amax_row
+        if s0 < 96:
+            s0 = 96
+        for trial in range(10):
+            dl = amax / (s0 + 8 * (trial // 2 - 2))
+            if trial & 1:
+                dl = -dl
+            for f in range(2):
+                search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
+                             prev[f] if trial > 0 else NULL, prev[f], &sx, &s2)
+                if s2 > 0:
+                    score = sx * sx / s2
+                    if score > best_score:
+                        best_score = score
+                        s.bscale[b] = <float>(sx / s2)
+                        s.bcurv[b] = <float>s2
+                        s.bflag[b] = f
+                        for k in range(8):
+                            s.gidx[8 * b + k] = prev[f][k]
+
+    max_scale = 0
+    for b in range(nblk):
+        if fabsf(s.bscale[b]) > fabsf(max_scale):
+            max_scale = s.bscale[b]
+    if max_scale == 0:
+        memset(out, 0, kt_row_size(KT_IQ4, n))
+        return KT_OK
+    # The largest block maps to code -64; try nearby row scales too.
+    best_score = -1
+    best_t = 0
+    best_num = 0
+    best_den = 1
+    for trial in range(-6, 7):
+        inv_d = (-64 + 0.5 * trial) / max_scale
+        num = 0
+        den = 0
+        for b in range(nblk):
+            c = <int>floorf(s.bscale[b] * inv_d + 0.5)
+            c = -64 if c < -64 else (63 if c > 63 else c)
+            num += <double>s.bcurv[b] * s.bscale[b] * c
+            den += <double>s.bcurv[b] * c * c
+        if den > 0 and num * num / den > best_score:
+            best_score = num * num / den
+            best_t = trial
+            best_num = num
+            best_den = den
+    inv_d = (-64 + 0.5 * best_t) / max_scale
+    for b in range(nblk):
+        c = <int>floorf(s.bscale[b] * inv_d + 0.5)
+        s.bcode[b] = -64 if c < -64 else (63 if c > 63 else c)
+    d = <float>(best_num / best_den)
+    d = refine_row(KT_IQ4, s, n, d, REFINE_ITERS)
+
+    iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
+    for ib in range(n // QK):
+        sb = out + 4 + ib * SB_BYTES[KT_IQ4]
+        memset(sb + 96, 0, 32)
+        for b in range(8):
+            word = <uint32_t>s.bflag[8 * ib + b] | (<uint32_t>(s.bcode[8 * ib + b] + 64) << 1)
+            for j in range(8):
+                jj = 8 * b + j
+                idx = s.gidx[64 * ib + jj]
+                word |= <uint32_t>((idx >> 12) & 7) << (8 + 3 * j)
+                sb[32 + jj] = <uint8_t>(idx & 0xFF)
+                sb[96 + (jj & 31)] |= <uint8_t>(((idx >> 8) & 15) << (4 * (jj >> 5)))
+            iqkt_store_u32(sb + 4 * b, word)
+    return KT_OK
+
+
+# ---------------------------------------------------------------- entry point
+
+cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
+                          const float *imatrix, uint8_t *out, double *row_err) noexcept nogil:
+    """Quantize nrows rows of n float32 weights into out (nrows * row_size
+    bytes).  imatrix: NULL or n finite non-negative importances.  row_err:
+    NULL or nrows doubles receiving each row's relative squared error
+    (imatrix-weighted when an imatrix is given)."""
+    cdef int64_t rs = kt_row_size(type_id, n)
+    cdef int64_t r, j
+    cdef RowScratch s
+    cdef int rc
+    cdef float immax = 0
+    cdef double num, den, diff, wt
+    if rs < 0:
+        return <int>rs
+    if nrows < 0:
+        return KT_ERR_SIZE
+    if nrows == 0:
+        return KT_OK
+    if x == NULL or out == NULL:
+        return KT_ERR_ARG
+    for j in range(nrows * n):
+        if not isfinite(x[j]):
+            return KT_ERR_NONFINITE_INPUT
+    if imatrix != NULL:
+        for j in range(n):
+            if not isfinite(imatrix[j]) or imatrix[j] < 0:
+                return KT_ERR_IMATRIX
+            if imatrix[j] > immax:
+                immax = imatrix[j]
+    rc = alloc_scratch(&s, n, imatrix != NULL, row_err != NULL)
+    if rc != KT_OK:
+        return rc
+    if imatrix != NULL:
+        # Scale-free: only ratios of importances matter; normalising keeps
+        # huge imatrix values from overflowing.
+        for j in range(n):
+            s.imn[j] = imatrix[j] / immax if immax > 0 else 1.0
+    for r in range(nrows):
+        if type_id == KT_IQ4:
+            rc = quantize_row_iq4(x + r * n, n, &s, out + r * rs)
+        else:
+            rc = quantize_row_iq23(type_id, x + r * n, n, &s, out + r * rs)
+        if rc != KT_OK:
+            break
+        if row_err != NULL:
+            rc = kt_dequantize_rows(type_id, out + r * rs, 1, n, s.deq, 0)
+            if rc != KT_OK:
+                break
+            num = 0
+            den = 0
+            for j in range(n):
+                wt = imatrix[j] if imatrix != NULL else 1.0
+                diff = <double>x[r * n + j] - <double>s.deq[j]
+                num += wt * diff * diff
+                den += wt * <double>x[r * n + j] * <double>x[r * n + j]
+            row_err[r] = num / den if den > 0 else 0.0
+    free_scratch(&s)
+    return rc

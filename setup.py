@@ -1,0 +1,131 @@
+"""Build script: the same Cython kernel source compiled once per CPU ISA.
+
+Each variant is a tiny shim ``iqkt/_kernels/_kt_<isa>.pyx`` that ``include``s
+``kt_kernels.pxi``; only the compiler flags differ.  ``iqkt/_dispatch.py``
+picks the best one at import time.
+
+Environment knobs (all optional):
+  IQKT_VARIANTS   comma list of variants to build (default: all for the target arch)
+  IQKT_SANITIZE   "1" -> -fsanitize=address,undefined -fno-omit-frame-pointer
+  IQKT_DEBUG      "1" -> -O0 -g
+"""
+import os
+import sys
+import sysconfig
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KDIR = os.path.join("iqkt", "_kernels")
+
+
+def _target_arch():
+    # sysconfig honours _PYTHON_HOST_PLATFORM, which cross builds set.
+    plat = sysconfig.get_platform().lower()
+    if any(a in plat for a in ("aarch64", "arm64")):
+        return "arm64"
+    if any(a in plat for a in ("x86_64", "amd64", "win-amd64", "universal2")) or plat.startswith("macosx") and "x86" in plat:
+        return "x86_64"
+    import platform
+
+    m = platform.machine().lower()
+    if m in ("aarch64", "arm64"):
+        return "arm64"
+    if m in ("x86_64", "amd64"):
+        return "x86_64"
+    return "other"
+
+
+MSVC = sys.platform == "win32"
+ARCH = _target_arch()
+
+# Per-variant ISA flags.  Everything else (optimisation, no FP contraction) is
+# common, so that every variant computes the quantizer bit-identically.
+if MSVC:
+    ISA_FLAGS = {
+        "scalar": [],
+        "avx2": ["/arch:AVX2"],
+        "avx512": ["/arch:AVX512"],
+        "neon": [],
+    }
+else:
+    ISA_FLAGS = {
+        "scalar": [],
+        "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
+        "avx512": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt",
+                   "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"],
+        "neon": ["-march=armv8.2-a+dotprod"],
+    }
+
+DEFAULT_VARIANTS = {
+    "x86_64": ["scalar", "avx2", "avx512"],
+    "arm64": ["scalar", "neon"],
+    "other": ["scalar"],
+}[ARCH]
+
+variants = os.environ.get("IQKT_VARIANTS")
+variants = [v.strip() for v in variants.split(",") if v.strip()] if variants else DEFAULT_VARIANTS
+for v in variants:
+    if v not in ISA_FLAGS:
+        raise SystemExit(f"IQKT_VARIANTS: unknown variant {v!r} (known: {', '.join(ISA_FLAGS)})")
+
+if MSVC:
+    BASE_CFLAGS = ["/O2", "/fp:precise"]
+    BASE_LDFLAGS = []
+else:
+    # -ffp-contract=off: no FMA fusion behind our back, so the scalar and SIMD
+    # builds round identically.  -fno-math-errno lets sqrtf inline.
+    BASE_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+                   "-Wno-unused-function", "-Wno-unreachable-code"]
+    BASE_LDFLAGS = []
+    if os.environ.get("IQKT_DEBUG") == "1":
+        BASE_CFLAGS = ["-O0", "-g"] + BASE_CFLAGS[1:]
+    if os.environ.get("IQKT_SANITIZE") == "1":
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+        BASE_CFLAGS = BASE_CFLAGS + san + ["-g"]
+        BASE_LDFLAGS = BASE_LDFLAGS + san
+    if sys.platform.startswith("linux"):
+        BASE_LDFLAGS.append("-lpthread")
+
+include_dirs = [np.get_include(), KDIR]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+extensions = []
+for v in variants:
+    extensions.append(
+        Extension(
+            f"iqkt._kernels._kt_{v}",
+            [os.path.join(KDIR, f"_kt_{v}.pyx")],
+            include_dirs=include_dirs,
+            define_macros=macros + [("IQKT_VARIANT", f'"{v}"')],
+            extra_compile_args=BASE_CFLAGS + ISA_FLAGS[v],
+            extra_link_args=BASE_LDFLAGS,
+        )
+    )
+
+# CPU feature detection: compiled without ISA flags, it must run anywhere.
+extensions.append(
+    Extension(
+        "iqkt._kernels._cpu",
+        [os.path.join(KDIR, "_cpu.pyx")],
+        include_dirs=[KDIR],
+        extra_compile_args=BASE_CFLAGS,
+        extra_link_args=BASE_LDFLAGS,
+    )
+)
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+        include_path=[KDIR],
+    ),
+)
