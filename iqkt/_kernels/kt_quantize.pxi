@@ -19,6 +19,9 @@
 cdef extern from "float.h":
     float FLT_MIN
 
+cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales
+cdef int NFLIP_REFINE = 8      # exact search in the refinement
+
 cdef enum:
     REFINE_ITERS = 3
     MAX_DIM = 8
@@ -31,9 +34,9 @@ cdef struct SearchSpace:
     float thr[MAX_LEVELS]       # level(v) = number of thresholds below v
     float lo[MAX_LEVELS]        # smallest value any code has in a level
     float hi[MAX_LEVELS]        # largest value any code has in a level
-    int32_t *cell_start         # ncells + 1 offsets into vals/idx
-    float *vals                 # code values, code-major (pos * dim + k)
-    int32_t *idx                # codebook index stored at each position
+    int32_t *cell_start         # ncells + 1 offsets, in blocks of 16 codes
+    float *vals                 # per 16-code block: dim rows of 16 values
+    int32_t *idx                # codebook index of each slot (padding: INT32_MAX)
     float *byidx                # code values in codebook index order
 
 
@@ -49,7 +52,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     """Index ncodes groups of dim int8 values (absolute values if take_abs)."""
     cdef int64_t hist[256]
     cdef int64_t total, acc, target
-    cdef int i, k, l, v, cell, pos
+    cdef int i, k, l, v, cell, pos, nslots
     cdef int32_t *fill
     memset(hist, 0, sizeof(hist))
     sp.dim = dim
@@ -86,20 +89,32 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         if sp.lo[l] > sp.hi[l]:        # empty level: make its gap infinite
             sp.lo[l] = HUGE_VALF
             sp.hi[l] = HUGE_VALF
+    # Count codes per cell, round each cell up to whole 16-code blocks.
     sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
-    sp.vals = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
-    sp.idx = <int32_t *>malloc(<size_t>ncodes * sizeof(int32_t))
-    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
-    if sp.cell_start == NULL or sp.vals == NULL or sp.idx == NULL or sp.byidx == NULL or fill == NULL:
+    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
+    if sp.cell_start == NULL or fill == NULL or sp.byidx == NULL:
         free(fill)
         return KT_ERR_NOMEM
-    memset(sp.cell_start, 0, (sp.ncells + 1) * sizeof(int32_t))
+    memset(fill, 0, (sp.ncells + 1) * sizeof(int32_t))
     for i in range(ncodes):
-        sp.cell_start[code_cell(sp, cb + i * dim, take_abs) + 1] += 1
+        fill[code_cell(sp, cb + i * dim, take_abs)] += 1
+    sp.cell_start[0] = 0
     for cell in range(sp.ncells):
-        sp.cell_start[cell + 1] += sp.cell_start[cell]
-    memcpy(fill, sp.cell_start, (sp.ncells + 1) * sizeof(int32_t))
+        sp.cell_start[cell + 1] = sp.cell_start[cell] + (fill[cell] + 15) // 16
+    nslots = sp.cell_start[sp.ncells] * 16
+    sp.vals = <float *>malloc(<size_t>nslots * dim * sizeof(float))
+    sp.idx = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
+    if sp.vals == NULL or sp.idx == NULL:
+        free(fill)
+        return KT_ERR_NOMEM
+    # Padding slots: far away and with the largest index, so never chosen.
+    for i in range(nslots * dim):
+        sp.vals[i] = 1e15
+    for i in range(nslots):
+        sp.idx[i] = 0x7FFFFFFF
+    for cell in range(sp.ncells):
+        fill[cell] = sp.cell_start[cell] * 16
     # Codes keep ascending index order inside a cell.
     for i in range(ncodes):
         cell = code_cell(sp, cb + i * dim, take_abs)
@@ -110,7 +125,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
             v = cb[i * dim + k]
             if take_abs and v < 0:
                 v = -v
-            sp.vals[pos * dim + k] = <float>v
+            sp.vals[(pos // 16) * dim * 16 + k * 16 + pos % 16] = <float>v
             sp.byidx[i * dim + k] = <float>v
     free(fill)
     return KT_OK
@@ -132,28 +147,16 @@ cdef struct SearchState:
     const float *w              # importance of each coordinate (>= 0)
     float pen[MAX_DIM][MAX_LEVELS]
     int order[MAX_DIM][MAX_LEVELS]
+    int nlev[MAX_DIM]           # levels walked per coordinate (1 = own level only)
     float best_e
     int32_t best_i
 
 
 cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
     cdef const SearchSpace *sp = st.sp
-
-    cdef int32_t pos, end = sp.cell_start[cell + 1]
-    cdef int k, dim = sp.dim
-    cdef float e, diff
-    cdef const float *c
-    for pos in range(sp.cell_start[cell], end):
-        c = sp.vals + pos * dim
-        e = 0
-        for k in range(dim):
-            diff = st.t[k] - c[k]
-            e = e + (st.w[k] * diff) * diff
-        # Ties go to the smaller codebook index: a total order, so the result
-        # does not depend on scan order.
-        if e < st.best_e or (e == st.best_e and sp.idx[pos] < st.best_i):
-            st.best_e = e
-            st.best_i = sp.idx[pos]
+    cdef int32_t b0 = sp.cell_start[cell]
+    iqkt_scan_codes(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16,
+                    sp.cell_start[cell + 1] - b0, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
 
 
 cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,
@@ -174,7 +177,7 @@ cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
     if k == st.sp.dim:
         scan_cell(st, cell)
         return
-    for j in range(st.sp.levels):
+    for j in range(st.nlev[k]):
         l = st.order[k][j]
         p = lb + st.pen[k][l]
         # The slack keeps float rounding of the bound from ever pruning the
@@ -184,12 +187,17 @@ cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
 
 
 cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
-                          int32_t hint) noexcept nogil:
-    """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.  hint:
-    a likely good index (or -1); it only speeds the search up."""
+                          int32_t hint, int nflip) noexcept nogil:
+    """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.
+
+    nflip >= dim: exact.  Smaller nflip searches only the cells that differ
+    from the target's own cell in the nflip coordinates that are cheapest to
+    change (a fast approximation).  hint: an index (or -1) that is always a
+    candidate, so the result is never worse than the hint."""
     cdef SearchState st
-    cdef int k, l, own, j
-    cdef float gap, tk
+    cdef int k, l, own, j, m
+    cdef float gap, tk, flip_cost[MAX_DIM]
+    cdef int rank[MAX_DIM]
     st.sp = sp
     st.t = t
     st.w = w
@@ -201,6 +209,7 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     for k in range(sp.dim):
         tk = t[k]
         own = value_level(sp, tk)
+        flip_cost[k] = HUGE_VALF
         for l in range(sp.levels):
             if tk < sp.lo[l]:
                 gap = sp.lo[l] - tk
@@ -209,6 +218,8 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
             else:
                 gap = 0
             st.pen[k][l] = w[k] * gap * gap
+            if l != own and st.pen[k][l] < flip_cost[k]:
+                flip_cost[k] = st.pen[k][l]
         # Own level first, then outward: finds a good bound early.
         st.order[k][0] = own
         j = 1
@@ -219,6 +230,16 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
             if own + l < sp.levels:
                 st.order[k][j] = own + l
                 j += 1
+        st.nlev[k] = sp.levels
+    if nflip < sp.dim:
+        # Freeze all but the nflip cheapest coordinates (ties: lower k).
+        for k in range(sp.dim):
+            m = 0
+            for j in range(sp.dim):
+                if flip_cost[j] < flip_cost[k] or (flip_cost[j] == flip_cost[k] and j < k):
+                    m += 1
+            if m >= nflip:
+                st.nlev[k] = 1
     walk(&st, 0, 0, 0)
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
         st.best_i = 0
@@ -232,8 +253,8 @@ cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
 cdef int build_spaces() except -1:
     cdef int rc = 0
     with nogil:
-        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 3, 0)
-        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 3, 1)
+        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 2, 0)
+        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
         rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 4, 0)
         rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, 4, 0)
     if rc != 0:
@@ -288,27 +309,22 @@ cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq)
     return KT_OK
 
 
-cdef void importance(const float *x, const float *imn, int64_t n, float *w) noexcept nogil:
-    """Per-weight importance, per 256-block; degenerate blocks get flat weights."""
-    cdef int64_t ib, j
-    cdef int b, k
-    cdef float sumx2, sigma2, wsum, wmean
+cdef void importance(const float *imn, int64_t n, float *w) noexcept nogil:
+    """Per-weight importance: the quality measure itself.  Error is judged as
+    sum imatrix * (x - y)^2 (plain squared error without an imatrix), so that
+    is what the search minimises; the reference instead weights by a function
+    of x, which measured worse on that criterion (see the project notes).
+    A 32-block whose importances are all zero still needs a sensible search:
+    it gets flat weights, small enough not to pull the row scale."""
+    cdef int64_t j
+    cdef int k
+    cdef float wsum, wmean
     cdef double tot = 0
     cdef int64_t cnt = 0
-    for ib in range(n // QK):
-        sumx2 = 0
-        for k in range(QK):
-            sumx2 = sumx2 + x[ib * QK + k] * x[ib * QK + k]
-        sigma2 = 2 * sumx2 / QK
-        for k in range(QK):
-            j = ib * QK + k
-            if imn == NULL:
-                w[j] = 0.25 * sigma2 + x[j] * x[j]
-            else:
-                w[j] = imn[j] * sqrtf(sigma2 + x[j] * x[j])
-    # A 32-block whose importance is all zero (zero imatrix columns, or an
-    # all-zero row) still needs a sensible search: flat weights, small enough
-    # not to pull the row scale away from the blocks that matter.
+    for j in range(n):
+        w[j] = 1.0 if imn == NULL else imn[j]
+    if imn == NULL:
+        return
     for j in range(n):
         if w[j] > 0:
             tot += w[j]
@@ -335,7 +351,7 @@ cdef inline float block_amax(const float *x, int len) noexcept nogil:
 # Search every group of one 32-block at scale dl; returns sum w*x*q and sum w*q^2.
 cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, const float *xb,
                        const float *wb, float dl, float *target, const int32_t *hints,
-                       int32_t *out_idx, double *sumqx, double *sumq2) noexcept nogil:
+                       int32_t *out_idx, double *sumqx, double *sumq2, int nflip) noexcept nogil:
     cdef int dim = sp.dim
     cdef int ng = 32 // dim
     cdef int g, k, q
@@ -345,7 +361,7 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
     for g in range(ng):
         for k in range(dim):
             target[k] = xb[g * dim + k] * inv
-        i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1)
+        i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
         for k in range(dim):
             q = cb[i * dim + k]
@@ -435,13 +451,13 @@ cdef void research_block(int type_id, RowScratch *s, int64_t b, float dl) noexce
     cdef const float *wb = s.w + 32 * b
     if type_id != KT_IQ4:
         search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
-                     xb, wb, dl, s.target, s.gidx + 4 * b, s.gidx + 4 * b, &sx, &s2)
+                     xb, wb, dl, s.target, s.gidx + 4 * b, s.gidx + 4 * b, &sx, &s2, NFLIP_REFINE)
         return
     best_err = HUGE_VALF
     best_f = 0
     for f in range(2):
         search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2)
+                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, NFLIP_REFINE)
         # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
         err = <double>dl * dl * s2 - 2 * <double>dl * sx
         if err < best_err:
@@ -498,6 +514,83 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
     return d
 
 
+cdef inline int nearest_scale_code(int type_id, float u) noexcept nogil:
+    """Scale code whose value is nearest to u."""
+    cdef int c
+    if type_id == KT_IQ2:
+        return nearest_iq2_scale_code(u)
+    c = <int>floorf(u + 0.5) if u > -1000 and u < 1000 else (-1000 if u < 0 else 1000)
+    if type_id == KT_IQ3:
+        return 0 if c < 0 else (15 if c > 15 else c)
+    return -64 if c < -64 else (63 if c > 63 else c)
+
+
+cdef enum:
+    ROW_SCALE_ANCHORS = 8       # largest blocks that anchor row-scale candidates
+
+
+cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_out) noexcept nogil:
+    """Pick the row scale d and every block's scale code (s.bcode) from the
+    blocks' least-squares scales s.bscale and curvatures s.bcurv.
+
+    Candidates put one of the largest blocks exactly on one code value; each
+    is scored by the least-squares fit of all blocks with their codes rounded
+    to nearest.  Trying every code for several anchors (not only the largest
+    block at the extreme code) lets a row with a lone outlier block trade
+    that block's accuracy for resolution everywhere else.
+    Returns False for a row whose blocks are all zero."""
+    cdef int anchors[ROW_SCALE_ANCHORS]
+    cdef int na = 0, a, j, c, v, lo, hi
+    cdef int64_t b, pick
+    cdef float amax, u, inv_d, best_inv = 0
+    cdef double num, den, score, best_score = -1, best_num = 0, best_den = 1
+    # The ROW_SCALE_ANCHORS blocks of largest |scale| (ties: lower block).
+    for a in range(ROW_SCALE_ANCHORS):
+        pick = -1
+        amax = 0
+        for b in range(nblk):
+            if fabsf(s.bscale[b]) > amax:
+                for j in range(na):
+                    if anchors[j] == b:
+                        break
+                else:
+                    amax = fabsf(s.bscale[b])
+                    pick = b
+        if pick < 0:
+            break
+        anchors[na] = <int>pick
+        na += 1
+    if na == 0:
+        return False
+    lo = 0 if type_id != KT_IQ4 else -64
+    hi = 15 if type_id != KT_IQ4 else 63
+    for a in range(na):
+        for c in range(lo, hi + 1):
+            v = code_value(type_id, c)
+            if v == 0:
+                continue
+            inv_d = <float>v / s.bscale[anchors[a]]
+            num = 0
+            den = 0
+            for b in range(nblk):
+                v = code_value(type_id, nearest_scale_code(type_id, s.bscale[b] * inv_d))
+                num += <double>s.bcurv[b] * s.bscale[b] * v
+                den += <double>s.bcurv[b] * v * v
+            if den > 0:
+                score = num * num / den
+                if score > best_score:
+                    best_score = score
+                    best_inv = inv_d
+                    best_num = num
+                    best_den = den
+    if best_score < 0:
+        return False
+    for b in range(nblk):
+        s.bcode[b] = nearest_scale_code(type_id, s.bscale[b] * best_inv)
+    d_out[0] = <float>(best_num / best_den)
+    return True
+
+
 # ---------------------------------------------------------------- IQ2_KT / IQ3_KT
 
 cdef int nearest_iq2_scale_code(float v) noexcept nogil:
@@ -509,12 +602,6 @@ cdef int nearest_iq2_scale_code(float v) noexcept nogil:
             best_e = e
             best = c
     return best
-
-
-cdef inline int block_scale_value(int type_id, int code) noexcept nogil:
-    if type_id == KT_IQ2:
-        return IQ2_SCALE_TABLE[code]
-    return code
 
 
 cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch *s,
@@ -540,7 +627,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
     # IQ3_KT codes magnitudes (signs are stored separately): work on |x|.
     for j in range(n):
         s.x[j] = ldexpf(fabsf(xrow[j]) if take_abs else xrow[j], -expo)
-    importance(s.x, s.imn, n, s.w)
+    importance(s.imn, n, s.w)
     amax_row = block_amax(s.x, <int>n)
 
     # 3. per block: trial scales, exact search, keep the best LS score.
@@ -552,7 +639,8 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         s.bscale[b] = 0
         s.bcurv[b] = 0
         if amax == 0:
-            search_block(sp, CB8, take_abs, xb, wb, 1.0, s.target, NULL, s.gidx + 4 * b, &sx, &s2)
+            search_block(sp, CB8, take_abs, xb, wb, 1.0, s.target, NULL, s.gidx + 4 * b, &sx, &s2,
+                         NFLIP_TRIAL)
             s.bcurv[b] = <float>s2
             continue
         ntrials = 7 if take_abs else 2
@@ -569,7 +657,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                 dl = amax / s0 if trial == 0 else -amax / s0
             # The previous trial's indices are good starting guesses.
             search_block(sp, CB8, take_abs, xb, wb, dl, s.target, trial_idx if trial > 0 else NULL,
-                         trial_idx, &sx, &s2)
+                         trial_idx, &sx, &s2, NFLIP_TRIAL)
             if s2 > 0:
                 score = sx * sx / s2
                 if score > best_score:
@@ -579,54 +667,10 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                     for g in range(4):
                         s.gidx[4 * b + g] = trial_idx[g]
 
-    # 4. row scale and block codes, jointly: for each candidate row scale,
-    #    round every block scale to its code and score the LS fit.
-    max_scale = 0
-    for b in range(nblk):
-        if fabsf(s.bscale[b]) > fabsf(max_scale):
-            max_scale = s.bscale[b]
-    if max_scale == 0:
+    # 4. row scale and block codes, jointly.
+    if not choose_row_scale(type_id, s, nblk, &d):
         memset(out, 0, kt_row_size(type_id, n))
         return KT_OK
-    best_score = -1
-    best_t = 0
-    best_num = 0
-    best_den = 1
-    for trial in range(-9, 10):
-        if take_abs:
-            inv_d = (0.2 * trial + 15) / max_scale
-        else:
-            inv_d = (trial - 127) / max_scale
-        num = 0
-        den = 0
-        for b in range(nblk):
-            v = s.bscale[b] * inv_d
-            if take_abs:
-                c = <int>floorf(v + 0.5)
-                c = 0 if c < 0 else (15 if c > 15 else c)
-            else:
-                c = nearest_iq2_scale_code(v)
-            c = block_scale_value(type_id, c)
-            num += <double>s.bcurv[b] * s.bscale[b] * c
-            den += <double>s.bcurv[b] * c * c
-        if den > 0 and num * num / den > best_score:
-            best_score = num * num / den
-            best_t = trial
-            best_num = num
-            best_den = den
-    if take_abs:
-        inv_d = (0.2 * best_t + 15) / max_scale
-    else:
-        inv_d = (best_t - 127) / max_scale
-    for b in range(nblk):
-        v = s.bscale[b] * inv_d
-        if take_abs:
-            c = <int>floorf(v + 0.5)
-            c = 0 if c < 0 else (15 if c > 15 else c)
-        else:
-            c = nearest_iq2_scale_code(v)
-        s.bcode[b] = c
-    d = <float>(best_num / best_den)
 
     # 5. re-search at the final block scales, refit d.
     d = refine_row(type_id, s, n, d, REFINE_ITERS)
@@ -670,7 +714,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
     frexpf(amax_row, &expo)
     for j in range(n):
         s.x[j] = ldexpf(xrow[j], -expo)
-    importance(s.x, s.imn, n, s.w)
+    importance(s.imn, n, s.w)
     amax_row = block_amax(s.x, <int>n)
 
     for b in range(nblk):
@@ -682,7 +726,8 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
         s.bcurv[b] = 0
         s.bflag[b] = 0
         if amax == 0:
-            search_block(&SPACE_IQ4[0], CB4, 0, xb, wb, 1.0, s.target, NULL, s.gidx + 8 * b, &sx, &s2)
+            search_block(&SPACE_IQ4[0], CB4, 0, xb, wb, 1.0, s.target, NULL, s.gidx + 8 * b, &sx, &s2,
+                         NFLIP_TRIAL)
             s.bcurv[b] = <float>s2
             continue
         s0 = 120 * amax / amax_row
@@ -694,7 +739,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
                 dl = -dl
             for f in range(2):
                 search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                             prev[f] if trial > 0 else NULL, prev[f], &sx, &s2)
+                             prev[f] if trial > 0 else NULL, prev[f], &sx, &s2, NFLIP_TRIAL)
                 if s2 > 0:
                     score = sx * sx / s2
                     if score > best_score:
@@ -705,37 +750,9 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
                         for k in range(8):
                             s.gidx[8 * b + k] = prev[f][k]
 
-    max_scale = 0
-    for b in range(nblk):
-        if fabsf(s.bscale[b]) > fabsf(max_scale):
-            max_scale = s.bscale[b]
-    if max_scale == 0:
+    if not choose_row_scale(KT_IQ4, s, nblk, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
         return KT_OK
-    # The largest block maps to code -64; try nearby row scales too.
-    best_score = -1
-    best_t = 0
-    best_num = 0
-    best_den = 1
-    for trial in range(-6, 7):
-        inv_d = (-64 + 0.5 * trial) / max_scale
-        num = 0
-        den = 0
-        for b in range(nblk):
-            c = <int>floorf(s.bscale[b] * inv_d + 0.5)
-            c = -64 if c < -64 else (63 if c > 63 else c)
-            num += <double>s.bcurv[b] * s.bscale[b] * c
-            den += <double>s.bcurv[b] * c * c
-        if den > 0 and num * num / den > best_score:
-            best_score = num * num / den
-            best_t = trial
-            best_num = num
-            best_den = den
-    inv_d = (-64 + 0.5 * best_t) / max_scale
-    for b in range(nblk):
-        c = <int>floorf(s.bscale[b] * inv_d + 0.5)
-        s.bcode[b] = -64 if c < -64 else (63 if c > 63 else c)
-    d = <float>(best_num / best_den)
     d = refine_row(KT_IQ4, s, n, d, REFINE_ITERS)
 
     iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))

@@ -85,4 +85,108 @@ static inline int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b) {
 #endif
 }
 
+
+/* ---- Nearest-codeword scan -------------------------------------------------
+ * Codes are stored in blocks of 16: for each block, `dim` rows of 16 floats
+ * (coordinate-major), then the block's 16 codebook indices live in idx[].
+ * Every lane computes e = sum_k (w[k] * (t[k] - c[k])) * (t[k] - c[k]) with
+ * the operations in the same order as the scalar loop, and the minimum is
+ * taken in the total order (e, index), so every ISA returns the same code. */
+#define IQKT_SCAN_LANES 16
+
+static inline int iqkt_better(float e, int32_t i, float be, int32_t bi) {
+    return e < be || (e == be && i < bi);
+}
+
+static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nblk, int dim,
+                                   const float *t, const float *w, float *best_e, int32_t *best_i) {
+    float be = *best_e;
+    int32_t bi = *best_i;
+#if defined(IQKT_HAVE_AVX512)
+    __m512 vbe = _mm512_set1_ps(be);
+    __m512i vbi = _mm512_set1_epi32(bi);
+    for (int b = 0; b < nblk; b++) {
+        const float *c = vals + (size_t)b * dim * 16;
+        __m512 e = _mm512_setzero_ps();
+        for (int k = 0; k < dim; k++) {
+            __m512 diff = _mm512_sub_ps(_mm512_set1_ps(t[k]), _mm512_loadu_ps(c + 16 * k));
+            e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), diff), diff));
+        }
+        __m512i ids = _mm512_loadu_si512((const void *)(idx + 16 * b));
+        __mmask16 lt = _mm512_cmp_ps_mask(e, vbe, _CMP_LT_OQ) |
+                       (_mm512_cmp_ps_mask(e, vbe, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(ids, vbi));
+        vbe = _mm512_mask_blend_ps(lt, vbe, e);
+        vbi = _mm512_mask_blend_epi32(lt, vbi, ids);
+    }
+    float le[16]; int32_t li[16];
+    _mm512_storeu_ps(le, vbe);
+    _mm512_storeu_si512((void *)li, vbi);
+    for (int l = 0; l < 16; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
+#elif defined(IQKT_HAVE_AVX2)
+    __m256 vbe[2]; __m256i vbi[2];
+    vbe[0] = vbe[1] = _mm256_set1_ps(be);
+    vbi[0] = vbi[1] = _mm256_set1_epi32(bi);
+    for (int b = 0; b < nblk; b++) {
+        const float *c = vals + (size_t)b * dim * 16;
+        for (int h = 0; h < 2; h++) {
+            __m256 e = _mm256_setzero_ps();
+            for (int k = 0; k < dim; k++) {
+                __m256 diff = _mm256_sub_ps(_mm256_set1_ps(t[k]), _mm256_loadu_ps(c + 16 * k + 8 * h));
+                e = _mm256_add_ps(e, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[k]), diff), diff));
+            }
+            __m256i ids = _mm256_loadu_si256((const __m256i *)(idx + 16 * b + 8 * h));
+            __m256 lt = _mm256_or_ps(_mm256_cmp_ps(e, vbe[h], _CMP_LT_OQ),
+                        _mm256_and_ps(_mm256_cmp_ps(e, vbe[h], _CMP_EQ_OQ),
+                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(vbi[h], ids))));
+            vbe[h] = _mm256_blendv_ps(vbe[h], e, lt);
+            vbi[h] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(vbi[h]), _mm256_castsi256_ps(ids), lt));
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        float le[8]; int32_t li[8];
+        _mm256_storeu_ps(le, vbe[h]);
+        _mm256_storeu_si256((__m256i *)li, vbi[h]);
+        for (int l = 0; l < 8; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
+    }
+#elif defined(IQKT_HAVE_NEON)
+    float32x4_t vbe[4]; int32x4_t vbi[4];
+    for (int h = 0; h < 4; h++) { vbe[h] = vdupq_n_f32(be); vbi[h] = vdupq_n_s32(bi); }
+    for (int b = 0; b < nblk; b++) {
+        const float *c = vals + (size_t)b * dim * 16;
+        for (int h = 0; h < 4; h++) {
+            float32x4_t e = vdupq_n_f32(0.0f);
+            for (int k = 0; k < dim; k++) {
+                /* vmulq/vaddq, never vfmaq/vmlaq: fused ops would round differently. */
+                float32x4_t diff = vsubq_f32(vdupq_n_f32(t[k]), vld1q_f32(c + 16 * k + 4 * h));
+                e = vaddq_f32(e, vmulq_f32(vmulq_f32(vdupq_n_f32(w[k]), diff), diff));
+            }
+            int32x4_t ids = vld1q_s32(idx + 16 * b + 4 * h);
+            uint32x4_t lt = vorrq_u32(vcltq_f32(e, vbe[h]), vandq_u32(vceqq_f32(e, vbe[h]), vcltq_s32(ids, vbi[h])));
+            vbe[h] = vbslq_f32(lt, e, vbe[h]);
+            vbi[h] = vbslq_s32(lt, ids, vbi[h]);
+        }
+    }
+    for (int h = 0; h < 4; h++) {
+        float le[4]; int32_t li[4];
+        vst1q_f32(le, vbe[h]);
+        vst1q_s32(li, vbi[h]);
+        for (int l = 0; l < 4; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
+    }
+#else
+    for (int b = 0; b < nblk; b++) {
+        const float *c = vals + (size_t)b * dim * 16;
+        for (int l = 0; l < 16; l++) {
+            float e = 0.0f;
+            for (int k = 0; k < dim; k++) {
+                float diff = t[k] - c[16 * k + l];
+                e = e + (w[k] * diff) * diff;
+            }
+            if (iqkt_better(e, idx[16 * b + l], be, bi)) { be = e; bi = idx[16 * b + l]; }
+        }
+    }
+#endif
+    *best_e = be;
+    *best_i = bi;
+}
+
 #endif /* IQKT_KT_SIMD_H */
