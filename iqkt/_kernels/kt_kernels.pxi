@@ -241,21 +241,31 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 
 # ---------------------------------------------------------------- mul_mat
 #
-# Activations are quantized once per call to int8 with a float scale per 32
-# values; each weight block's trellis values are decoded once and dotted
-# exactly (int32) with every activation row.
+# Activations are quantized once per call to two int8 planes per block of 32
+# values: hi = round(x / s) with s = amax / 127, and lo = round((x - s*hi) /
+# (s / 254)), the rounding residual.  x ~ s * (hi + lo / 254) to within
+# s / 508 per value, so the product is accurate to ~1e-4 relative while every
+# multiply-add stays an exact int8 x int8 product.  Each weight block's trellis
+# values are decoded once and dotted with every activation row.
+
+cdef enum:
+    ACT_LO_STEPS = 254          # lo plane resolution: s / 254
 
 cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                                  int8_t *qx, float *xs) noexcept nogil:
+    """x (nrows, n) -> qx (nrows, 2n): per 32-block, 32 hi then 32 lo values;
+    xs (nrows, n/32): the block scales s."""
     cdef int64_t r, ib, nb = n // 32
-    cdef int k
-    cdef float amax, a, scale, inv
+    cdef int k, hi
+    cdef float amax, a, scale, inv, resid
     cdef const float *xb
+    cdef int8_t *qb
     if n <= 0 or n % 32 != 0 or nrows < 0:
         return KT_ERR_SIZE
     for r in range(nrows):
         for ib in range(nb):
             xb = x + r * n + 32 * ib
+            qb = qx + 2 * (r * n + 32 * ib)
             amax = 0
             for k in range(32):
                 a = fabsf(xb[k])
@@ -264,17 +274,26 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                 if a > amax:
                     amax = a
             scale = amax / 127.0
-            inv = 127.0 / amax if amax > 0 else 0.0
             xs[r * nb + ib] = scale
+            if amax == 0:
+                memset(qb, 0, 64)
+                continue
+            inv = 127.0 / amax
             for k in range(32):
-                qx[r * n + 32 * ib + k] = <int8_t>floorf(xb[k] * inv + 0.5)
+                hi = <int>floorf(xb[k] * inv + 0.5)
+                hi = -127 if hi < -127 else (127 if hi > 127 else hi)
+                qb[k] = <int8_t>hi
+                resid = (xb[k] - scale * <float>hi) * inv * ACT_LO_STEPS
+                a = floorf(resid + 0.5)
+                qb[32 + k] = <int8_t>(-127 if a < -127 else (127 if a > 127 else <int>a))
     return KT_OK
 
 cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                        const int8_t *qx, const float *xs, int64_t nb_rows,
                        float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
     """y[b*ldy + r] = dot(W[r], x[b]) for weight rows r in [row0, row1) and
-    activation rows b < nb_rows, with x given as int8 blocks (qx, xs)."""
+    activation rows b < nb_rows, x given as int8 planes (qx, xs) made by
+    kt_quantize_activations."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, ib, bi, nsb = n // QK, nblk = n // 32, blk
     cdef int b, bscale
@@ -283,6 +302,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
     cdef float *acc
     cdef const uint8_t *row
     cdef const uint8_t *sb
+    cdef const int8_t *qb
     cdef int8_t vals[32]
     if rs < 0:
         return <int>rs
@@ -309,10 +329,12 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                 bscale = decode_block(type_id, sb, b, vals)
                 blk = ib * 8 + b
                 for bi in range(nb_rows):
-                    isum = iqkt_dot_i8_32(qx + bi * n + 32 * blk, vals)
-                    acc[bi] = acc[bi] + xs[bi * nblk + blk] * <float>(bscale * isum)
+                    qb = qx + 2 * (bi * n + 32 * blk)
+                    # |isum| <= 255 * 32 * 127 * 126: fits int32.
+                    isum = iqkt_dot_i8_32(qb, vals) * ACT_LO_STEPS + iqkt_dot_i8_32(qb + 32, vals)
+                    acc[bi] = acc[bi] + (xs[bi * nblk + blk] * <float>bscale) * <float>isum
         for bi in range(nb_rows):
-            y[bi * ldy + r] = d * acc[bi]
+            y[bi * ldy + r] = (d / ACT_LO_STEPS) * acc[bi]
     free(acc)
     return KT_OK
 
@@ -418,6 +440,8 @@ def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::
 def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] qx, float[:, ::1] xs):
     cdef int rc
     cdef int64_t nrows = x.shape[0], n = x.shape[1]
+    if qx.shape[0] != nrows or qx.shape[1] != 2 * n or xs.shape[0] != nrows or xs.shape[1] != n // 32:
+        raise ValueError("quantize_activations: output shape mismatch")
     if nrows == 0:
         return
     with nogil:
@@ -430,6 +454,8 @@ def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const int8_t[:, 
     cdef int rc
     if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
         raise ValueError("mul_mat_q8: bad row range")
+    if qx.shape[1] != 2 * n or xs.shape[1] != n // 32 or y.shape[0] != qx.shape[0]:
+        raise ValueError("mul_mat_q8: activation shape mismatch")
     if row1 == row0 or qx.shape[0] == 0:
         return
     with nogil:
