@@ -106,9 +106,12 @@ def _as_float_matrix(x, what: str) -> np.ndarray:
         a = a[None, :]
     elif a.ndim != 2:
         raise ValueError(f"{what} must be 1-D or 2-D, got {a.ndim}-D with shape {a.shape}")
-    with np.errstate(over="ignore"):
-        # float64 beyond float32 range becomes inf here and is rejected below.
-        return np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.itemsize > 4 and np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() \
+            and not np.isfinite(out).all():
+        raise ValueError(f"{what} has values outside the float32 range (|v| > 3.4e38)")
+    return out
 
 
 def _check_finite(a: np.ndarray, what: str):
@@ -225,6 +228,10 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
         if q.shape[1] != K:
             raise ValueError(f"shape mismatch: matrix has K={q.shape[1]}, x has K={K}")
         q = q.data
+    if isinstance(q, np.ndarray) and q.ndim == 2 and q.shape[1] != row_size(TYPES[tid], K):
+        held = (q.shape[1] - 4) / _SB_BYTES[tid] * BLOCK
+        raise ValueError(f"shape mismatch: x has K={K} columns but the {TYPES[tid]} matrix rows "
+                         f"hold {held:g} weights")
     a = _as_q(q, tid, K)
     _check_finite(xm, "x")
     if precision not in ("int8", "float"):

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd")
     sub.add_parser("info", help="show the detected CPU features and the kernel variant in use")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
-    d.add_argument("--rows", type=int, default=256)
+    d.add_argument("--rows", type=int, default=128)
     d.add_argument("--cols", type=int, default=4096)
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--repeat", type=int, default=20)

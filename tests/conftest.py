@@ -1,0 +1,102 @@
+"""Shared pytest configuration for the iqkt test suite."""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+DATA_DIR = TESTS_DIR / "data"
+if str(TESTS_DIR) not in sys.path:  # make ``import pyref`` work from any rootdir
+    sys.path.insert(0, str(TESTS_DIR))
+
+FUZZ_LONG = os.environ.get("IQKT_FUZZ", "").lower() == "long"
+
+
+def fuzz_examples(n: int) -> int:
+    """max_examples for a property test: ``n`` normally, the "long" profile's
+    count (10000) under IQKT_FUZZ=long.  (An explicit @settings(max_examples=...)
+    would otherwise override the loaded profile.)"""
+    return 10000 if FUZZ_LONG else n
+
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci",
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
+    settings.register_profile(
+        "long",
+        max_examples=10000,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
+    settings.load_profile("long" if FUZZ_LONG else "ci")
+except ImportError:  # hypothesis is optional for the non-property tests
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "subprocess: runs a child Python interpreter")
+
+
+class GoldenCase:
+    """One reference file ``tests/data/<type>_<case>.npz``."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        stem = path.stem
+        parts = stem.split("_")
+        self.type = "_".join(parts[:2])      # iq2_kt / iq3_kt / iq4_kt
+        self.case = "_".join(parts[2:])      # gauss, edge, ...
+        self.name = stem
+        with np.load(path) as z:
+            self.x = z["x"]
+            self.q = z["q"]
+            self.deq_ref = z["deq_ref"]
+            self.v = z["v"]
+            self.y_ref = z["y_ref"]
+            self.imatrix = z["imatrix"] if "imatrix" in z.files else None
+        for a in (self.x, self.q, self.deq_ref, self.v, self.y_ref):
+            a.setflags(write=False)
+        if self.imatrix is not None:
+            self.imatrix.setflags(write=False)
+        self.rows, self.n = self.x.shape
+
+    def __repr__(self):
+        return f"GoldenCase({self.name})"
+
+
+GOLDEN_FILES = sorted(DATA_DIR.glob("*.npz"))
+GOLDEN_CASES = [GoldenCase(p) for p in GOLDEN_FILES]
+GOLDEN_IDS = [c.name for c in GOLDEN_CASES]
+
+
+def golden_params():
+    """``pytest.mark.parametrize`` arguments over all golden cases."""
+    return dict(argnames="golden", argvalues=GOLDEN_CASES, ids=GOLDEN_IDS)
+
+
+@pytest.fixture(params=GOLDEN_CASES, ids=GOLDEN_IDS)
+def golden(request) -> GoldenCase:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def iqkt_mod():
+    """The package under test.  Imported lazily so that the pyref-only tests in
+    the same modules still run (and the package tests *fail*, not skip) when the
+    extension is missing or broken."""
+    import iqkt
+
+    return iqkt
