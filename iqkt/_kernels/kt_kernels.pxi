@@ -390,6 +390,38 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
     free(acc)
     return KT_OK
 
+cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
+    """All-in-one product on raw pointers (the stable entry for embedders):
+    y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's inference values.
+    precision_float != 0 uses the exact float path, else int8 activations."""
+    cdef int64_t rs = kt_row_size(type_id, n)
+    cdef int rc
+    cdef int8_t *qx
+    cdef float *xs
+    if rs < 0:
+        return <int>rs
+    if nrows < 0 or nb < 0:
+        return KT_ERR_SIZE
+    if nrows == 0 or nb == 0:
+        return KT_OK
+    if q == NULL or x == NULL or y == NULL:
+        return KT_ERR_ARG
+    if precision_float:
+        return kt_mul_mat_f32(type_id, q, n, x, nb, y, nrows, 0, nrows)
+    qx = <int8_t *>malloc(<size_t>nb * 2 * n)
+    xs = <float *>malloc(<size_t>nb * (n // 32) * sizeof(float))
+    if qx == NULL or xs == NULL:
+        free(qx)
+        free(xs)
+        return KT_ERR_NOMEM
+    rc = kt_quantize_activations(x, nb, n, qx, xs)
+    if rc == KT_OK:
+        rc = kt_mul_mat_q8(type_id, q, n, qx, xs, nb, y, nrows, 0, nrows)
+    free(qx)
+    free(xs)
+    return rc
+
 include "kt_quantize.pxi"
 
 # ---------------------------------------------------------------- Python wrappers
