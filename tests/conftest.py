@@ -13,14 +13,18 @@ DATA_DIR = TESTS_DIR / "data"
 if str(TESTS_DIR) not in sys.path:  # make ``import pyref`` work from any rootdir
     sys.path.insert(0, str(TESTS_DIR))
 
-FUZZ_LONG = os.environ.get("IQKT_FUZZ", "").lower() == "long"
+_FUZZ = os.environ.get("IQKT_FUZZ", "").strip().lower()
+FUZZ_LONG = _FUZZ == "long"
+# IQKT_FUZZ=<number>: at least that many examples per property test (the CI
+# fuzz stage uses a few hundred); IQKT_FUZZ=long: 10000.
+FUZZ_COUNT = 10000 if FUZZ_LONG else (int(_FUZZ) if _FUZZ.isdigit() else 0)
 
 
 def fuzz_examples(n: int) -> int:
-    """max_examples for a property test: ``n`` normally, the "long" profile's
-    count (10000) under IQKT_FUZZ=long.  (An explicit @settings(max_examples=...)
-    would otherwise override the loaded profile.)"""
-    return 10000 if FUZZ_LONG else n
+    """max_examples for a property test: ``n`` normally, more under IQKT_FUZZ.
+    (An explicit @settings(max_examples=...) would otherwise override the
+    loaded profile.)"""
+    return max(n, FUZZ_COUNT)
 
 
 try:

@@ -276,15 +276,18 @@ cdef struct RowScratch:
     int *bflag                  # IQ4 codebook per block
     int32_t *tmp_idx            # trial indices of one block
     float *imn                  # imatrix normalised to max 1 (or NULL)
-    float *deq                  # dequantized row, for statistics
+    float *deq                  # a dequantized row, to measure error
+    float *alt_x                # alternative input row (outlier handling)
+    uint8_t *alt_q              # its encoding
 
 
 cdef void free_scratch(RowScratch *s) noexcept nogil:
     free(s.x); free(s.w); free(s.target); free(s.gidx); free(s.bscale); free(s.bcurv)
     free(s.bcode); free(s.bflag); free(s.tmp_idx); free(s.imn); free(s.deq)
+    free(s.alt_x); free(s.alt_q)
 
 
-cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq) noexcept nogil:
+cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int64_t row_bytes) noexcept nogil:
     cdef int64_t nblk = n // 32
     memset(s, 0, sizeof(RowScratch))
     s.x = <float *>malloc(n * sizeof(float))
@@ -298,11 +301,13 @@ cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq)
     s.tmp_idx = <int32_t *>malloc(8 * sizeof(int32_t))
     if want_imatrix:
         s.imn = <float *>malloc(n * sizeof(float))
-    if want_deq:
-        s.deq = <float *>malloc(n * sizeof(float))
+    s.deq = <float *>malloc(n * sizeof(float))
+    s.alt_x = <float *>malloc(n * sizeof(float))
+    s.alt_q = <uint8_t *>malloc(row_bytes)
     if (s.x == NULL or s.w == NULL or s.target == NULL or s.gidx == NULL or s.bscale == NULL
             or s.bcurv == NULL or s.bcode == NULL or s.bflag == NULL or s.tmp_idx == NULL
-            or (want_imatrix and s.imn == NULL) or (want_deq and s.deq == NULL)):
+            or (want_imatrix and s.imn == NULL) or s.deq == NULL or s.alt_x == NULL
+            or s.alt_q == NULL):
         free_scratch(s)
         return KT_ERR_NOMEM
     memset(s.bflag, 0, nblk * sizeof(int))
@@ -773,6 +778,56 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
 
 # ---------------------------------------------------------------- entry point
 
+cdef inline int quantize_one_row(int type_id, const float *xrow, int64_t n, RowScratch *s,
+                                 uint8_t *out) noexcept nogil:
+    if type_id == KT_IQ4:
+        return quantize_row_iq4(xrow, n, s, out)
+    return quantize_row_iq23(type_id, xrow, n, s, out)
+
+
+cdef double weighted_sq_error(int type_id, const float *xrow, int64_t n, const uint8_t *q,
+                              const float *imatrix, float *deq, double *signal) noexcept nogil:
+    """sum w (x - decode(q))^2 with w = imatrix or 1; also sum w x^2."""
+    cdef int64_t j
+    cdef double num = 0, den = 0, diff, wt
+    kt_dequantize_rows(type_id, q, 1, n, deq, 0)
+    for j in range(n):
+        wt = imatrix[j] if imatrix != NULL else 1.0
+        diff = <double>xrow[j] - <double>deq[j]
+        num += wt * diff * diff
+        den += wt * <double>xrow[j] * <double>xrow[j]
+    signal[0] = den
+    return num
+
+
+cdef int quantize_outlier_row(int type_id, const float *xrow, int64_t n, const float *imatrix,
+                              RowScratch *s, uint8_t *out) noexcept nogil:
+    """A row dominated by one weight can land in a poor local optimum of the
+    scale search; also try encoding just that weight (the rest zeroed) and
+    keep whichever reconstructs the row better.  Only rows where the largest
+    weight carries at least a quarter of the energy pay for this."""
+    cdef int64_t j, jmax = 0
+    cdef double e_full, e_alt, sig, tot = 0
+    cdef int rc
+    cdef int64_t rs = kt_row_size(type_id, n)
+    for j in range(n):
+        tot += <double>xrow[j] * xrow[j]
+        if fabsf(xrow[j]) > fabsf(xrow[jmax]):
+            jmax = j
+    if not (<double>xrow[jmax] * xrow[jmax] >= 0.25 * tot) or tot == 0:
+        return KT_OK
+    memset(s.alt_x, 0, n * sizeof(float))
+    s.alt_x[jmax] = xrow[jmax]
+    rc = quantize_one_row(type_id, s.alt_x, n, s, s.alt_q)
+    if rc != KT_OK:
+        return rc
+    e_full = weighted_sq_error(type_id, xrow, n, out, imatrix, s.deq, &sig)
+    e_alt = weighted_sq_error(type_id, xrow, n, s.alt_q, imatrix, s.deq, &sig)
+    if e_alt < e_full:
+        memcpy(out, s.alt_q, rs)
+    return KT_OK
+
+
 cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
                           const float *imatrix, uint8_t *out, double *row_err) noexcept nogil:
     """Quantize nrows rows of n float32 weights into out (nrows * row_size
@@ -784,7 +839,7 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
     cdef RowScratch s
     cdef int rc
     cdef float immax = 0
-    cdef double num, den, diff, wt
+    cdef double num, den
     if rs < 0:
         return <int>rs
     if nrows < 0:
@@ -802,7 +857,7 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
                 return KT_ERR_IMATRIX
             if imatrix[j] > immax:
                 immax = imatrix[j]
-    rc = alloc_scratch(&s, n, imatrix != NULL, row_err != NULL)
+    rc = alloc_scratch(&s, n, imatrix != NULL, rs)
     if rc != KT_OK:
         return rc
     if imatrix != NULL:
@@ -811,23 +866,13 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
         for j in range(n):
             s.imn[j] = imatrix[j] / immax if immax > 0 else 1.0
     for r in range(nrows):
-        if type_id == KT_IQ4:
-            rc = quantize_row_iq4(x + r * n, n, &s, out + r * rs)
-        else:
-            rc = quantize_row_iq23(type_id, x + r * n, n, &s, out + r * rs)
+        rc = quantize_one_row(type_id, x + r * n, n, &s, out + r * rs)
+        if rc == KT_OK:
+            rc = quantize_outlier_row(type_id, x + r * n, n, imatrix, &s, out + r * rs)
         if rc != KT_OK:
             break
         if row_err != NULL:
-            rc = kt_dequantize_rows(type_id, out + r * rs, 1, n, s.deq, 0)
-            if rc != KT_OK:
-                break
-            num = 0
-            den = 0
-            for j in range(n):
-                wt = imatrix[j] if imatrix != NULL else 1.0
-                diff = <double>x[r * n + j] - <double>s.deq[j]
-                num += wt * diff * diff
-                den += wt * <double>x[r * n + j] * <double>x[r * n + j]
+            num = weighted_sq_error(type_id, x + r * n, n, out + r * rs, imatrix, s.deq, &den)
             row_err[r] = num / den if den > 0 else 0.0
     free_scratch(&s)
     return rc
