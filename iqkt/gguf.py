@@ -133,6 +133,15 @@ class KTGGUFReader(gguf.GGUFReader):
     KT tensors get ``tensor_type`` = the int id and ``data`` = uint8 (..., rows, row_size) over
     the memory map. Tensor data running past the end of the file (truncation) is a clear error."""
 
+    def _get(self, offset, dtype, count=1, override_order=None):
+        # Speed only: every slice of an np.memmap builds a new memmap object, which makes parsing
+        # a 150k-entry vocabulary take seconds. A plain ndarray view of the same mapping slices
+        # the same bytes (still lazily paged in) several times faster.
+        if isinstance(self.data, np.memmap):
+            self._mmap = self.data
+            self.data = self.data.view(np.ndarray)
+        return super()._get(offset, dtype, count, override_order)
+
     def _build_tensors(self, start_offs: int, fields) -> None:
         known, kt = [], []
         file_size = len(self.data)
@@ -204,6 +213,13 @@ def open_gguf(path: str | os.PathLike) -> KTGGUFReader:
     return r
 
 
+def _check_not_split(r, path: str) -> None:
+    n = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    if n is not None and n > 1:
+        raise GGUFFormatError(f"{path} is one shard of a model split into {n} files, which iqkt does not "
+                              f"read yet; merge the shards first (llama-gguf-split --merge)")
+
+
 def _np_shape(t) -> tuple[int, ...]:
     return tuple(reversed([int(d) for d in t.shape])) or (1,)
 
@@ -235,13 +251,17 @@ def _decode_rows(tid: int, raw: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"the gguf package cannot dequantize {gt.name} tensors") from None
 
 
+def _weighted_sq_sum(a: np.ndarray, w: np.ndarray | None) -> float:
+    """sum over rows and columns of w[col] * a^2, accumulated in float64 column sums."""
+    col = np.square(a).sum(axis=0, dtype=np.float64)
+    return float(col @ w if w is not None else col.sum())
+
+
 def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: int | None):
     """Encode float32 rows (rows, n) as `out_type`. Returns (bytes (rows, row_bytes), err_num, den):
     err_num / den is the relative squared error of the rows, imatrix-weighted when `im` is given."""
     w = None if im is None else im.astype(np.float64)
-    x64 = x.astype(np.float64)
-    xx = x64 * x64
-    den = float((xx * w).sum() if w is not None else xx.sum())
+    den = _weighted_sq_sum(x, w)
     if out_type in KT_TYPES:
         q, st = _api.quantize(x, out_type, im, threads=threads, return_stats=True)
         return q, float(st["rel_err_total"]) * den, den
@@ -251,10 +271,8 @@ def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: i
         q = x.astype(np.float16).view(np.uint8)
     else:
         q = np.asarray(gguf.quants.quantize(x, _GT[out_type.upper()]), dtype=np.uint8)
-    y = _decode_rows(type_id(out_type), q, x.shape[1]).astype(np.float64)
-    d = (y - x64) ** 2
-    num = float((d * w).sum() if w is not None else d.sum())
-    return q, num, den
+    y = _decode_rows(type_id(out_type), q, x.shape[1])
+    return q, _weighted_sq_sum(y - x, w), den
 
 
 # ----------------------------------------------------------------------------------------------
@@ -702,6 +720,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
     _check_paths(src, dst)
     r = open_gguf(src)
+    _check_not_split(r, src)
     im = imatrix
     if im is not None and not isinstance(im, Imatrix):
         im = load_imatrix(im)
@@ -716,6 +735,9 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     if fallbacks:
         warn(f"{len(fallbacks)} tensor(s) have rows that are not a multiple of their type's block and use "
              f"the fallback type instead: " + _fmt_list([f"{n} ({c} cols: {a} -> {b})" for n, a, b, c in fallbacks]))
+    for p in plans:
+        if p.out_type != "keep":  # fail now, not after minutes of work, on types gguf cannot decode
+            _decode_rows(p.src_tid, _raw_rows(p.tensor)[:1], p.shape[-1])
     requant: dict[str, int] = {}
     for p in plans:
         if p.out_type != "keep" and (p.src_tid in _KT_BY_ID or
@@ -766,6 +788,7 @@ def dequantize_model(src, dst, type: str = "f16", *, threads: int | None = None,
         raise ValueError(f"--type must be one of {', '.join(_FLOAT_OUT_TYPES)}, not {type!r}")
     _check_paths(src, dst)
     r = open_gguf(src)
+    _check_not_split(r, src)
     report = QuantizeReport(src, dst, src_bytes=sum(int(x.n_bytes) for x in r.tensors))
     plans = []
     for x in r.tensors:

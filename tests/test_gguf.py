@@ -92,7 +92,7 @@ def stored(buf, info, type_name):
     return np.frombuffer(buf, dtype=np.uint8, count=nb, offset=info["offset"])
 
 
-def make_model(path, rng, alignment=None, kt_rows=8):
+def make_model(path, rng, alignment=None, kt_rows=8, extra_kv=None):
     """A tiny llama-like model; returns its weights as float32 by name (numpy shapes), as the
     quantizer sees them (f16 and q8_0 inputs decoded)."""
     w = gguf.GGUFWriter(str(path), "llama")
@@ -106,6 +106,8 @@ def make_model(path, rng, alignment=None, kt_rows=8):
     w.add_array("tokenizer.ggml.tokens", ["<s>", "a", "\u00fc", "\u4e2d"])
     w.add_array("tokenizer.ggml.scores", [0.0, -1.5, -2.5, -3.25])
     w.add_array("tokenizer.ggml.token_type", [3, 1, 1, 1])
+    for k, v in (extra_kv or {}).items():
+        w.add_uint16(k, v)
     ref = {}
 
     def add(name, x, store="f32"):
@@ -483,6 +485,13 @@ def test_corrupt_gguf_errors(model, tmp_path):
         with pytest.raises(ig.GGUFFormatError):
             quant(path, tmp_path / "o.gguf", "q8_0")
         assert not (tmp_path / "o.gguf").exists()
+
+
+def test_split_model_is_refused(tmp_path):
+    src = tmp_path / "m-00001-of-00002.gguf"
+    make_model(src, np.random.default_rng(3), extra_kv={"split.count": 2, "split.no": 0})
+    with pytest.raises(ig.GGUFFormatError, match="split into 2 files"):
+        quant(src, tmp_path / "o.gguf", "q8_0")
 
 
 def test_cli_errors_are_one_line(model, tmp_path, capsys):
