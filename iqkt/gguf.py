@@ -577,7 +577,13 @@ def _progress_bar(total: int, enabled: bool | None):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="w", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
+    try:
+        cols = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        cols = 0
+    # A terminal that reports no width (some ptys) would make tqdm print an empty bar.
+    return tqdm(total=total, unit="w", unit_scale=True, dynamic_ncols=cols > 0, ncols=None if cols > 0 else 100,
+                file=sys.stderr,
                 disable=(None if enabled is None else not enabled), desc="quantize",
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} weights [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
 
