@@ -578,14 +578,14 @@ def _progress_bar(total: int, enabled: bool | None):
     except ImportError:
         return None
     try:
-        cols = os.get_terminal_size(sys.stderr.fileno()).columns
+        cols, lines = os.get_terminal_size(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):
-        cols = 0
-    # A terminal that reports no width (some ptys) would make tqdm print an empty bar.
+        cols = lines = 0
+    # A terminal that reports a size of 0 (some ptys) would make tqdm hide the bar.
     return tqdm(total=total, unit="w", unit_scale=True, dynamic_ncols=cols > 0, ncols=None if cols > 0 else 100,
-                file=sys.stderr,
+                nrows=None if lines > 0 else 24, file=sys.stderr,
                 disable=(None if enabled is None else not enabled), desc="quantize",
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} weights [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} weights [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
