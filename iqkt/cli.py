@@ -1,4 +1,5 @@
-"""The `iqkt` command: `iqkt info`, `iqkt demo`, `iqkt bench`."""
+"""The `iqkt` command: `iqkt info [FILE.gguf]`, `iqkt quantize`, `iqkt dequantize`, `iqkt demo`,
+`iqkt bench`."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,68 @@ import time
 
 
 def _cmd_info(args) -> int:
+    if args.file is not None:
+        gg = _gguf_module()
+        print(gg.format_info(gg.model_info(args.file), tensors=not args.summary))
+        return 0
     import iqkt
 
     iqkt.show_config()
+    return 0
+
+
+class _MissingDependency(RuntimeError):
+    pass
+
+
+def _gguf_module():
+    try:
+        from . import gguf as gg
+    except ImportError as e:
+        raise _MissingDependency(f"this command needs the gguf package ({e}); install it with "
+                                 f"pip install 'iqkt[gguf]'") from None
+    return gg
+
+
+def _setup_logging():
+    import logging
+
+    class _Fmt(logging.Formatter):
+        def format(self, record):
+            return f"iqkt: {record.levelname.lower()}: {record.getMessage()}"
+
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(_Fmt())
+    lg = logging.getLogger("iqkt")
+    lg.handlers[:] = [h]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+def _progress_flag(args):
+    return False if args.no_progress else None
+
+
+def _cmd_quantize(args) -> int:
+    gg = _gguf_module()
+    _setup_logging()
+    rep = gg.quantize_model(args.input, args.output, args.type, custom_q=args.custom_q,
+                            output_tensor_type=args.output_tensor_type,
+                            token_embedding_type=args.token_embedding_type, pure=args.pure,
+                            threads=args.threads, imatrix=args.imatrix, fallback_type=args.fallback_type,
+                            progress=_progress_flag(args))
+    print(rep.format_table(tensors=not args.summary))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_dequantize(args) -> int:
+    gg = _gguf_module()
+    _setup_logging()
+    rep = gg.dequantize_model(args.input, args.output, args.type, threads=args.threads,
+                              progress=_progress_flag(args))
+    print(rep.format_table(tensors=not args.summary))
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -77,7 +137,38 @@ def _cmd_bench(args, rest) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="iqkt", description="KT trellis quantization tools")
     sub = parser.add_subparsers(dest="cmd")
-    sub.add_parser("info", help="show the detected CPU features and the kernel variant in use")
+    i = sub.add_parser("info", help="without FILE: the detected CPU features and the kernel variant in use; "
+                                    "with FILE.gguf: its tensors, types, sizes, bits per weight, KT share")
+    i.add_argument("file", nargs="?", default=None, metavar="FILE.gguf")
+    i.add_argument("--summary", action="store_true", help="only the per-type summary, no tensor list")
+    q = sub.add_parser("quantize", help="quantize a GGUF model (KT types, q8_0, f16, ...)",
+                       description="Quantize a GGUF model. Options are named like llama-quantize's.")
+    q.add_argument("input", metavar="IN.gguf")
+    q.add_argument("output", metavar="OUT.gguf")
+    q.add_argument("--type", required=True, help="default type of weight matrices: iq2_kt, iq3_kt, iq4_kt, "
+                   "q8_0, q5_1, q5_0, q4_1, q4_0, f16, bf16, f32")
+    q.add_argument("--custom-q", default=None, metavar="REGEX=TYPE,...",
+                   help="per-tensor types, first matching regex wins (e.g. 'ffn_down=iq4_kt,attn_v=q8_0'); "
+                        "TYPE 'keep' copies the tensor unchanged")
+    q.add_argument("--output-tensor-type", default=None, metavar="TYPE", help="type of output.weight")
+    q.add_argument("--token-embedding-type", default=None, metavar="TYPE", help="type of token_embd.weight")
+    q.add_argument("--pure", action="store_true",
+                   help="no special cases (by default, with a KT --type, output and embeddings get q8_0)")
+    q.add_argument("--imatrix", default=None, metavar="FILE",
+                   help="importance matrix: legacy .dat (llama-imatrix) or GGUF imatrix")
+    q.add_argument("--fallback-type", default="q8_0", metavar="TYPE",
+                   help="type for matrices whose row length does not fit the chosen type (KT needs a "
+                        "multiple of 256); 'keep' leaves them as they are (default q8_0)")
+    q.add_argument("--threads", type=int, default=None, help="threads for the KT quantizer (default: all cores)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--summary", action="store_true", help="report only the per-type summary")
+    dq = sub.add_parser("dequantize", help="convert the KT tensors of a GGUF model to f16/bf16/f32")
+    dq.add_argument("input", metavar="IN.gguf")
+    dq.add_argument("output", metavar="OUT.gguf")
+    dq.add_argument("--type", default="f16", choices=["f16", "bf16", "f32"])
+    dq.add_argument("--threads", type=int, default=None)
+    dq.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dq.add_argument("--summary", action="store_true", help="report only the per-type summary")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
     d.add_argument("--rows", type=int, default=128)
     d.add_argument("--cols", type=int, default=4096)
@@ -86,9 +177,15 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     sub.add_parser("bench", help="benchmark table (see `iqkt bench --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if rest and args.cmd != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.cmd == "info":
             return _cmd_info(args)
+        if args.cmd == "quantize":
+            return _cmd_quantize(args)
+        if args.cmd == "dequantize":
+            return _cmd_dequantize(args)
         if args.cmd == "demo":
             return _cmd_demo(args)
         if args.cmd == "bench":
