@@ -88,7 +88,10 @@ else:
     if sys.platform.startswith("linux"):
         BASE_LDFLAGS.append("-lpthread")
 
-include_dirs = [np.get_include(), KDIR]
+# iqkt/include holds iqkt.h, the embedding API header that the variants'
+# function tables (kt_capi.pxi) are laid out by; it ships in the wheel.
+IDIR = os.path.join("iqkt", "include")
+include_dirs = [np.get_include(), KDIR, IDIR]
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = []

@@ -532,3 +532,5 @@ def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] o
     with nogil:
         rc = kt_quantize_rows(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp)
     check(rc)
+
+include "kt_capi.pxi"
