@@ -4,312 +4,165 @@
 #   1. scale the row by a power of two so that max|x| is in [0.5, 1): exact,
 #      and it keeps every intermediate far from float overflow/underflow;
 #   2. per-weight importance w (from the imatrix if given);
-#   3. per 32-block: try a few trial scales, find a good codebook entry of
-#      every group at each (a cheap, approximate nearest-neighbour search),
-#      keep the trial with the best least-squares score;
+#   3. per 32-block: try a few trial scales, find the best codebook entry of
+#      every group at each (exact weighted nearest-neighbour search), keep the
+#      trial with the best least-squares score;
 #   4. pick the row scale d and the block scale codes jointly;
-#   5. re-search every group at its final scale (exact search), refit d.
+#   5. re-search every group at its final scale, refit d by least squares.
 #
-# The nearest-neighbour search runs on a k-d tree built once at import: a
-# perfect binary tree whose leaves are 16 codes (one SIMD scan block).  Each
-# internal node splits its codes at the median of the coordinate with the
-# largest variance.  The walk visits the nearer child first and skips a
-# subtree when a lower bound of its distance (kept incrementally: per
-# coordinate, the squared gap from the target to the subtree's extent in the
-# coordinates split so far) cannot beat the best distance found.  Exact mode
-# visits every subtree that might hold a better code; approximate mode stops
-# after a fixed number of leaves (the first leaf is the target's own).
-# Only the leaf scan is ISA-specific (iqkt_scan_codes); it computes every
-# distance in the same order on every ISA and breaks ties by index, and the
-# walk is plain scalar code, so the chosen code is the same everywhere.  The
-# reference only searches one cluster of candidates.
+# The nearest-neighbour search is exact: the codebook is split into cells by
+# a per-coordinate quantile grid; a depth-first walk over the grid visits a
+# cell only if the lower bound of the distance to it (sum over coordinates of
+# the squared gap to that cell's value interval) beats the best distance so
+# far.  The reference only searches one cluster of candidates.
 
 cdef extern from "float.h":
     float FLT_MIN
 
-# Tuning knobs (see set_quantizer_knobs; defaults measured in the notes).
-cdef int TRIAL_LEAVES = 2       # leaves scanned per search while trying block scales
-cdef int REFINE_LEAVES = 0      # leaves per search in all but the last refinement (0: exact)
-cdef int USE_BEST_FIRST = 1
-cdef int REFINE_ITERS = 3       # refinement passes
-cdef int FINAL_LEAVES = 0       # leaves per search in the last refinement pass (0: exact)
+cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales
+cdef int NFLIP_REFINE = 8      # exact search in the last refinement pass
+cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before the last
+cdef int REFINE_PASSES = 3
 
-cdef int64_t LEAF_COUNT[2]
 cdef enum:
     MAX_DIM = 8
-    LEAF_CODES = 16             # codes per leaf = one iqkt_scan_codes block
-    MAX_DEPTH = 16
+    MAX_LEVELS = 8
 
 cdef struct SearchSpace:
     int dim                     # values per group: 8 (IQ2/IQ3) or 4 (IQ4)
-    int depth                   # internal levels; leaves = 2**depth
-    uint8_t *sdim               # split coordinate of each internal node
-    float *elo                  # each node's smallest value in its parent's split coordinate
-    float *ehi                  # ... and largest
-    float *vals                 # per leaf: dim rows of 16 values
-    int32_t *idx                # codebook index of each leaf slot
+    int levels                  # grid levels per coordinate
+    int ncells                  # levels ** dim
+    float thr[MAX_LEVELS]       # level(v) = number of thresholds below v
+    float lo[MAX_LEVELS]        # smallest value any code has in a level
+    float hi[MAX_LEVELS]        # largest value any code has in a level
+    int32_t *cell_start         # ncells + 1 offsets, in blocks of 16 codes
+    float *vals                 # per 16-code block: dim rows of 16 values
+    int32_t *idx                # codebook index of each slot (padding: INT32_MAX)
     float *byidx                # code values in codebook index order
 
 
-cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int take_abs) noexcept nogil:
-    """Index ncodes (16 * a power of two) groups of dim int8 values
-    (absolute values if take_abs) as a k-d tree."""
-    cdef int32_t *perm = NULL
-    cdef int32_t *tmp = NULL
-    cdef int8_t *v = NULL
-    cdef int32_t count[256]
-    cdef int64_t s1, s2, var, best_var
-    cdef int i, k, lvl, node, nnodes, nleaves, first, seg, beg, end, half, d, c, pos, child
-    nleaves = ncodes // LEAF_CODES
+cdef inline int value_level(const SearchSpace *sp, float v) noexcept nogil:
+    cdef int l = 0
+    while l < sp.levels - 1 and v > sp.thr[l]:
+        l += 1
+    return l
+
+
+cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int levels,
+                     int take_abs) noexcept nogil:
+    """Index ncodes groups of dim int8 values (absolute values if take_abs)."""
+    cdef int64_t hist[256]
+    cdef int64_t total, acc, target
+    cdef int i, k, l, v, cell, pos, nslots
+    cdef int32_t *fill
+    memset(hist, 0, sizeof(hist))
     sp.dim = dim
-    sp.depth = 0
-    while (1 << sp.depth) < nleaves:
-        sp.depth += 1
-    if (1 << sp.depth) != nleaves or nleaves * LEAF_CODES != ncodes:
-        return KT_ERR_SIZE
-    nnodes = 2 * nleaves - 1
-    sp.sdim = <uint8_t *>malloc(nnodes)
-    sp.elo = <float *>malloc(nnodes * sizeof(float))
-    sp.ehi = <float *>malloc(nnodes * sizeof(float))
-    sp.vals = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
-    sp.idx = <int32_t *>malloc(ncodes * sizeof(int32_t))
-    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
-    perm = <int32_t *>malloc(ncodes * sizeof(int32_t))
-    tmp = <int32_t *>malloc(ncodes * sizeof(int32_t))
-    v = <int8_t *>malloc(<size_t>ncodes * dim)
-    if (sp.sdim == NULL or sp.elo == NULL or sp.ehi == NULL or sp.vals == NULL or sp.idx == NULL
-            or sp.byidx == NULL or perm == NULL or tmp == NULL or v == NULL):
-        free(perm); free(tmp); free(v)
-        return KT_ERR_NOMEM
+    sp.levels = levels
+    sp.ncells = 1
+    for k in range(dim):
+        sp.ncells *= levels
     for i in range(ncodes * dim):
-        c = cb[i]
-        v[i] = <int8_t>(-c if take_abs and c < 0 else c)
-        sp.byidx[i] = <float>v[i]
+        v = cb[i]
+        if take_abs and v < 0:
+            v = -v
+        hist[v + 128] += 1
+    # Thresholds at the value quantiles, placed between integers so every
+    # code value falls strictly on one side.
+    total = ncodes * dim
+    acc = 0
+    l = 0
+    for v in range(256):
+        acc += hist[v]
+        while l < levels - 1 and acc * levels >= (l + 1) * total:
+            sp.thr[l] = <float>(v - 128) + 0.5
+            l += 1
+    for l in range(levels):
+        sp.lo[l] = HUGE_VALF
+        sp.hi[l] = -HUGE_VALF
+    for v in range(256):
+        if hist[v]:
+            l = value_level(sp, <float>(v - 128))
+            if <float>(v - 128) < sp.lo[l]:
+                sp.lo[l] = <float>(v - 128)
+            if <float>(v - 128) > sp.hi[l]:
+                sp.hi[l] = <float>(v - 128)
+    for l in range(levels):
+        if sp.lo[l] > sp.hi[l]:        # empty level: make its gap infinite
+            sp.lo[l] = HUGE_VALF
+            sp.hi[l] = HUGE_VALF
+    # Count codes per cell, round each cell up to whole 16-code blocks.
+    sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
+    fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
+    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
+    if sp.cell_start == NULL or fill == NULL or sp.byidx == NULL:
+        free(fill)
+        return KT_ERR_NOMEM
+    memset(fill, 0, (sp.ncells + 1) * sizeof(int32_t))
     for i in range(ncodes):
-        perm[i] = i
-    memset(sp.sdim, 0, nnodes)
-    sp.elo[0] = -HUGE_VALF
-    sp.ehi[0] = HUGE_VALF
-    # Level by level: split every node's segment at the median of its
-    # largest-variance coordinate (ties: lower coordinate).  A stable counting
-    # sort keeps equal values in index order, so the tree is deterministic.
-    for lvl in range(sp.depth):
-        first = (1 << lvl) - 1
-        seg = ncodes >> lvl
-        half = seg // 2
-        for node in range(first, 2 * first + 1):
-            beg = (node - first) * seg
-            end = beg + seg
-            best_var = -1
-            d = 0
-            for k in range(dim):
-                s1 = 0
-                s2 = 0
-                for i in range(beg, end):
-                    c = v[perm[i] * dim + k]
-                    s1 += c
-                    s2 += c * c
-                var = s2 * seg - s1 * s1
-                if var > best_var:
-                    best_var = var
-                    d = k
-            sp.sdim[node] = <uint8_t>d
-            memset(count, 0, sizeof(count))
-            for i in range(beg, end):
-                count[v[perm[i] * dim + d] + 128] += 1
-            pos = beg
-            for c in range(256):
-                k = count[c]
-                count[c] = pos
-                pos += k
-            for i in range(beg, end):
-                c = v[perm[i] * dim + d] + 128
-                tmp[count[c]] = perm[i]
-                count[c] += 1
-            memcpy(perm + beg, tmp + beg, seg * sizeof(int32_t))
-            for child in range(2):
-                i = beg + child * half
-                sp.elo[2 * node + 1 + child] = <float>v[perm[i] * dim + d]
-                sp.ehi[2 * node + 1 + child] = <float>v[perm[i + half - 1] * dim + d]
-    # Leaves in tree order; inside a leaf, ascending codebook index.
-    for node in range(nleaves):
-        i = node * LEAF_CODES
-        for k in range(LEAF_CODES):
-            tmp[k] = perm[i + k]
-        sort_small(tmp, LEAF_CODES)
-        for k in range(LEAF_CODES):
-            sp.idx[i + k] = tmp[k]
-            for c in range(dim):
-                sp.vals[<size_t>node * dim * LEAF_CODES + c * LEAF_CODES + k] = <float>v[tmp[k] * dim + c]
-    free(perm); free(tmp); free(v)
+        fill[code_cell(sp, cb + i * dim, take_abs)] += 1
+    sp.cell_start[0] = 0
+    for cell in range(sp.ncells):
+        sp.cell_start[cell + 1] = sp.cell_start[cell] + (fill[cell] + 15) // 16
+    nslots = sp.cell_start[sp.ncells] * 16
+    sp.vals = <float *>malloc(<size_t>nslots * dim * sizeof(float))
+    sp.idx = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
+    if sp.vals == NULL or sp.idx == NULL:
+        free(fill)
+        return KT_ERR_NOMEM
+    # Padding slots: far away and with the largest index, so never chosen.
+    for i in range(nslots * dim):
+        sp.vals[i] = 1e15
+    for i in range(nslots):
+        sp.idx[i] = 0x7FFFFFFF
+    for cell in range(sp.ncells):
+        fill[cell] = sp.cell_start[cell] * 16
+    # Codes keep ascending index order inside a cell.
+    for i in range(ncodes):
+        cell = code_cell(sp, cb + i * dim, take_abs)
+        pos = fill[cell]
+        fill[cell] += 1
+        sp.idx[pos] = i
+        for k in range(dim):
+            v = cb[i * dim + k]
+            if take_abs and v < 0:
+                v = -v
+            sp.vals[(pos // 16) * dim * 16 + k * 16 + pos % 16] = <float>v
+            sp.byidx[i * dim + k] = <float>v
+    free(fill)
     return KT_OK
 
 
-cdef void sort_small(int32_t *a, int n) noexcept nogil:
-    cdef int i, j
-    cdef int32_t x
-    for i in range(1, n):
-        x = a[i]
-        j = i - 1
-        while j >= 0 and a[j] > x:
-            a[j + 1] = a[j]
-            j -= 1
-        a[j + 1] = x
+cdef inline int code_cell(const SearchSpace *sp, const int8_t *c, int take_abs) noexcept nogil:
+    cdef int k, v, cell = 0
+    for k in range(sp.dim):
+        v = c[k]
+        if take_abs and v < 0:
+            v = -v
+        cell = cell * sp.levels + value_level(sp, <float>v)
+    return cell
 
 
 cdef struct SearchState:
     const SearchSpace *sp
     const float *t              # target, in codebook units
     const float *w              # importance of each coordinate (>= 0)
-    double gap[MAX_DIM]         # w * squared gap per coordinate on the current path
-    int first_leaf
-    int leaves_left             # approximate mode: leaves still allowed (< 0: exact)
+    float pen[MAX_DIM][MAX_LEVELS]
+    int order[MAX_DIM][MAX_LEVELS]
+    int nlev[MAX_DIM]           # levels walked per coordinate (1 = own level only)
     float best_e
     int32_t best_i
 
 
-cdef inline double gap_cost(const SearchState *st, int k, float lo, float hi) noexcept nogil:
-    cdef double g = 0
-    if st.t[k] < lo:
-        g = <double>lo - st.t[k]
-    elif st.t[k] > hi:
-        g = <double>st.t[k] - hi
-    return st.w[k] * g * g
-
-
-cdef void walk(SearchState *st, int node, double bound) noexcept nogil:
+cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
     cdef const SearchSpace *sp = st.sp
-    cdef int leaf, d, c, j
-    cdef int kids[2]
-    cdef double old, b
-    cdef double cost[2]
-    if node >= st.first_leaf:
-        if st.leaves_left == 0:
-            return
-        if st.leaves_left > 0:
-            st.leaves_left -= 1
-        leaf = node - st.first_leaf
-        LEAF_COUNT[0] += 1
-        iqkt_scan_codes(sp.vals + <size_t>leaf * sp.dim * LEAF_CODES, sp.idx + leaf * LEAF_CODES,
-                        1, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
-        return
-    d = sp.sdim[node]
-    LEAF_COUNT[1] += 1
-    old = st.gap[d]
-    for c in range(2):
-        cost[c] = gap_cost(st, d, sp.elo[2 * node + 1 + c], sp.ehi[2 * node + 1 + c])
-    kids[0] = 0 if cost[0] <= cost[1] else 1
-    kids[1] = 1 - kids[0]
-    for j in range(2):
-        c = kids[j]
-        b = bound - old + cost[c]
-        # The slack keeps float rounding of the bound from ever pruning the
-        # true minimum.
-        if b * 0.99999 <= st.best_e and st.leaves_left != 0:
-            st.gap[d] = cost[c]
-            walk(st, 2 * node + 1 + c, b)
-    st.gap[d] = old
-
-
-
-cdef enum:
-    HEAP_CAP = 256              # pending subtrees; beyond this, fall back to a depth-first walk
-
-
-cdef struct Pending:
-    double bound
-    int node
-    double gap[MAX_DIM]
-
-
-cdef inline void heap_push(Pending *h, int *n, const Pending *e, int dim) noexcept nogil:
-    cdef int i = n[0], parent
-    n[0] += 1
-    while i > 0:
-        parent = (i - 1) >> 1
-        if h[parent].bound < e.bound or (h[parent].bound == e.bound and h[parent].node < e.node):
-            break
-        h[i] = h[parent]
-        i = parent
-    h[i] = e[0]
-
-
-cdef inline void heap_pop(Pending *h, int *n, Pending *out) noexcept nogil:
-    cdef int i = 0, c, m
-    cdef Pending last
-    out[0] = h[0]
-    n[0] -= 1
-    m = n[0]
-    if m == 0:
-        return
-    last = h[m]
-    while True:
-        c = 2 * i + 1
-        if c >= m:
-            break
-        if c + 1 < m and (h[c + 1].bound < h[c].bound or (h[c + 1].bound == h[c].bound and h[c + 1].node < h[c].node)):
-            c += 1
-        if last.bound < h[c].bound or (last.bound == h[c].bound and last.node < h[c].node):
-            break
-        h[i] = h[c]
-        i = c
-    h[i] = last
-
-
-cdef void best_first(SearchState *st) noexcept nogil:
-    """Visit subtrees in increasing order of their lower bound: from each
-    popped subtree descend to a leaf along the nearer children, queueing the
-    farther ones.  Stops when no queued bound can beat the best distance (or
-    the leaf budget is spent)."""
-    cdef const SearchSpace *sp = st.sp
-    cdef Pending heap[HEAP_CAP]
-    cdef Pending cur, far
-    cdef int nheap = 0, node, d, near, k
-    cdef double cost0, cost1, nb, fb
-    memset(&cur, 0, sizeof(Pending))
-    heap_push(heap, &nheap, &cur, sp.dim)
-    while nheap > 0 and st.leaves_left != 0:
-        heap_pop(heap, &nheap, &cur)
-        if cur.bound * 0.99999 > st.best_e:
-            break
-        node = cur.node
-        while node < st.first_leaf:
-            d = sp.sdim[node]
-            for k in range(sp.dim):
-                st.gap[k] = cur.gap[k]
-            cost0 = gap_cost(st, d, sp.elo[2 * node + 1], sp.ehi[2 * node + 1])
-            cost1 = gap_cost(st, d, sp.elo[2 * node + 2], sp.ehi[2 * node + 2])
-            near = 2 * node + 1 if cost0 <= cost1 else 2 * node + 2
-            fb = cur.bound - cur.gap[d] + (cost1 if cost0 <= cost1 else cost0)
-            nb = cur.bound - cur.gap[d] + (cost0 if cost0 <= cost1 else cost1)
-            if fb * 0.99999 <= st.best_e:
-                far = cur
-                far.node = 4 * node + 3 - near
-                far.bound = fb
-                far.gap[d] = cost1 if cost0 <= cost1 else cost0
-                if nheap < HEAP_CAP:
-                    heap_push(heap, &nheap, &far, sp.dim)
-                else:
-                    for k in range(sp.dim):
-                        st.gap[k] = far.gap[k]
-                    walk(st, far.node, fb)
-            cur.gap[d] = cost0 if cost0 <= cost1 else cost1
-            cur.bound = nb
-            node = near
-            if nb * 0.99999 > st.best_e:
-                break
-        if node >= st.first_leaf and cur.bound * 0.99999 <= st.best_e and st.leaves_left != 0:
-            if st.leaves_left > 0:
-                st.leaves_left -= 1
-            LEAF_COUNT[0] += 1
-            iqkt_scan_codes(sp.vals + <size_t>(node - st.first_leaf) * sp.dim * LEAF_CODES,
-                            sp.idx + (node - st.first_leaf) * LEAF_CODES,
-                            1, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+    cdef int32_t b0 = sp.cell_start[cell]
+    iqkt_scan_codes(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16,
+                    sp.cell_start[cell + 1] - b0, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
 
 
 cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,
                                 int32_t i) noexcept nogil:
-    """The distance iqkt_scan_codes computes, for codebook index i."""
+    """The distance scan_cell computes, for codebook index i."""
     cdef float e = 0, diff
     cdef int k
     cdef const float *c = sp.byidx + i * sp.dim
@@ -319,31 +172,76 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
     return e
 
 
+cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
+    cdef int j, l
+    cdef float p
+    if k == st.sp.dim:
+        scan_cell(st, cell)
+        return
+    for j in range(st.nlev[k]):
+        l = st.order[k][j]
+        p = lb + st.pen[k][l]
+        # The slack keeps float rounding of the bound from ever pruning the
+        # true minimum.
+        if p * 0.99999 <= st.best_e:
+            walk(st, k + 1, cell * st.sp.levels + l, p)
+
+
 cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
-                          int32_t hint, int max_leaves) noexcept nogil:
-    """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2 (ties:
-    lowest index).  max_leaves <= 0: exact.  Otherwise only the first
-    max_leaves leaves of the nearest-first walk are scanned (a fast
-    approximation).  hint: an index (or -1) that is always a candidate, so
-    the result is never worse than the hint."""
+                          int32_t hint, int nflip) noexcept nogil:
+    """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.
+
+    nflip >= dim: exact.  Smaller nflip searches only the cells that differ
+    from the target's own cell in the nflip coordinates that are cheapest to
+    change (a fast approximation).  hint: an index (or -1) that is always a
+    candidate, so the result is never worse than the hint."""
     cdef SearchState st
-    cdef int k
+    cdef int k, l, own, j, m
+    cdef float gap, tk, flip_cost[MAX_DIM]
+    cdef int rank[MAX_DIM]
     st.sp = sp
     st.t = t
     st.w = w
-    st.first_leaf = (1 << sp.depth) - 1
-    st.leaves_left = max_leaves if max_leaves > 0 else -1
     st.best_e = HUGE_VALF
     st.best_i = 0x7FFFFFFF
-    for k in range(sp.dim):
-        st.gap[k] = 0
     if hint >= 0:
         st.best_i = hint
         st.best_e = code_distance(sp, t, w, hint)
-    if USE_BEST_FIRST:
-        best_first(&st)
-    else:
-        walk(&st, 0, 0)
+    for k in range(sp.dim):
+        tk = t[k]
+        own = value_level(sp, tk)
+        flip_cost[k] = HUGE_VALF
+        for l in range(sp.levels):
+            if tk < sp.lo[l]:
+                gap = sp.lo[l] - tk
+            elif tk > sp.hi[l]:
+                gap = tk - sp.hi[l]
+            else:
+                gap = 0
+            st.pen[k][l] = w[k] * gap * gap
+            if l != own and st.pen[k][l] < flip_cost[k]:
+                flip_cost[k] = st.pen[k][l]
+        # Own level first, then outward: finds a good bound early.
+        st.order[k][0] = own
+        j = 1
+        for l in range(1, sp.levels):
+            if own - l >= 0:
+                st.order[k][j] = own - l
+                j += 1
+            if own + l < sp.levels:
+                st.order[k][j] = own + l
+                j += 1
+        st.nlev[k] = sp.levels
+    if nflip < sp.dim:
+        # Freeze all but the nflip cheapest coordinates (ties: lower k).
+        for k in range(sp.dim):
+            m = 0
+            for j in range(sp.dim):
+                if flip_cost[j] < flip_cost[k] or (flip_cost[j] == flip_cost[k] and j < k):
+                    m += 1
+            if m >= nflip:
+                st.nlev[k] = 1
+    walk(&st, 0, 0, 0)
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
         st.best_i = 0
     return st.best_i
@@ -356,34 +254,15 @@ cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
 cdef int build_spaces() except -1:
     cdef int rc = 0
     with nogil:
-        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 0)
-        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 1)
-        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 0)
-        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, 0)
+        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 2, 0)
+        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
+        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 4, 0)
+        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, 4, 0)
     if rc != 0:
         raise MemoryError("iqkt: cannot allocate the codebook search index")
     return 0
 
 build_spaces()
-
-
-def set_quantizer_knobs(trial_leaves=None, refine_leaves=None, refine_iters=None, final_leaves=None, best_first=None):
-    """Experiment hook: change the search effort (process-wide; not thread-safe
-    against running quantizations).  Returns the previous values."""
-    global TRIAL_LEAVES, REFINE_LEAVES, REFINE_ITERS, FINAL_LEAVES
-    prev = (TRIAL_LEAVES, REFINE_LEAVES, REFINE_ITERS, FINAL_LEAVES)
-    global USE_BEST_FIRST
-    if best_first is not None:
-        USE_BEST_FIRST = int(best_first)
-    if final_leaves is not None:
-        FINAL_LEAVES = max(0, int(final_leaves))
-    if trial_leaves is not None:
-        TRIAL_LEAVES = max(1, int(trial_leaves))
-    if refine_leaves is not None:
-        REFINE_LEAVES = max(0, int(refine_leaves))
-    if refine_iters is not None:
-        REFINE_ITERS = max(1, int(refine_iters))
-    return prev
 
 # ---------------------------------------------------------------- per-row work
 
@@ -565,7 +444,7 @@ cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx,
     sumq2[0] = s2
 
 
-cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int leaves) noexcept nogil:
+cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nflip) noexcept nogil:
     """Re-search block b's groups at scale dl; True if any index or flag changed."""
     cdef double sx, s2, err, best_err
     cdef bint changed = False
@@ -578,7 +457,7 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int le
         for j in range(4):
             old[j] = s.gidx[4 * b + j]
         search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
-                     xb, wb, dl, s.target, old, s.gidx + 4 * b, &sx, &s2, leaves)
+                     xb, wb, dl, s.target, old, s.gidx + 4 * b, &sx, &s2, nflip)
         for j in range(4):
             changed = changed or old[j] != s.gidx[4 * b + j]
         return changed
@@ -586,7 +465,7 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int le
     best_f = 0
     for f in range(2):
         search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, leaves)
+                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, nflip)
         # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
         err = <double>dl * dl * s2 - 2 * <double>dl * sx
         if err < best_err:
@@ -625,25 +504,26 @@ cdef int best_scale_code(int type_id, float d, double sx, double s2, int current
 
 
 cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters) noexcept nogil:
-    """Coordinate descent; passes before the last may use the approximate
-    search, the last is exact.  A pass that changes nothing would repeat
-    itself, so it ends the approximate phase (or the whole refinement, if
-    it was exact)."""
+    """Up to iters passes of coordinate descent.  A pass is a deterministic
+    function of (indices, flags, codes, d); one that changes none of them
+    would be repeated identically by every later pass, so it ends the loop
+    (same bytes as running all passes, less work)."""
     cdef int64_t nblk = n // 32, b
-    cdef int it, v, code, leaves
+    cdef int it, v, code
     cdef double sx, s2, num, den
     cdef float dl, d_new
     cdef bint changed
+    cdef int nflip
     it = 0
     while it < iters:
-        leaves = REFINE_LEAVES if it < iters - 1 else FINAL_LEAVES
+        nflip = NFLIP_EARLY if it < iters - 1 else NFLIP_REFINE
         changed = False
         num = 0
         den = 0
         for b in range(nblk):
             dl = d * <float>code_value(type_id, s.bcode[b])
             if dl != 0:
-                if research_block(type_id, s, b, dl, leaves):
+                if research_block(type_id, s, b, dl, nflip):
                     changed = True
             block_sums(type_id, s, b, &sx, &s2)
             code = best_scale_code(type_id, d, sx, s2, s.bcode[b])
@@ -659,9 +539,9 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
                 changed = True
             d = d_new
         if not changed:
-            if it == iters - 1 or leaves == FINAL_LEAVES:
+            if nflip == NFLIP_REFINE:
                 break
-            it = iters - 1      # converged approximately: go to the exact pass
+            it = iters - 1      # the cheap search converged: finish with the exact pass
         else:
             it += 1
     return d
@@ -793,7 +673,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         s.bcurv[b] = 0
         if amax == 0:
             search_block(sp, CB8, take_abs, xb, wb, 1.0, s.target, NULL, s.gidx + 4 * b, &sx, &s2,
-                         TRIAL_LEAVES)
+                         NFLIP_TRIAL)
             s.bcurv[b] = <float>s2
             continue
         ntrials = 7 if take_abs else 2
@@ -810,7 +690,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                 dl = amax / s0 if trial == 0 else -amax / s0
             # The previous trial's indices are good starting guesses.
             search_block(sp, CB8, take_abs, xb, wb, dl, s.target, trial_idx if trial > 0 else NULL,
-                         trial_idx, &sx, &s2, TRIAL_LEAVES)
+                         trial_idx, &sx, &s2, NFLIP_TRIAL)
             if s2 > 0:
                 score = sx * sx / s2
                 if score > best_score:
@@ -826,7 +706,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         return KT_OK
 
     # 5. re-search at the final block scales, refit d.
-    d = refine_row(type_id, s, n, d, REFINE_ITERS)
+    d = refine_row(type_id, s, n, d, REFINE_PASSES)
 
     # Encode.
     max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
@@ -880,7 +760,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
         s.bflag[b] = 0
         if amax == 0:
             search_block(&SPACE_IQ4[0], CB4, 0, xb, wb, 1.0, s.target, NULL, s.gidx + 8 * b, &sx, &s2,
-                         TRIAL_LEAVES)
+                         NFLIP_TRIAL)
             s.bcurv[b] = <float>s2
             continue
         s0 = 120 * amax / amax_row
@@ -892,7 +772,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
                 dl = -dl
             for f in range(2):
                 search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                             prev[f] if trial > 0 else NULL, prev[f], &sx, &s2, TRIAL_LEAVES)
+                             prev[f] if trial > 0 else NULL, prev[f], &sx, &s2, NFLIP_TRIAL)
                 if s2 > 0:
                     score = sx * sx / s2
                     if score > best_score:
@@ -906,7 +786,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
     if not choose_row_scale(KT_IQ4, s, nblk, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
         return KT_OK
-    d = refine_row(KT_IQ4, s, n, d, REFINE_ITERS)
+    d = refine_row(KT_IQ4, s, n, d, REFINE_PASSES)
 
     iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
     for ib in range(n // QK):
@@ -986,20 +866,38 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
     return rc
 
 
-def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int max_leaves=0):
-    """Test hook: nearest_code for every row of t (weights w) in search space
-    0 (IQ2), 1 (IQ3 magnitudes), 2/3 (IQ4 codebook 0/1).  Returns int32 indices."""
+def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int nflip=8):
+    """Test hook: nearest_code for every row of t (weights w, no hint) in
+    search space 0 (IQ2), 1 (IQ3 magnitudes), 2 / 3 (IQ4 codebook 0 / 1).
+    nflip >= dim: exact.  Returns int32 codebook indices."""
     import numpy as np
-    cdef const SearchSpace *sp = &SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else &SPACE_IQ4[space - 2])
-    if space < 0 or space > 3 or t.shape[1] != sp.dim or w.shape[0] != t.shape[0] or w.shape[1] != sp.dim:
-        raise ValueError("nearest_codes: bad space or shapes")
+    cdef const SearchSpace *sp
+    if space < 0 or space > 3:
+        raise ValueError("nearest_codes: space must be 0..3")
+    sp = &SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else &SPACE_IQ4[space - 2])
+    if t.shape[1] != sp.dim or w.shape[0] != t.shape[0] or w.shape[1] != sp.dim:
+        raise ValueError("nearest_codes: t and w must both have shape (m, %d)" % sp.dim)
     out = np.empty(t.shape[0], dtype=np.int32)
     cdef int32_t[::1] o = out
     cdef Py_ssize_t r
+    if t.shape[0] == 0:
+        return out
     with nogil:
         for r in range(t.shape[0]):
-            o[r] = nearest_code(sp, &t[r, 0], &w[r, 0], -1, max_leaves)
+            o[r] = nearest_code(sp, &t[r, 0], &w[r, 0], -1, nflip)
     return out
 
-def leaf_count():
-    return LEAF_COUNT[0], LEAF_COUNT[1]
+
+def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None):
+    """Experiment hook (process-wide, not thread-safe): search effort of the
+    trial phase, of the refinement passes before the last, and the number of
+    passes.  Returns the previous values."""
+    global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES
+    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES)
+    if nflip_trial is not None:
+        NFLIP_TRIAL = max(0, int(nflip_trial))
+    if nflip_early is not None:
+        NFLIP_EARLY = max(0, int(nflip_early))
+    if refine_passes is not None:
+        REFINE_PASSES = max(1, int(refine_passes))
+    return prev
