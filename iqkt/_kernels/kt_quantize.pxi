@@ -20,10 +20,11 @@ cdef extern from "float.h":
     float FLT_MIN
 
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales
-cdef int NFLIP_REFINE = 8      # exact search in the refinement
+cdef int NFLIP_REFINE = 8      # exact search in the last refinement pass
+cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before the last
+cdef int REFINE_PASSES = 3
 
 cdef enum:
-    REFINE_ITERS = 3
     MAX_DIM = 8
     MAX_LEVELS = 8
 
@@ -448,29 +449,39 @@ cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx,
     sumq2[0] = s2
 
 
-cdef void research_block(int type_id, RowScratch *s, int64_t b, float dl) noexcept nogil:
+cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nflip) noexcept nogil:
+    """Re-search block b's groups at scale dl; True if any index or flag changed."""
     cdef double sx, s2, err, best_err
+    cdef bint changed = False
+    cdef int32_t old[8]
     cdef int f, j, best_f
     cdef int32_t cand[2][8]
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
     if type_id != KT_IQ4:
+        for j in range(4):
+            old[j] = s.gidx[4 * b + j]
         search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
-                     xb, wb, dl, s.target, s.gidx + 4 * b, s.gidx + 4 * b, &sx, &s2, NFLIP_REFINE)
-        return
+                     xb, wb, dl, s.target, old, s.gidx + 4 * b, &sx, &s2, nflip)
+        for j in range(4):
+            changed = changed or old[j] != s.gidx[4 * b + j]
+        return changed
     best_err = HUGE_VALF
     best_f = 0
     for f in range(2):
         search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, NFLIP_REFINE)
+                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, nflip)
         # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
         err = <double>dl * dl * s2 - 2 * <double>dl * sx
         if err < best_err:
             best_err = err
             best_f = f
+    changed = s.bflag[b] != best_f
     s.bflag[b] = best_f
     for j in range(8):
+        changed = changed or s.gidx[8 * b + j] != cand[best_f][j]
         s.gidx[8 * b + j] = cand[best_f][j]
+    return changed
 
 
 cdef int best_scale_code(int type_id, float d, double sx, double s2, int current) noexcept nogil:
@@ -498,24 +509,46 @@ cdef int best_scale_code(int type_id, float d, double sx, double s2, int current
 
 
 cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters) noexcept nogil:
+    """Up to iters passes of coordinate descent.  A pass is a deterministic
+    function of (indices, flags, codes, d); one that changes none of them
+    would be repeated identically by every later pass, so it ends the loop
+    (same bytes as running all passes, less work)."""
     cdef int64_t nblk = n // 32, b
-    cdef int it, v
+    cdef int it, v, code
     cdef double sx, s2, num, den
-    cdef float dl
-    for it in range(iters):
+    cdef float dl, d_new
+    cdef bint changed
+    cdef int nflip
+    it = 0
+    while it < iters:
+        nflip = NFLIP_EARLY if it < iters - 1 else NFLIP_REFINE
+        changed = False
         num = 0
         den = 0
         for b in range(nblk):
             dl = d * <float>code_value(type_id, s.bcode[b])
             if dl != 0:
-                research_block(type_id, s, b, dl)
+                if research_block(type_id, s, b, dl, nflip):
+                    changed = True
             block_sums(type_id, s, b, &sx, &s2)
-            s.bcode[b] = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            code = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            if code != s.bcode[b]:
+                changed = True
+                s.bcode[b] = code
             v = code_value(type_id, s.bcode[b])
             num += v * sx
             den += <double>v * v * s2
         if den > 0:
-            d = <float>(num / den)
+            d_new = <float>(num / den)
+            if d_new != d:
+                changed = True
+            d = d_new
+        if not changed:
+            if nflip == NFLIP_REFINE:
+                break
+            it = iters - 1      # the cheap search converged: finish with the exact pass
+        else:
+            it += 1
     return d
 
 
@@ -678,7 +711,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         return KT_OK
 
     # 5. re-search at the final block scales, refit d.
-    d = refine_row(type_id, s, n, d, REFINE_ITERS)
+    d = refine_row(type_id, s, n, d, REFINE_PASSES)
 
     # Encode.
     max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
@@ -758,7 +791,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
     if not choose_row_scale(KT_IQ4, s, nblk, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
         return KT_OK
-    d = refine_row(KT_IQ4, s, n, d, REFINE_ITERS)
+    d = refine_row(KT_IQ4, s, n, d, REFINE_PASSES)
 
     iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
     for ib in range(n // QK):
@@ -876,3 +909,40 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
             row_err[r] = num / den if den > 0 else 0.0
     free_scratch(&s)
     return rc
+
+
+def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int nflip=8):
+    """Test hook: nearest_code for every row of t (weights w, no hint) in
+    search space 0 (IQ2), 1 (IQ3 magnitudes), 2 / 3 (IQ4 codebook 0 / 1).
+    nflip >= dim: exact.  Returns int32 codebook indices."""
+    import numpy as np
+    cdef const SearchSpace *sp
+    if space < 0 or space > 3:
+        raise ValueError("nearest_codes: space must be 0..3")
+    sp = &SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else &SPACE_IQ4[space - 2])
+    if t.shape[1] != sp.dim or w.shape[0] != t.shape[0] or w.shape[1] != sp.dim:
+        raise ValueError("nearest_codes: t and w must both have shape (m, %d)" % sp.dim)
+    out = np.empty(t.shape[0], dtype=np.int32)
+    cdef int32_t[::1] o = out
+    cdef Py_ssize_t r
+    if t.shape[0] == 0:
+        return out
+    with nogil:
+        for r in range(t.shape[0]):
+            o[r] = nearest_code(sp, &t[r, 0], &w[r, 0], -1, nflip)
+    return out
+
+
+def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None):
+    """Experiment hook (process-wide, not thread-safe): search effort of the
+    trial phase, of the refinement passes before the last, and the number of
+    passes.  Returns the previous values."""
+    global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES
+    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES)
+    if nflip_trial is not None:
+        NFLIP_TRIAL = max(0, int(nflip_trial))
+    if nflip_early is not None:
+        NFLIP_EARLY = max(0, int(nflip_early))
+    if refine_passes is not None:
+        REFINE_PASSES = max(1, int(refine_passes))
+    return prev
