@@ -16,6 +16,16 @@ import sysconfig
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class ParallelBuildExt(build_ext):
+    """Compile the variants in parallel (pip builds call build_ext without -j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
 KDIR = os.path.join("iqkt", "_kernels")
 
@@ -119,6 +129,7 @@ extensions.append(
 )
 
 setup(
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         extensions,
         compiler_directives={

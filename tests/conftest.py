@@ -49,6 +49,25 @@ except ImportError:  # hypothesis is optional for the non-property tests
     pass
 
 
+def iqkt_parent() -> str:
+    """The folder holding the iqkt package under test (site-packages for an
+    installed wheel, the repo root for an in-place build)."""
+    import iqkt
+    return str(pathlib.Path(iqkt.__file__).resolve().parent.parent)
+
+
+def child_env(**extra) -> dict:
+    """Environment for a child interpreter that must import the same iqkt as
+    this process (and the tests folder).  Run children with cwd=iqkt_parent():
+    from a source checkout's root, `python -c` would otherwise import the
+    unbuilt ./iqkt before an installed wheel."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [iqkt_parent(), str(TESTS_DIR),
+                                                       env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "subprocess: runs a child Python interpreter")

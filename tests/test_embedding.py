@@ -313,7 +313,7 @@ def test_table_fixed_when_extension_imports(example):
         "print(first)\n"
     )
     for forced in dict.fromkeys([avail[-1], avail[0]]):
-        proc = subprocess.run([sys.executable, "-c", code, str(folder)], env=_env(IQKT_ISA=forced),
+        proc = subprocess.run([sys.executable, "-c", code, str(folder)], env=_env(IQKT_ISA=forced), cwd=str(folder),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == forced

@@ -19,6 +19,7 @@ gguf = pytest.importorskip("gguf")
 import iqkt  # noqa: E402
 import iqkt.gguf as ig  # noqa: E402
 from iqkt import cli  # noqa: E402
+from conftest import child_env, iqkt_parent  # noqa: E402
 from iqkt.imatrix import write_legacy_imatrix  # noqa: E402
 
 Q8_0 = gguf.GGMLQuantizationType.Q8_0
@@ -551,7 +552,8 @@ def test_cli_subprocess_exit_code(model, tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(src.read_bytes()[:50])
     p = subprocess.run([sys.executable, "-m", "iqkt.cli", "quantize", str(bad), str(tmp_path / "o.gguf"),
-                        "--type", "iq4_kt"], capture_output=True, text=True, timeout=120)
+                        "--type", "iq4_kt"], capture_output=True, text=True, timeout=120,
+                       env=child_env(), cwd=iqkt_parent())
     assert p.returncode == 1
     assert p.stderr.startswith("iqkt: error:") and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import iqkt
+from conftest import child_env, iqkt_parent
 
 PYTHON = os.environ.get("IQKT_TEST_PYTHON", sys.executable)
 RNG = np.random.default_rng(1234)
@@ -154,7 +155,8 @@ def test_fork_child_can_compute():
         print("child", os.waitstatus_to_exitcode(status))
         print("parent-ok", np.array_equal(iqkt.quantize(x, "iq3_kt", threads=2), q))
     """
-    r = subprocess.run(_child(code), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(_child(code), capture_output=True, text=True, timeout=120, env=child_env(),
+                       cwd=iqkt_parent())
     assert r.returncode == 0, r.stderr
     assert "child 0" in r.stdout and "parent-ok True" in r.stdout
 
@@ -167,7 +169,8 @@ def test_interpreter_exit_with_live_pool_does_not_hang():
         iqkt.quantize(x, "iq2_kt", threads=2)
         print("done")
     """
-    r = subprocess.run(_child(code), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(_child(code), capture_output=True, text=True, timeout=120, env=child_env(),
+                       cwd=iqkt_parent())
     assert r.returncode == 0 and "done" in r.stdout, r.stderr
 
 
@@ -200,7 +203,8 @@ def test_ctrl_c_interrupts_long_call(op):
             print("again-ok", np.array_equal(again(), ref), flush=True)
             print("stopped-at", t1, flush=True)
     """
-    p = subprocess.Popen(_child(code), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(_child(code), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=child_env(), cwd=iqkt_parent())
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(1.0)
