@@ -668,7 +668,7 @@ def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | Non
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give OUT the usual permissions
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         if bar is not None:
             bar.close()
         if w is not None:
@@ -680,6 +680,12 @@ def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | Non
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+            # numpy's short-write error ("N requested and M written") names neither
+            # the file nor the likely cause.
+            why = e.strerror or str(e)
+            raise OSError(f"cannot write {dst}: {why} (disk full or file size limit?); "
+                          f"no output was written") from e
         raise
 
 

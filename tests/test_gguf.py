@@ -557,3 +557,50 @@ def test_cli_subprocess_exit_code(model, tmp_path):
     assert p.returncode == 1
     assert p.stderr.startswith("iqkt: error:") and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def _cli_child(args, **popen_kw):
+    return subprocess.run([sys.executable, "-m", "iqkt.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=child_env(), cwd=iqkt_parent(), **popen_kw)
+
+
+def _assert_one_line_error(p, *words):
+    """Exit code != 0, no traceback, exactly one error line (warnings and info
+    lines may come before it), naming the given words."""
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("iqkt: error:")]
+    assert len(errors) == 1 and p.stderr.strip().splitlines()[-1] == errors[0], p.stderr
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+@pytest.mark.subprocess
+def test_cli_missing_output_folder(model, tmp_path):
+    src, _ = model
+    out = tmp_path / "no" / "such" / "folder" / "o.gguf"
+    p = _cli_child(["quantize", str(src), str(out), "--type", "q8_0"])
+    _assert_one_line_error(p, "folder")
+    assert not out.parent.exists()
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs RLIMIT_FSIZE")
+def test_cli_full_disk_leaves_no_partial_output(model, tmp_path):
+    """A file-size limit stands in for a full disk: writes fail with EFBIG."""
+    import resource
+    import signal
+
+    src, _ = model
+    out = tmp_path / "out" / "o.gguf"
+    out.parent.mkdir()
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    for args in (["quantize", str(src), str(out), "--type", "iq4_kt"],
+                 ["dequantize", str(src), str(out), "--type", "f32"]):
+        p = _cli_child(args, preexec_fn=limit)
+        _assert_one_line_error(p, "cannot write", str(out))
+        assert list(out.parent.iterdir()) == [], "partial or temporary output left behind"
