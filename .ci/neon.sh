@@ -51,6 +51,9 @@ TRIPLET=aarch64-linux-gnu
 TIMEOUT=${IQKT_NEON_TIMEOUT:-420}
 REBUILD=${IQKT_NEON_REBUILD:-0}
 SYSROOT_PKGS="python3.11 libpython3.11-dev libc6-dev libstdc++6"
+# Build/runtime knobs of the project must not leak in from the caller
+# (an ASan build cannot run under qemu-user; IQKT_VARIANTS is set below).
+unset IQKT_SANITIZE IQKT_DEBUG IQKT_VARIANTS IQKT_ISA IQKT_CPU_MASK || true
 
 T0=$(date +%s)
 _stage_t=$T0
@@ -360,9 +363,11 @@ emu() { timeout -k 10 "$TIMEOUT" qemu-aarch64 -L "$S" "$S/usr/bin/python$PYVER" 
 # Emulation costs ~0.1-0.2 s per 256-weight block quantized, so the default
 # selections keep the quantizer (and the tests that quantize their input first)
 # to the smallest inputs (golden *imatrix_zero*, random *-heavy*) and run all
-# that is cheap (golden decode and products, trellis, dispatch incl. children).  Override with IQKT_NEON_TESTS / IQKT_NEON_SCALAR_TESTS (shell words,
+# that is cheap (golden decode and products, trellis, dispatch incl. children,
+# the API tests on neon).  Not run by default: test_bad_input.py (input
+# validation is ISA-independent; ~2 min emulated) and test_properties.py.  Override with IQKT_NEON_TESTS / IQKT_NEON_SCALAR_TESTS (shell words,
 # e.g. IQKT_NEON_TESTS="tests -m 'not slow'" for the whole suite, ~10 min).
-DEFAULT_NEON_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_variants.py tests/test_dispatch.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization or dequantize_identical or close_to_scalar) and not (imatrix_zero or kt-heavy))'"
+DEFAULT_NEON_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_variants.py tests/test_dispatch.py tests/test_api.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization or dequantize_identical or close_to_scalar) and not (imatrix_zero or kt-heavy))'"
 DEFAULT_SCALAR_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_dispatch.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization) and not imatrix_zero)'"
 NEON_TESTS=${IQKT_NEON_TESTS:-$DEFAULT_NEON_TESTS}
 SCALAR_TESTS=${IQKT_NEON_SCALAR_TESTS:-$DEFAULT_SCALAR_TESTS}
