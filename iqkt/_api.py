@@ -208,9 +208,9 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     """ggml-style product: x (K,) or (B, K) float -> (N,) or (B, N) float32,
     each output dot(W[r], x[b]) with W's inference values (IQ2_KT's 1.05).
 
-    precision="int8" (default) quantizes x once to int8 blocks of 32 (a main
-    plane and a residual plane, ~1e-4 relative accuracy) and sums int8 x
-    trellis-value products exactly in int32; precision="float" is the exact
+    precision="int8" (default) quantizes x once to int16 per block of 32 with
+    a float scale per block (~1e-5 relative accuracy) and sums trellis-value x
+    activation products exactly in int32; precision="float" is the exact
     float path (dequantized weights, float64 accumulation).
     """
     tid = _type_id(type)
@@ -245,10 +245,13 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
         if precision == "float":
             _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, min_rows=16)
         else:
-            qx = np.empty((B, 2 * K), dtype=np.int8)
+            qx = np.empty((B, K), dtype=np.int16)
             xs = np.empty((B, K // 32), dtype=np.float32)
             k.quantize_activations(xm, qx, xs)
-            _run_rows(lambda r0, r1: k.mul_mat_q8(tid, a, K, qx, xs, y, r0, r1), N, nt, min_rows=16)
+            lanes = np.empty((B, k.LANE_BYTES * K), dtype=np.uint8)
+            bsum = np.empty((B, K // 32), dtype=np.int32)
+            k.prepare_activations(tid, qx, lanes, bsum)
+            _run_rows(lambda r0, r1: k.mul_mat_q8(tid, a, K, lanes, bsum, xs, y, r0, r1), N, nt, min_rows=16)
     return y[0] if vec else y
 
 
