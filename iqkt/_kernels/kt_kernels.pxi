@@ -32,7 +32,13 @@ cdef extern from "kt_simd.h" nogil:
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
-    void iqkt_mm_prepare(int type, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum)
+    void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum)
+    int iqkt_mm_use_batch(int64_t nb)
+    int IQKT_MM_TILE
+    int64_t iqkt_mm_tile_scratch(int64_t nb)
+    void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                      const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
+                      int64_t nb, uint8_t *scratch, float *out)
     void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
@@ -303,7 +309,7 @@ cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, i
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
     for r in range(nrows):
-        iqkt_mm_prepare(type_id, qx + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n // 32))
+        iqkt_mm_prepare(type_id, nrows, qx + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n // 32))
     return KT_OK
 
 cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
@@ -315,15 +321,46 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
     only on its own weight row, so any split of rows gives identical bits."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, b0, nsb = n // QK, nblk = n // 32, lstride = IQKT_MM_LANE_BYTES * n
-    cdef int bi, nbc
+    cdef int bi, nbc, nr, t
     cdef float d
+    cdef float dt[4]
     cdef const uint8_t *row
     cdef float out[4]
+    cdef uint8_t *scratch
+    cdef float *tout
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
+        return KT_OK
+    if iqkt_mm_use_batch(nb_rows):
+        # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
+        # the same way whatever its tile holds.
+        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows))
+        tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
+        if scratch == NULL or tout == NULL:
+            free(scratch)
+            free(tout)
+            return KT_ERR_NOMEM
+        r = row0
+        while r < row1:
+            nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
+            for t in range(nr):
+                dt[t] = iqkt_load_f32(q + (r + t) * rs)
+                if not isfinite(dt[t]):
+                    free(scratch)
+                    free(tout)
+                    return KT_ERR_NONFINITE_SCALE
+                if type_id == KT_IQ2:
+                    dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
+            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, xs, nblk, nb_rows, scratch, tout)
+            for t in range(nr):
+                for b0 in range(nb_rows):
+                    y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]
+            r += nr
+        free(scratch)
+        free(tout)
         return KT_OK
     for r in range(row0, row1):
         row = q + r * rs

@@ -8,14 +8,14 @@
  *     with a float scale s (kt_quantize_activations);
  *   - for each weight block, dot = sum_k value_k * x16_k is computed exactly in
  *     int32 (value_k is the signed trellis value, |value| <= 126, so
- *     |dot| <= 32 * 126 * 32000 < 2^31);
+ *     |dot| <= 32 * 126 * 8000 < 2^31);
  *   - the row result is sum_blocks (float(block_scale) * s) * float(dot).
  * Only the order of that last float sum differs between ISAs (vector lanes),
  * which is why variants agree to ~1e-7 relative rather than bit for bit.
  *
  * Why int16 activations and not int8: a single int8 plane per 32-block was
  * measured at 2.6% error on one golden case (the limit is 1%); int16 blocks are
- * accurate to ~1e-5 and, with the trellis values computed in 32-bit lanes, cost
+ * accurate to ~1e-4 and, with the trellis values computed in 32-bit lanes, cost
  * the same as int8 (one vpdpwssd per 16 weights on AVX512-VNNI).
  *
  * Why the trellis is computed, not looked up, on x86: each group needs one
@@ -46,8 +46,14 @@
 #  define IQKT_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
-#define IQKT_MM_XMAX 32000        /* |x16| bound; 256*125+127 < 32767 keeps NEON's split exact */
+/* |x16| bound.  8000 (13 bits + sign) rather than 32767 so that the AVX512
+ * batch kernel can fold the block scale into int16 weights (|value * scale|
+ * <= 126 * 127) and still add 4 vpdpwssd results per int32 lane without
+ * overflow (4 * 2 * 16002 * 8000 < 2^31).  Accuracy stays ~1e-4 relative. */
+#define IQKT_MM_XMAX 8000
 #define IQKT_MM_NB 4              /* activation rows per pass over a weight row */
+#define IQKT_MM_TILE 4            /* weight rows per tile in the AVX512 batch kernel */
+#define IQKT_MM_KC 8              /* super-blocks per K chunk in the AVX512 batch kernel */
 #define IQKT_MM_LANE_BYTES 4      /* bytes of lanes per activation element */
 
 enum { IQKT_MM_IQ2 = 0, IQKT_MM_IQ3 = 1, IQKT_MM_IQ4 = 2 };
@@ -90,9 +96,20 @@ static inline int iqkt_mm_lane_pos(int type, int e) {
     return 8 * (4 * (4 * h + (l & 3)) + (l >> 2)) + k;
 }
 
-/* Lanes layout of one activation row for weights of the given type (see the
- * header comment). */
-static void iqkt_mm_prepare(int type, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
+/* Whether a product with nb activation rows uses the AVX512 batch kernel
+ * (decoded int16 weight tiles, "pair" activation layout). */
+static inline int iqkt_mm_use_batch(int64_t nb) {
+#if defined(IQKT_HAVE_AVX512)
+    return nb >= 2;
+#else
+    (void)nb;
+    return 0;
+#endif
+}
+
+/* Lanes layout of one activation row for weights of the given type, in a
+ * product with nb activation rows (see the header comment). */
+static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     for (int64_t blk = 0; blk < n / 32; blk++) {
         const int16_t *xb = x16 + 32 * blk;
         int32_t s = 0;
@@ -100,6 +117,24 @@ static void iqkt_mm_prepare(int type, const int16_t *x16, int64_t n, uint8_t *la
         bsum[blk] = s;
     }
 #if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_batch(nb)) {
+        /* vector m (0..7) of a super-block, lane l: the activations of steps
+         * 2kp and 2kp+1 of that lane, as an int16 pair (see iqkt_mm_decode_pairs). */
+        for (int64_t ib = 0; ib < n / 256; ib++) {
+            for (int m = 0; m < 8; m++) {
+                for (int l = 0; l < 16; l++) {
+                    int e0, kp = (type == IQKT_MM_IQ4) ? (m & 1) : (m & 3);
+                    if (type == IQKT_MM_IQ4) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
+                    else e0 = 128 * (m >> 2) + 16 * (2 * kp) + l;
+                    int16_t a = x16[256 * ib + iqkt_mm_lane_pos(type, e0)];
+                    int16_t c = x16[256 * ib + iqkt_mm_lane_pos(type, e0 + 16)];
+                    memcpy(lanes + 512 * ib + 64 * m + 4 * l, &a, 2);
+                    memcpy(lanes + 512 * ib + 64 * m + 4 * l + 2, &c, 2);
+                }
+            }
+        }
+        return;
+    }
     for (int64_t ib = 0; ib < n / 256; ib++) {
         for (int e = 0; e < 256; e++) {
             uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos(type, e)];
@@ -326,6 +361,142 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
     for (int bi = 0; bi < nb; bi++) out[bi] = _mm512_reduce_add_ps(facc[bi]);
 }
 
+/* Batch kernel.  Each super-block of a weight row is decoded once into 8
+ * zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's group), with the block
+ * scale folded in by vpdpbusd (u8 state bytes x s8 scale), so the product
+ * with one activation row is one vpdpwssd per 32 weights plus one convert
+ * and FMA per 16 groups.  Tiles of IQKT_MM_TILE rows share every activation
+ * load; K is walked in chunks of IQKT_MM_KC super-blocks so the decoded
+ * tile stays in L1.  Per-row arithmetic does not depend on the tiling. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst) {
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
+    const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    const __m512i ZERO = _mm512_setzero_si512();
+    const __m512i BYTES = _mm512_set1_epi32(0x01010101);
+    const __m512i B126 = _mm512_set1_epi32(-126);
+    const __mmask32 HI = 0xAAAAAAAAu;
+    int bsc[8];
+    for (int b = 0; b < 8; b++) bsc[b] = iqkt_mm_block_scale(type, sb, b);
+    if (type == IQKT_MM_IQ4) {
+        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
+        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        for (int q = 0; q < 4; q++) {
+            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
+            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
+            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
+            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
+            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
+            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
+            __m512i seeds = _mm512_add_epi32(_mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
+                                                             _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag)), OFF);
+            __m512i bs = _mm512_inserti64x4(_mm512_set1_epi32(bsc[2 * q]), _mm256_set1_epi32(bsc[2 * q + 1]), 1);
+            __m512i bsb = _mm512_mullo_epi32(_mm512_and_si512(bs, _mm512_set1_epi32(0xFF)), BYTES);
+            __m512i bias = _mm512_mullo_epi32(bs, B126);
+            __m512i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
+                v[k] = _mm512_dpbusd_epi32(bias, st, bsb);    /* scale * (sum of bytes - 126) */
+            }
+            dst[2 * q] = _mm512_mask_blend_epi16(HI, v[0], _mm512_slli_epi32(v[1], 16));
+            dst[2 * q + 1] = _mm512_mask_blend_epi16(HI, v[2], _mm512_slli_epi32(v[3], 16));
+        }
+        return;
+    }
+    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
+                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+    __m512i seeds[2];
+    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
+    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+    uint32_t wk[8];
+    if (type == IQKT_MM_IQ3) {
+        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+    }
+    for (int h = 0; h < 2; h++) {
+        /* lane l = 4j + i belongs to block 4h + i */
+        __m512i bs = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(bsc + 4 * h)));
+        __m512i bsb = _mm512_mullo_epi32(_mm512_and_si512(bs, _mm512_set1_epi32(0xFF)), BYTES);
+        __m512i bias = _mm512_mullo_epi32(bs, B126);
+        __m512i v[8];
+        for (int k = 0; k < 8; k++) {
+            __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
+            v[k] = _mm512_dpbusd_epi32(bias, st, bsb);
+            if (type == IQKT_MM_IQ3) {   /* scale >= 0: |scale * value| = scale * |value| */
+                v[k] = _mm512_abs_epi32(v[k]);
+                v[k] = _mm512_mask_sub_epi32(v[k], (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v[k]);
+            }
+        }
+        for (int kp = 0; kp < 4; kp++)
+            dst[4 * h + kp] = _mm512_mask_blend_epi16(HI, v[2 * kp], _mm512_slli_epi32(v[2 * kp + 1], 16));
+    }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const float *xs, int64_t xstride, int64_t nb,
+                                            __m512i *wbuf /* TILE*KC*8 */, __m512 *facc /* nb*TILE */,
+                                            float *out /* nr x nb */) {
+    const int sbb = iqkt_mm_sb_bytes[type];
+    for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
+        int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
+        /* rows past nr repeat the last row (results dropped), so every loop
+         * below has a constant trip count and its accumulators stay in registers */
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+            for (int c = 0; c < kc; c++)
+                iqkt_mm_decode_pairs(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
+                                     wbuf + (r * IQKT_MM_KC + c) * 8);
+        for (int64_t b = 0; b < nb; b++) {
+            __m512 fa[IQKT_MM_TILE];
+            for (int r = 0; r < IQKT_MM_TILE; r++) fa[r] = facc[b * IQKT_MM_TILE + r];
+            for (int c = 0; c < kc; c++) {
+                int64_t ib = c0 + c;
+                const uint8_t *lb = lanes + b * lstride + 512 * ib;
+                const float *xb = xs + b * xstride + 8 * ib;
+                __m512i x[8];
+                for (int m = 0; m < 8; m++) x[m] = _mm512_loadu_si512((const void *)(lb + 64 * m));
+                if (type == IQKT_MM_IQ4) {
+                    __m512 sv[4];
+                    for (int g = 0; g < 4; g++)
+                        sv[g] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(xb[2 * g])),
+                                                   _mm256_set1_ps(xb[2 * g + 1]), 1);
+                    for (int r = 0; r < IQKT_MM_TILE; r++) {
+                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        for (int g = 0; g < 4; g++) {
+                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[2 * g], x[2 * g]);
+                            a = _mm512_dpwssd_epi32(a, w[2 * g + 1], x[2 * g + 1]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[g], fa[r]);
+                        }
+                    }
+                } else {
+                    __m512 sv[2];
+                    for (int g = 0; g < 2; g++) sv[g] = _mm512_broadcast_f32x4(_mm_loadu_ps(xb + 4 * g));
+                    for (int r = 0; r < IQKT_MM_TILE; r++) {
+                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        for (int g = 0; g < 2; g++) {
+                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[4 * g], x[4 * g]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 1], x[4 * g + 1]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 2], x[4 * g + 2]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 3], x[4 * g + 3]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[g], fa[r]);
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < IQKT_MM_TILE; r++) facc[b * IQKT_MM_TILE + r] = fa[r];
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = _mm512_reduce_add_ps(facc[b * IQKT_MM_TILE + r]);
+}
+
 #endif /* IQKT_HAVE_AVX512 */
 
 /* ---- AVX2: trellis computed in 8 lanes ----------------------------------- */
@@ -449,6 +620,38 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
 #else
     (void)bsum; (void)bstride;
     iqkt_mm_row_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+#endif
+}
+
+/* Bytes of scratch iqkt_mm_tile needs for nb activation rows (0 if unused). */
+static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
+#if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_batch(nb))
+        return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 8 + nb * IQKT_MM_TILE) + 64;
+#endif
+    (void)nb;
+    return 0;
+}
+
+/* Batch product of nr <= IQKT_MM_TILE consecutive weight rows (q, row
+ * stride rs, row scales excluded) with nb activation rows in the batch
+ * layout: out[r * nb + b].  Only when iqkt_mm_use_batch(nb). */
+static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                         const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
+                         int64_t nb, uint8_t *scratch, float *out) {
+#if defined(IQKT_HAVE_AVX512)
+    uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    __m512i *wbuf = (__m512i *)al;
+    __m512 *facc = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
+    if (type == IQKT_MM_IQ2)
+        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+    else if (type == IQKT_MM_IQ3)
+        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+    else
+        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+#else
+    (void)type; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
+    (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out;
 #endif
 }
 
