@@ -251,7 +251,9 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
             lanes = np.empty((B, k.LANE_BYTES * K), dtype=np.uint8)
             bsum = np.empty((B, K // 32), dtype=np.int32)
             k.prepare_activations(tid, qx, lanes, bsum)
-            _run_rows(lambda r0, r1: k.mul_mat_q8(tid, a, K, lanes, bsum, xs, y, r0, r1), N, nt, min_rows=16)
+            # Native worker threads (kt_pool.h): Python-thread dispatch costs
+            # ~0.1 ms, a large share of a ~1 ms GEMV.  Rows split only.
+            k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, max(1, min(nt, N // 16)))
     return y[0] if vec else y
 
 

@@ -43,6 +43,12 @@ cdef extern from "kt_simd.h" nogil:
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
 
+cdef extern from "kt_pool.h" nogil:
+    ctypedef void (*iqkt_pool_fn)(void *ctx, int part) noexcept nogil
+    int IQKT_POOL_MAX
+    void iqkt_pool_prepare(int nworkers)
+    void iqkt_pool_run(int nparts, iqkt_pool_fn fn, void *ctx)
+
 cdef extern from "float.h":
     float FLT_MAX
 
@@ -379,6 +385,58 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
             b0 += nbc
     return KT_OK
 
+# Native threads for the int8 product: part i of nparts computes weight rows
+# [nrows*i/nparts, nrows*(i+1)/nparts).  Rows are independent, so the result
+# is the same for any nparts.
+
+ctypedef struct MulMatJob:
+    int type_id
+    const uint8_t *q
+    int64_t n
+    const uint8_t *lanes
+    const int32_t *bsum
+    const float *xs
+    int64_t nb_rows
+    float *y
+    int64_t ldy
+    int64_t nrows
+    int nparts
+    int rc[64]
+
+cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
+    cdef MulMatJob *j = <MulMatJob *>ctx
+    cdef int64_t r0 = j.nrows * part // j.nparts
+    cdef int64_t r1 = j.nrows * (part + 1) // j.nparts
+    j.rc[part] = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy, r0, r1)
+
+cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                               const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
+                               float *y, int64_t ldy, int nthreads) noexcept nogil:
+    """kt_mul_mat_q8 over all nrows weight rows on up to nthreads native
+    threads (call iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
+    cdef MulMatJob job
+    cdef int i
+    if nthreads < 1:
+        nthreads = 1
+    if nthreads > 64:
+        nthreads = 64
+    job.type_id = type_id
+    job.q = q
+    job.n = n
+    job.lanes = lanes
+    job.bsum = bsum
+    job.xs = xs
+    job.nb_rows = nb_rows
+    job.y = y
+    job.ldy = ldy
+    job.nrows = nrows
+    job.nparts = nthreads
+    iqkt_pool_run(nthreads, mul_mat_part, &job)
+    for i in range(nthreads):
+        if job.rc[i] != KT_OK:
+            return job.rc[i]
+    return KT_OK
+
 cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
                         const float *x, int64_t nb_rows,
                         float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
@@ -563,6 +621,29 @@ def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:,
     with nogil:
         rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0], lanes.shape[0],
                            &y[0, 0], y.shape[1], row0, row1)
+    check(rc)
+
+
+def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
+                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y, int nthreads):
+    """mul_mat_q8 over all rows, split across nthreads native threads."""
+    cdef int rc
+    if y.shape[1] != q.shape[0]:
+        raise ValueError("mul_mat_q8_threads: output shape mismatch")
+    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
+            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
+        raise ValueError("mul_mat_q8_threads: activation shape mismatch")
+    if q.shape[0] == 0 or lanes.shape[0] == 0:
+        return
+    if nthreads < 1:
+        nthreads = 1
+    if nthreads > 64:
+        nthreads = 64
+    if nthreads > 1:
+        iqkt_pool_prepare(nthreads - 1)
+    with nogil:
+        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], q.shape[0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
+                                   lanes.shape[0], &y[0, 0], y.shape[1], nthreads)
     check(rc)
 
 
