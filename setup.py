@@ -16,6 +16,16 @@ import sysconfig
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class ParallelBuildExt(build_ext):
+    """Compile the variants in parallel (pip builds call build_ext without -j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
 KDIR = os.path.join("iqkt", "_kernels")
 
@@ -88,7 +98,10 @@ else:
     if sys.platform.startswith("linux"):
         BASE_LDFLAGS.append("-lpthread")
 
-include_dirs = [np.get_include(), KDIR]
+# iqkt/include holds iqkt.h, the embedding API header that the variants'
+# function tables (kt_capi.pxi) are laid out by; it ships in the wheel.
+IDIR = os.path.join("iqkt", "include")
+include_dirs = [np.get_include(), KDIR, IDIR]
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = []
@@ -116,6 +129,7 @@ extensions.append(
 )
 
 setup(
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         extensions,
         compiler_directives={

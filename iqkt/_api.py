@@ -6,6 +6,7 @@ through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import numbers
 import os
 import threading
@@ -18,6 +19,8 @@ TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
 _TYPE_IDS = {name: i for i, name in enumerate(TYPES)}
 _SB_BYTES = (68, 100, 128)
 BLOCK = 256
+# Kernels index within a row with 32-bit ints in places.
+MAX_ROW_LENGTH = (1 << 31) - BLOCK
 
 # ggml / GGUF identifiers (ik_llama.cpp)
 GGML_TYPE_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
@@ -39,12 +42,32 @@ def _check_n(n) -> int:
     n = int(n)
     if n <= 0 or n % BLOCK:
         raise ValueError(f"row length n={n} must be a positive multiple of {BLOCK}")
+    if n > MAX_ROW_LENGTH:
+        raise ValueError(f"row length n={n} is too large (at most {MAX_ROW_LENGTH})")
     return n
 
 
 def row_size(type, n) -> int:
     """Bytes per row of n weights (the 4-byte row scale included)."""
     return 4 + _SB_BYTES[_type_id(type)] * (_check_n(n) // BLOCK)
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _empty(shape, dtype, what: str) -> np.ndarray:
+    """np.empty, but refuse absurd sizes with a clear error before trying."""
+    nbytes = np.dtype(dtype).itemsize
+    for dim in shape:
+        nbytes *= int(dim)
+    if nbytes > _total_memory():
+        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
+                          f"{_total_memory() / 2**30:.1f} GiB of memory (shape {tuple(shape)})")
+    return np.empty(shape, dtype=dtype)
 
 
 def _threads(threads, work_rows: int) -> int:
@@ -58,39 +81,81 @@ def _threads(threads, work_rows: int) -> int:
 _pool_lock = threading.Lock()
 _pool = None
 _pool_size = 0
-_pool_pid = None
+
+
+def _reset_pool_after_fork():
+    # A forked child has the parent's pool object but none of its threads,
+    # and possibly a lock held by a thread that no longer exists.
+    global _pool_lock, _pool, _pool_size
+    _pool_lock = threading.Lock()
+    _pool = None
+    _pool_size = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool_after_fork)
 
 
 def _get_pool(nthreads: int):
-    # One shared pool, re-created after fork (a forked child has no workers).
-    global _pool, _pool_size, _pool_pid
+    global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < nthreads or _pool_pid != os.getpid():
-            if _pool is not None and _pool_pid == os.getpid():
+        if _pool is None or _pool_size < nthreads:
+            if _pool is not None:
                 _pool.shutdown(wait=False)
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="iqkt")
             _pool_size = nthreads
-            _pool_pid = os.getpid()
         return _pool
 
 
-def _run_rows(fn, nrows: int, nthreads: int, min_rows: int = 1):
-    """Call fn(row0, row1) over [0, nrows), split across threads.  Kernels
-    release the GIL, so Python threads run them in parallel."""
-    nthreads = max(1, min(nthreads, nrows // max(1, min_rows)))
-    if nthreads <= 1 or nrows <= 1:
+def _run_rows(fn, nrows: int, nthreads: int, chunk_rows: int = 1):
+    """Call fn(row0, row1) over [0, nrows) in chunks of chunk_rows rows,
+    spread over nthreads threads (the kernels release the GIL).
+
+    Work is cut into short chunks so that Ctrl-C is honoured between them:
+    on KeyboardInterrupt no new chunk starts, running ones finish (they only
+    write their own rows), then the interrupt propagates.  Which thread runs
+    which chunk never changes a result: chunks write disjoint rows."""
+    chunk_rows = max(1, int(chunk_rows))
+    nchunks = -(-nrows // chunk_rows)
+    nthreads = max(1, min(nthreads, nchunks))
+    if nchunks <= 1:
         fn(0, nrows)
         return
-    bounds = [nrows * i // nthreads for i in range(nthreads + 1)]
-    pool = _get_pool(nthreads)
-    futures = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, nthreads)]
+    counter = itertools.count()
+    state = {"stop": False, "error": None}
+
+    def work():
+        while not state["stop"]:
+            i = next(counter)   # atomic under the GIL
+            if i >= nchunks:
+                return
+            try:
+                fn(i * chunk_rows, min(nrows, (i + 1) * chunk_rows))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                state["stop"] = True
+                if state["error"] is None:
+                    state["error"] = e
+                return
+
+    futures = []
+    if nthreads > 1:
+        pool = _get_pool(nthreads - 1)
+        futures = [pool.submit(work) for _ in range(nthreads - 1)]
     try:
-        fn(bounds[0], bounds[1])
+        work()
+    except KeyboardInterrupt:
+        state["stop"] = True
+        raise
     finally:
-        errors = [f.exception() for f in futures]
-    for e in errors:
-        if e is not None:
-            raise e
+        state["stop"] = state["stop"] or state["error"] is not None
+        while futures:
+            try:
+                concurrent.futures.wait(futures)
+                futures = []
+            except KeyboardInterrupt:
+                state["stop"] = True
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def _as_float_matrix(x, what: str) -> np.ndarray:
@@ -133,8 +198,7 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
     rows, n = a.shape
     if rows == 0:
         raise ValueError("x has no rows")
-    if n == 0 or n % BLOCK:
-        raise ValueError(f"row length n={n} must be a positive multiple of {BLOCK}")
+    _check_n(n)
     _check_finite(a, "x")
     im = None
     if imatrix is not None:
@@ -147,10 +211,11 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
         _check_finite(im, "imatrix")
         if (im < 0).any():
             raise ValueError("imatrix has negative entries; importances must be >= 0")
-    out = np.empty((rows, row_size(type, n)), dtype=np.uint8)
+    out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
     k = _dispatch.module()
-    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1), rows, _threads(threads, rows))
+    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1), rows, _threads(threads, rows),
+              chunk_rows=max(1, 8192 // n))
     if not return_stats:
         return out
     xd = a.astype(np.float64)
@@ -196,11 +261,11 @@ def dequantize(q, type, n, *, inference=False, threads=None) -> np.ndarray:
     n = _check_n(n)
     a = _as_q(q, tid, n)
     rows = a.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
+    out = _empty((rows, n), np.float32, "the dequantized output")
     k = _dispatch.module()
     inf = 1 if inference else 0
     _run_rows(lambda r0, r1: k.dequantize_rows(tid, a, n, out, inf, r0, r1), rows, _threads(threads, rows),
-              min_rows=max(1, 65536 // n))
+              chunk_rows=max(1, (1 << 20) // n))
     return out
 
 
@@ -222,6 +287,7 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     K = xm.shape[1]
     if K == 0 or K % BLOCK:
         raise ValueError(f"x has {K} columns; K must be a positive multiple of {BLOCK}")
+    _check_n(K)
     if isinstance(q, QuantizedMatrix):
         if q.type != TYPES[tid]:
             raise ValueError(f"matrix is {q.type}, not {TYPES[tid]}")
@@ -238,22 +304,29 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
         raise ValueError(f"precision must be 'int8' or 'float', not {precision!r}")
     N = a.shape[0]
     B = xm.shape[0]
-    y = np.empty((B, N), dtype=np.float32)
+    y = _empty((B, N), np.float32, "the product")
     k = _dispatch.module()
     nt = _threads(threads, N)
+    # Rows per kernel call: ~4M multiply-adds, but at least an even share.
+    chunk = max(16, min(-(-N // nt), (1 << 22) // (K * max(B, 1))))
     if B:
         if precision == "float":
-            _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, min_rows=16)
+            _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, chunk_rows=chunk)
         else:
-            qx = np.empty((B, K), dtype=np.int16)
+            qx = _empty((B, K), np.int16, "the quantized activations")
             xs = np.empty((B, K // 32), dtype=np.float32)
             k.quantize_activations(xm, qx, xs)
-            lanes = np.empty((B, k.LANE_BYTES * K), dtype=np.uint8)
+            lanes = _empty((B, k.LANE_BYTES * K), np.uint8, "the activation lanes")
             bsum = np.empty((B, K // 32), dtype=np.int32)
             k.prepare_activations(tid, qx, lanes, bsum)
-            # Native worker threads (kt_pool.h): Python-thread dispatch costs
-            # ~0.1 ms, a large share of a ~1 ms GEMV.  Rows split only.
-            k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, max(1, min(nt, N // 16)))
+            # Native worker threads (kt_pool.h): handing a ~1 ms GEMV to Python
+            # threads costs ~0.1 ms.  Rows are split only, so the result does not
+            # depend on the thread count; calls of ~16M multiply-adds keep Ctrl-C
+            # responsive (it is honoured between them).
+            step = max(16 * nt, (1 << 24) // (K * B))
+            for r0 in range(0, N, step):
+                r1 = min(N, r0 + step)
+                k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, r0, r1, max(1, min(nt, (r1 - r0) // 16)))
     return y[0] if vec else y
 
 
@@ -272,7 +345,7 @@ def trellis(seeds, steps) -> np.ndarray:
     if s.size and (s.min() < 0 or s.max() > 0xFFFFFFFF):
         raise ValueError("seeds must be in [0, 2**32)")
     s = np.ascontiguousarray(s, dtype=np.uint32)
-    out = np.empty((s.shape[0], int(steps)), dtype=np.int8)
+    out = _empty((s.shape[0], int(steps)), np.int8, "the trellis output")
     _dispatch.module().trellis(s, int(steps), out)
     return out
 

@@ -1,4 +1,5 @@
-"""The `iqkt` command: `iqkt info`, `iqkt demo`, `iqkt bench`."""
+"""The `iqkt` command: `iqkt info [FILE.gguf]`, `iqkt quantize`, `iqkt dequantize`, `iqkt demo`,
+`iqkt bench`."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,68 @@ import time
 
 
 def _cmd_info(args) -> int:
+    if args.file is not None:
+        gg = _gguf_module()
+        print(gg.format_info(gg.model_info(args.file), tensors=not args.summary))
+        return 0
     import iqkt
 
     iqkt.show_config()
+    return 0
+
+
+class _MissingDependency(RuntimeError):
+    pass
+
+
+def _gguf_module():
+    try:
+        from . import gguf as gg
+    except ImportError as e:
+        raise _MissingDependency(f"this command needs the gguf package ({e}); install it with "
+                                 f"pip install 'iqkt[gguf]'") from None
+    return gg
+
+
+def _setup_logging():
+    import logging
+
+    class _Fmt(logging.Formatter):
+        def format(self, record):
+            return f"iqkt: {record.levelname.lower()}: {record.getMessage()}"
+
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(_Fmt())
+    lg = logging.getLogger("iqkt")
+    lg.handlers[:] = [h]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+def _progress_flag(args):
+    return False if args.no_progress else None
+
+
+def _cmd_quantize(args) -> int:
+    gg = _gguf_module()
+    _setup_logging()
+    rep = gg.quantize_model(args.input, args.output, args.type, custom_q=args.custom_q,
+                            output_tensor_type=args.output_tensor_type,
+                            token_embedding_type=args.token_embedding_type, pure=args.pure,
+                            threads=args.threads, imatrix=args.imatrix, fallback_type=args.fallback_type,
+                            progress=_progress_flag(args))
+    print(rep.format_table(tensors=not args.summary))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_dequantize(args) -> int:
+    gg = _gguf_module()
+    _setup_logging()
+    rep = gg.dequantize_model(args.input, args.output, args.type, threads=args.threads,
+                              progress=_progress_flag(args))
+    print(rep.format_table(tensors=not args.summary))
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -42,29 +102,41 @@ def _cmd_demo(args) -> int:
 
     print(f"iqkt {iqkt.__version__} demo: synthetic {rows}x{n} float32 matrix, kernel variant "
           f"{iqkt.isa()}, threads {args.threads or 'default'}")
-    y_ref = w.astype(np.float64) @ x.astype(np.float64)
-    t_np = _median_time(lambda: w @ x, args.repeat)
-    print(f"numpy float32 W @ x: {t_np * 1e3:.3f} ms\n")
+    threads = args.threads
+    try:  # compare one kernel thread with one BLAS thread when we can pin BLAS
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(limits=threads)
+        blas = f"{threads} BLAS thread(s)"
+    except ImportError:
+        import contextlib
+        limit = contextlib.nullcontext()
+        blas = "default BLAS threads (install threadpoolctl to pin them)"
+    with limit:
+        w @ x  # warm-up
+        t_np = _median_time(lambda: w @ x, args.repeat)
+    print(f"numpy float32 W @ x with {blas}: {t_np * 1e3:.3f} ms; iqkt uses {threads} thread(s)\n")
     hdr = f"{'type':8s} {'bits/w':>7s} {'MiB':>7s} {'rel.err':>9s} {'rel.err(im)':>11s} {'quant s':>8s} " \
-          f"{'mul_mat ms':>10s} {'vs numpy':>8s} {'mm rel.err':>10s}"
+          f"{'mul_mat ms':>10s} {'vs numpy':>8s} {'int8 vs exact':>13s}"
     print(hdr)
     print("-" * len(hdr))
     for t in iqkt.TYPES:
         t0 = time.perf_counter()
-        q = iqkt.quantize(w, t, imatrix, threads=args.threads)
+        q = iqkt.quantize(w, t, imatrix, threads=None)
         tq = time.perf_counter() - t0
         deq = iqkt.dequantize(q, t, n)
         err = float(((w - deq) ** 2).sum() / (w ** 2).sum())
         errw = float((imatrix * (w - deq) ** 2).sum() / (imatrix * w ** 2).sum())
-        t_mm = _median_time(lambda: iqkt.mul_mat(q, t, x, threads=args.threads), args.repeat)
-        y = iqkt.mul_mat(q, t, x, threads=args.threads)
-        mm_err = float(np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref))
+        iqkt.mul_mat(q, t, x, threads=threads)  # warm-up
+        t_mm = _median_time(lambda: iqkt.mul_mat(q, t, x, threads=threads), args.repeat)
+        y = iqkt.mul_mat(q, t, x, threads=threads)
+        y_exact = iqkt.mul_mat(q, t, x, precision="float")
+        mm_err = float(np.linalg.norm(y - y_exact) / np.linalg.norm(y_exact))
         bpw = 8 * q.nbytes / (rows * n)
         print(f"{t:8s} {bpw:7.3f} {q.nbytes / 2**20:7.2f} {err:9.5f} {errw:11.5f} {tq:8.2f} "
-              f"{t_mm * 1e3:10.3f} {t_np / t_mm:7.2f}x {mm_err:10.4f}")
+              f"{t_mm * 1e3:10.3f} {t_np / t_mm:7.2f}x {mm_err:13.2e}")
     print("\nrel.err: relative squared error of the dequantized weights; (im): imatrix-weighted.")
-    print("mm rel.err: relative L2 error of mul_mat (int8 activations) against the float64 product "
-          "with the original weights.")
+    print("int8 vs exact: relative L2 difference of mul_mat's int8-activation path from the exact "
+          "float product with the same quantized weights.")
     return 0
 
 
@@ -77,18 +149,55 @@ def _cmd_bench(args, rest) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="iqkt", description="KT trellis quantization tools")
     sub = parser.add_subparsers(dest="cmd")
-    sub.add_parser("info", help="show the detected CPU features and the kernel variant in use")
+    i = sub.add_parser("info", help="without FILE: the detected CPU features and the kernel variant in use; "
+                                    "with FILE.gguf: its tensors, types, sizes, bits per weight, KT share")
+    i.add_argument("file", nargs="?", default=None, metavar="FILE.gguf")
+    i.add_argument("--summary", action="store_true", help="only the per-type summary, no tensor list")
+    q = sub.add_parser("quantize", help="quantize a GGUF model (KT types, q8_0, f16, ...)",
+                       description="Quantize a GGUF model. Options are named like llama-quantize's.")
+    q.add_argument("input", metavar="IN.gguf")
+    q.add_argument("output", metavar="OUT.gguf")
+    q.add_argument("--type", required=True, help="default type of weight matrices: iq2_kt, iq3_kt, iq4_kt, "
+                   "q8_0, q5_1, q5_0, q4_1, q4_0, f16, bf16, f32")
+    q.add_argument("--custom-q", default=None, metavar="REGEX=TYPE,...",
+                   help="per-tensor types, first matching regex wins (e.g. 'ffn_down=iq4_kt,attn_v=q8_0'); "
+                        "TYPE 'keep' copies the tensor unchanged")
+    q.add_argument("--output-tensor-type", default=None, metavar="TYPE", help="type of output.weight")
+    q.add_argument("--token-embedding-type", default=None, metavar="TYPE", help="type of token_embd.weight")
+    q.add_argument("--pure", action="store_true",
+                   help="no special cases (by default, with a KT --type, output and embeddings get q8_0)")
+    q.add_argument("--imatrix", default=None, metavar="FILE",
+                   help="importance matrix: legacy .dat (llama-imatrix) or GGUF imatrix")
+    q.add_argument("--fallback-type", default="q8_0", metavar="TYPE",
+                   help="type for matrices whose row length does not fit the chosen type (KT needs a "
+                        "multiple of 256); 'keep' leaves them as they are (default q8_0)")
+    q.add_argument("--threads", type=int, default=None, help="threads for the KT quantizer (default: all cores)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--summary", action="store_true", help="report only the per-type summary")
+    dq = sub.add_parser("dequantize", help="convert the KT tensors of a GGUF model to f16/bf16/f32")
+    dq.add_argument("input", metavar="IN.gguf")
+    dq.add_argument("output", metavar="OUT.gguf")
+    dq.add_argument("--type", default="f16", choices=["f16", "bf16", "f32"])
+    dq.add_argument("--threads", type=int, default=None)
+    dq.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dq.add_argument("--summary", action="store_true", help="report only the per-type summary")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
     d.add_argument("--rows", type=int, default=128)
     d.add_argument("--cols", type=int, default=4096)
-    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--threads", type=int, default=1, help="threads for the timed products (default 1)")
     d.add_argument("--repeat", type=int, default=20)
     d.add_argument("--seed", type=int, default=0)
     sub.add_parser("bench", help="benchmark table (see `iqkt bench --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if rest and args.cmd != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.cmd == "info":
             return _cmd_info(args)
+        if args.cmd == "quantize":
+            return _cmd_quantize(args)
+        if args.cmd == "dequantize":
+            return _cmd_dequantize(args)
         if args.cmd == "demo":
             return _cmd_demo(args)
         if args.cmd == "bench":

@@ -13,14 +13,18 @@ DATA_DIR = TESTS_DIR / "data"
 if str(TESTS_DIR) not in sys.path:  # make ``import pyref`` work from any rootdir
     sys.path.insert(0, str(TESTS_DIR))
 
-FUZZ_LONG = os.environ.get("IQKT_FUZZ", "").lower() == "long"
+_FUZZ = os.environ.get("IQKT_FUZZ", "").strip().lower()
+FUZZ_LONG = _FUZZ == "long"
+# IQKT_FUZZ=<number>: at least that many examples per property test (the CI
+# fuzz stage uses a few hundred); IQKT_FUZZ=long: 10000.
+FUZZ_COUNT = 10000 if FUZZ_LONG else (int(_FUZZ) if _FUZZ.isdigit() else 0)
 
 
 def fuzz_examples(n: int) -> int:
-    """max_examples for a property test: ``n`` normally, the "long" profile's
-    count (10000) under IQKT_FUZZ=long.  (An explicit @settings(max_examples=...)
-    would otherwise override the loaded profile.)"""
-    return 10000 if FUZZ_LONG else n
+    """max_examples for a property test: ``n`` normally, more under IQKT_FUZZ.
+    (An explicit @settings(max_examples=...) would otherwise override the
+    loaded profile.)"""
+    return max(n, FUZZ_COUNT)
 
 
 try:
@@ -43,6 +47,25 @@ try:
     settings.load_profile("long" if FUZZ_LONG else "ci")
 except ImportError:  # hypothesis is optional for the non-property tests
     pass
+
+
+def iqkt_parent() -> str:
+    """The folder holding the iqkt package under test (site-packages for an
+    installed wheel, the repo root for an in-place build)."""
+    import iqkt
+    return str(pathlib.Path(iqkt.__file__).resolve().parent.parent)
+
+
+def child_env(**extra) -> dict:
+    """Environment for a child interpreter that must import the same iqkt as
+    this process (and the tests folder).  Run children with cwd=iqkt_parent():
+    from a source checkout's root, `python -c` would otherwise import the
+    unbuilt ./iqkt before an installed wheel."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [iqkt_parent(), str(TESTS_DIR),
+                                                       env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
 
 
 def pytest_configure(config):

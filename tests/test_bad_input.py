@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import iqkt
+from conftest import child_env, iqkt_parent
 import pyref
 
 TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
@@ -271,20 +272,15 @@ CHILD = textwrap.dedent(
 
 
 def _child_env():
-    """The child must import the same iqkt as this process, plus the tests dir."""
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(iqkt.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [pkg_parent, tests_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env, tests_dir
+    return child_env(), os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.subprocess
 def test_bad_input_in_child_process():
     env, tests_dir = _child_env()
     code = CHILD.format(tests_dir=tests_dir)
-    proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=iqkt_parent())
     out = proc.stdout
     assert proc.returncode == 0, f"child exited {proc.returncode}\nstdout tail:\n{out[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert "CHILD-DONE" in out
@@ -303,6 +299,7 @@ def test_bad_input_in_child_process():
 def test_child_interpreter_imports_package():
     env, _ = _child_env()
     proc = subprocess.run([PY, "-c", "import iqkt, sys; print(iqkt.isa()); sys.exit(0)"],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=iqkt_parent())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in iqkt.available_isas()

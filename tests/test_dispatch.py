@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import iqkt
+from conftest import iqkt_parent
 from iqkt import _dispatch
 from iqkt._kernels import _cpu
 
@@ -52,10 +53,10 @@ def spawn():
 
     def run(code, **env):
         full = {k: v for k, v in os.environ.items() if k not in ENV_KNOBS}
-        full["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+        full["PYTHONPATH"] = os.pathsep.join(filter(None, [iqkt_parent(), os.environ.get("PYTHONPATH")]))
         full.update(env)
         return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, cwd=iqkt_parent())
     return run
 
 

@@ -399,23 +399,26 @@ ctypedef struct MulMatJob:
     int64_t nb_rows
     float *y
     int64_t ldy
+    int64_t row0
     int64_t nrows
     int nparts
     int rc[64]
 
 cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
     cdef MulMatJob *j = <MulMatJob *>ctx
-    cdef int64_t r0 = j.nrows * part // j.nparts
-    cdef int64_t r1 = j.nrows * (part + 1) // j.nparts
+    cdef int64_t r0 = j.row0 + j.nrows * part // j.nparts
+    cdef int64_t r1 = j.row0 + j.nrows * (part + 1) // j.nparts
     j.rc[part] = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy, r0, r1)
 
-cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
                                const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
-                               float *y, int64_t ldy, int nthreads) noexcept nogil:
-    """kt_mul_mat_q8 over all nrows weight rows on up to nthreads native
+                               float *y, int64_t ldy, int64_t row0, int64_t row1, int nthreads) noexcept nogil:
+    """kt_mul_mat_q8 over weight rows [row0, row1) on up to nthreads native
     threads (call iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
     cdef MulMatJob job
     cdef int i
+    if row0 < 0 or row1 < row0:
+        return KT_ERR_ARG
     if nthreads < 1:
         nthreads = 1
     if nthreads > 64:
@@ -429,7 +432,8 @@ cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t nrows, int
     job.nb_rows = nb_rows
     job.y = y
     job.ldy = ldy
-    job.nrows = nrows
+    job.row0 = row0
+    job.nrows = row1 - row0
     job.nparts = nthreads
     iqkt_pool_run(nthreads, mul_mat_part, &job)
     for i in range(nthreads):
@@ -625,15 +629,16 @@ def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:,
 
 
 def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
-                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y, int nthreads):
-    """mul_mat_q8 over all rows, split across nthreads native threads."""
+                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
+                       int64_t row0, int64_t row1, int nthreads):
+    """mul_mat_q8 over rows [row0, row1), split across nthreads native threads."""
     cdef int rc
-    if y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_q8_threads: output shape mismatch")
+    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
+        raise ValueError("mul_mat_q8_threads: bad row range")
     if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
             or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
         raise ValueError("mul_mat_q8_threads: activation shape mismatch")
-    if q.shape[0] == 0 or lanes.shape[0] == 0:
+    if row1 == row0 or lanes.shape[0] == 0:
         return
     if nthreads < 1:
         nthreads = 1
@@ -642,8 +647,8 @@ def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const ui
     if nthreads > 1:
         iqkt_pool_prepare(nthreads - 1)
     with nogil:
-        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], q.shape[0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
-                                   lanes.shape[0], &y[0, 0], y.shape[1], nthreads)
+        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
+                                   lanes.shape[0], &y[0, 0], y.shape[1], row0, row1, nthreads)
     check(rc)
 
 
@@ -683,3 +688,5 @@ def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] o
     with nogil:
         rc = kt_quantize_rows(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp)
     check(rc)
+
+include "kt_capi.pxi"

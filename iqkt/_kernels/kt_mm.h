@@ -362,13 +362,15 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
 }
 
 /* Batch kernel.  Each super-block of a weight row is decoded once into 8
- * zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's group), with the block
- * scale folded in by vpdpbusd (u8 state bytes x s8 scale), so the product
- * with one activation row is one vpdpwssd per 32 weights plus one convert
- * and FMA per 16 groups.  Tiles of IQKT_MM_TILE rows share every activation
+ * zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's group), so the product
+ * with one activation row is one vpdpwssd per 32 weights plus one scale
+ * multiply, convert and FMA per 16 groups.  The float steps are exactly those
+ * of the B = 1 kernel (per-group int dot, times float(block scale) * s, FMA'd
+ * into the same lanes in the same order), so a batched product is bit-for-bit
+ * the same as one activation row at a time.  Tiles of IQKT_MM_TILE rows share every activation
  * load; K is walked in chunks of IQKT_MM_KC super-blocks so the decoded
  * tile stays in L1.  Per-row arithmetic does not depend on the tiling. */
-IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst) {
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst, __m512 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i OFF = _mm512_set1_epi32(4096);
@@ -376,8 +378,16 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     const __m512i BYTES = _mm512_set1_epi32(0x01010101);
     const __m512i B126 = _mm512_set1_epi32(-126);
     const __mmask32 HI = 0xAAAAAAAAu;
-    int bsc[8];
-    for (int b = 0; b < 8; b++) bsc[b] = iqkt_mm_block_scale(type, sb, b);
+    const __m512i ONES = BYTES;
+    float bsf[8];
+    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
+    /* per-lane block scales (same lane-to-block map as the value vectors) */
+    if (type == IQKT_MM_IQ4) {
+        for (int q = 0; q < 4; q++)
+            bsv[q] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(bsf[2 * q])), _mm256_set1_ps(bsf[2 * q + 1]), 1);
+    } else {
+        for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
+    }
     if (type == IQKT_MM_IQ4) {
         const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
@@ -391,13 +401,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
             __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
             __m512i seeds = _mm512_add_epi32(_mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
                                                              _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag)), OFF);
-            __m512i bs = _mm512_inserti64x4(_mm512_set1_epi32(bsc[2 * q]), _mm256_set1_epi32(bsc[2 * q + 1]), 1);
-            __m512i bsb = _mm512_mullo_epi32(_mm512_and_si512(bs, _mm512_set1_epi32(0xFF)), BYTES);
-            __m512i bias = _mm512_mullo_epi32(bs, B126);
             __m512i v[4];
             for (int k = 0; k < 4; k++) {
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
-                v[k] = _mm512_dpbusd_epi32(bias, st, bsb);    /* scale * (sum of bytes - 126) */
+                v[k] = _mm512_dpbusd_epi32(B126, st, ONES);    /* sum of bytes - 126 */
             }
             dst[2 * q] = _mm512_mask_blend_epi16(HI, v[0], _mm512_slli_epi32(v[1], 16));
             dst[2 * q + 1] = _mm512_mask_blend_epi16(HI, v[2], _mm512_slli_epi32(v[3], 16));
@@ -421,14 +428,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     }
     for (int h = 0; h < 2; h++) {
         /* lane l = 4j + i belongs to block 4h + i */
-        __m512i bs = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(bsc + 4 * h)));
-        __m512i bsb = _mm512_mullo_epi32(_mm512_and_si512(bs, _mm512_set1_epi32(0xFF)), BYTES);
-        __m512i bias = _mm512_mullo_epi32(bs, B126);
         __m512i v[8];
         for (int k = 0; k < 8; k++) {
             __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
-            v[k] = _mm512_dpbusd_epi32(bias, st, bsb);
-            if (type == IQKT_MM_IQ3) {   /* scale >= 0: |scale * value| = scale * |value| */
+            v[k] = _mm512_dpbusd_epi32(B126, st, ONES);
+            if (type == IQKT_MM_IQ3) {
                 v[k] = _mm512_abs_epi32(v[k]);
                 v[k] = _mm512_mask_sub_epi32(v[k], (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v[k]);
             }
@@ -441,7 +445,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
 IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                                             const uint8_t *lanes, int64_t lstride,
                                             const float *xs, int64_t xstride, int64_t nb,
-                                            __m512i *wbuf /* TILE*KC*8 */, __m512 *facc /* nb*TILE */,
+                                            __m512i *wbuf /* TILE*KC*8 */, __m512 *bbuf /* TILE*KC*4 */,
+                                            __m512 *facc /* nb*TILE */,
                                             float *out /* nr x nb */) {
     const int sbb = iqkt_mm_sb_bytes[type];
     for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm512_setzero_ps();
@@ -452,7 +457,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, in
         for (int r = 0; r < IQKT_MM_TILE; r++)
             for (int c = 0; c < kc; c++)
                 iqkt_mm_decode_pairs(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
-                                     wbuf + (r * IQKT_MM_KC + c) * 8);
+                                     wbuf + (r * IQKT_MM_KC + c) * 8, bbuf + (r * IQKT_MM_KC + c) * 4);
         for (int64_t b = 0; b < nb; b++) {
             __m512 fa[IQKT_MM_TILE];
             for (int r = 0; r < IQKT_MM_TILE; r++) fa[r] = facc[b * IQKT_MM_TILE + r];
@@ -469,10 +474,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, in
                                                    _mm256_set1_ps(xb[2 * g + 1]), 1);
                     for (int r = 0; r < IQKT_MM_TILE; r++) {
                         const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
                         for (int g = 0; g < 4; g++) {
                             __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[2 * g], x[2 * g]);
                             a = _mm512_dpwssd_epi32(a, w[2 * g + 1], x[2 * g + 1]);
-                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[g], fa[r]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
                         }
                     }
                 } else {
@@ -480,12 +486,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, in
                     for (int g = 0; g < 2; g++) sv[g] = _mm512_broadcast_f32x4(_mm_loadu_ps(xb + 4 * g));
                     for (int r = 0; r < IQKT_MM_TILE; r++) {
                         const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
                         for (int g = 0; g < 2; g++) {
                             __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[4 * g], x[4 * g]);
                             a = _mm512_dpwssd_epi32(a, w[4 * g + 1], x[4 * g + 1]);
                             a = _mm512_dpwssd_epi32(a, w[4 * g + 2], x[4 * g + 2]);
                             a = _mm512_dpwssd_epi32(a, w[4 * g + 3], x[4 * g + 3]);
-                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[g], fa[r]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
                         }
                     }
                 }
@@ -627,7 +634,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
 static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
 #if defined(IQKT_HAVE_AVX512)
     if (iqkt_mm_use_batch(nb))
-        return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 8 + nb * IQKT_MM_TILE) + 64;
+        return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 12 + nb * IQKT_MM_TILE) + 64;
 #endif
     (void)nb;
     return 0;
@@ -642,13 +649,14 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
 #if defined(IQKT_HAVE_AVX512)
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     __m512i *wbuf = (__m512i *)al;
-    __m512 *facc = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
+    __m512 *bbuf = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
+    __m512 *facc = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 12);
     if (type == IQKT_MM_IQ2)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
     else if (type == IQKT_MM_IQ3)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
     else
-        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
 #else
     (void)type; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
     (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out;

@@ -20,10 +20,11 @@ cdef extern from "float.h":
     float FLT_MIN
 
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales
-cdef int NFLIP_REFINE = 8      # exact search in the refinement
+cdef int NFLIP_REFINE = 8      # exact search in the last refinement pass
+cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before the last
+cdef int REFINE_PASSES = 3
 
 cdef enum:
-    REFINE_ITERS = 3
     MAX_DIM = 8
     MAX_LEVELS = 8
 
@@ -276,15 +277,18 @@ cdef struct RowScratch:
     int *bflag                  # IQ4 codebook per block
     int32_t *tmp_idx            # trial indices of one block
     float *imn                  # imatrix normalised to max 1 (or NULL)
-    float *deq                  # dequantized row, for statistics
+    float *deq                  # a dequantized row, to measure error
+    float *alt_x                # alternative input row (outlier handling)
+    uint8_t *alt_q              # its encoding
 
 
 cdef void free_scratch(RowScratch *s) noexcept nogil:
     free(s.x); free(s.w); free(s.target); free(s.gidx); free(s.bscale); free(s.bcurv)
     free(s.bcode); free(s.bflag); free(s.tmp_idx); free(s.imn); free(s.deq)
+    free(s.alt_x); free(s.alt_q)
 
 
-cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq) noexcept nogil:
+cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int64_t row_bytes) noexcept nogil:
     cdef int64_t nblk = n // 32
     memset(s, 0, sizeof(RowScratch))
     s.x = <float *>malloc(n * sizeof(float))
@@ -298,11 +302,13 @@ cdef int alloc_scratch(RowScratch *s, int64_t n, int want_imatrix, int want_deq)
     s.tmp_idx = <int32_t *>malloc(8 * sizeof(int32_t))
     if want_imatrix:
         s.imn = <float *>malloc(n * sizeof(float))
-    if want_deq:
-        s.deq = <float *>malloc(n * sizeof(float))
+    s.deq = <float *>malloc(n * sizeof(float))
+    s.alt_x = <float *>malloc(n * sizeof(float))
+    s.alt_q = <uint8_t *>malloc(row_bytes)
     if (s.x == NULL or s.w == NULL or s.target == NULL or s.gidx == NULL or s.bscale == NULL
             or s.bcurv == NULL or s.bcode == NULL or s.bflag == NULL or s.tmp_idx == NULL
-            or (want_imatrix and s.imn == NULL) or (want_deq and s.deq == NULL)):
+            or (want_imatrix and s.imn == NULL) or s.deq == NULL or s.alt_x == NULL
+            or s.alt_q == NULL):
         free_scratch(s)
         return KT_ERR_NOMEM
     memset(s.bflag, 0, nblk * sizeof(int))
@@ -443,29 +449,39 @@ cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx,
     sumq2[0] = s2
 
 
-cdef void research_block(int type_id, RowScratch *s, int64_t b, float dl) noexcept nogil:
+cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nflip) noexcept nogil:
+    """Re-search block b's groups at scale dl; True if any index or flag changed."""
     cdef double sx, s2, err, best_err
+    cdef bint changed = False
+    cdef int32_t old[8]
     cdef int f, j, best_f
     cdef int32_t cand[2][8]
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
     if type_id != KT_IQ4:
+        for j in range(4):
+            old[j] = s.gidx[4 * b + j]
         search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
-                     xb, wb, dl, s.target, s.gidx + 4 * b, s.gidx + 4 * b, &sx, &s2, NFLIP_REFINE)
-        return
+                     xb, wb, dl, s.target, old, s.gidx + 4 * b, &sx, &s2, nflip)
+        for j in range(4):
+            changed = changed or old[j] != s.gidx[4 * b + j]
+        return changed
     best_err = HUGE_VALF
     best_f = 0
     for f in range(2):
         search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
-                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, NFLIP_REFINE)
+                     s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, nflip)
         # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
         err = <double>dl * dl * s2 - 2 * <double>dl * sx
         if err < best_err:
             best_err = err
             best_f = f
+    changed = s.bflag[b] != best_f
     s.bflag[b] = best_f
     for j in range(8):
+        changed = changed or s.gidx[8 * b + j] != cand[best_f][j]
         s.gidx[8 * b + j] = cand[best_f][j]
+    return changed
 
 
 cdef int best_scale_code(int type_id, float d, double sx, double s2, int current) noexcept nogil:
@@ -493,24 +509,46 @@ cdef int best_scale_code(int type_id, float d, double sx, double s2, int current
 
 
 cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters) noexcept nogil:
+    """Up to iters passes of coordinate descent.  A pass is a deterministic
+    function of (indices, flags, codes, d); one that changes none of them
+    would be repeated identically by every later pass, so it ends the loop
+    (same bytes as running all passes, less work)."""
     cdef int64_t nblk = n // 32, b
-    cdef int it, v
+    cdef int it, v, code
     cdef double sx, s2, num, den
-    cdef float dl
-    for it in range(iters):
+    cdef float dl, d_new
+    cdef bint changed
+    cdef int nflip
+    it = 0
+    while it < iters:
+        nflip = NFLIP_EARLY if it < iters - 1 else NFLIP_REFINE
+        changed = False
         num = 0
         den = 0
         for b in range(nblk):
             dl = d * <float>code_value(type_id, s.bcode[b])
             if dl != 0:
-                research_block(type_id, s, b, dl)
+                if research_block(type_id, s, b, dl, nflip):
+                    changed = True
             block_sums(type_id, s, b, &sx, &s2)
-            s.bcode[b] = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            code = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            if code != s.bcode[b]:
+                changed = True
+                s.bcode[b] = code
             v = code_value(type_id, s.bcode[b])
             num += v * sx
             den += <double>v * v * s2
         if den > 0:
-            d = <float>(num / den)
+            d_new = <float>(num / den)
+            if d_new != d:
+                changed = True
+            d = d_new
+        if not changed:
+            if nflip == NFLIP_REFINE:
+                break
+            it = iters - 1      # the cheap search converged: finish with the exact pass
+        else:
+            it += 1
     return d
 
 
@@ -673,7 +711,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         return KT_OK
 
     # 5. re-search at the final block scales, refit d.
-    d = refine_row(type_id, s, n, d, REFINE_ITERS)
+    d = refine_row(type_id, s, n, d, REFINE_PASSES)
 
     # Encode.
     max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
@@ -753,7 +791,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
     if not choose_row_scale(KT_IQ4, s, nblk, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
         return KT_OK
-    d = refine_row(KT_IQ4, s, n, d, REFINE_ITERS)
+    d = refine_row(KT_IQ4, s, n, d, REFINE_PASSES)
 
     iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
     for ib in range(n // QK):
@@ -773,6 +811,56 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
 
 # ---------------------------------------------------------------- entry point
 
+cdef inline int quantize_one_row(int type_id, const float *xrow, int64_t n, RowScratch *s,
+                                 uint8_t *out) noexcept nogil:
+    if type_id == KT_IQ4:
+        return quantize_row_iq4(xrow, n, s, out)
+    return quantize_row_iq23(type_id, xrow, n, s, out)
+
+
+cdef double weighted_sq_error(int type_id, const float *xrow, int64_t n, const uint8_t *q,
+                              const float *imatrix, float *deq, double *signal) noexcept nogil:
+    """sum w (x - decode(q))^2 with w = imatrix or 1; also sum w x^2."""
+    cdef int64_t j
+    cdef double num = 0, den = 0, diff, wt
+    kt_dequantize_rows(type_id, q, 1, n, deq, 0)
+    for j in range(n):
+        wt = imatrix[j] if imatrix != NULL else 1.0
+        diff = <double>xrow[j] - <double>deq[j]
+        num += wt * diff * diff
+        den += wt * <double>xrow[j] * <double>xrow[j]
+    signal[0] = den
+    return num
+
+
+cdef int quantize_outlier_row(int type_id, const float *xrow, int64_t n, const float *imatrix,
+                              RowScratch *s, uint8_t *out) noexcept nogil:
+    """A row dominated by one weight can land in a poor local optimum of the
+    scale search; also try encoding just that weight (the rest zeroed) and
+    keep whichever reconstructs the row better.  Only rows where the largest
+    weight carries at least a quarter of the energy pay for this."""
+    cdef int64_t j, jmax = 0
+    cdef double e_full, e_alt, sig, tot = 0
+    cdef int rc
+    cdef int64_t rs = kt_row_size(type_id, n)
+    for j in range(n):
+        tot += <double>xrow[j] * xrow[j]
+        if fabsf(xrow[j]) > fabsf(xrow[jmax]):
+            jmax = j
+    if not (<double>xrow[jmax] * xrow[jmax] >= 0.25 * tot) or tot == 0:
+        return KT_OK
+    memset(s.alt_x, 0, n * sizeof(float))
+    s.alt_x[jmax] = xrow[jmax]
+    rc = quantize_one_row(type_id, s.alt_x, n, s, s.alt_q)
+    if rc != KT_OK:
+        return rc
+    e_full = weighted_sq_error(type_id, xrow, n, out, imatrix, s.deq, &sig)
+    e_alt = weighted_sq_error(type_id, xrow, n, s.alt_q, imatrix, s.deq, &sig)
+    if e_alt < e_full:
+        memcpy(out, s.alt_q, rs)
+    return KT_OK
+
+
 cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
                           const float *imatrix, uint8_t *out, double *row_err) noexcept nogil:
     """Quantize nrows rows of n float32 weights into out (nrows * row_size
@@ -784,7 +872,7 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
     cdef RowScratch s
     cdef int rc
     cdef float immax = 0
-    cdef double num, den, diff, wt
+    cdef double num, den
     if rs < 0:
         return <int>rs
     if nrows < 0:
@@ -802,7 +890,7 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
                 return KT_ERR_IMATRIX
             if imatrix[j] > immax:
                 immax = imatrix[j]
-    rc = alloc_scratch(&s, n, imatrix != NULL, row_err != NULL)
+    rc = alloc_scratch(&s, n, imatrix != NULL, rs)
     if rc != KT_OK:
         return rc
     if imatrix != NULL:
@@ -811,23 +899,50 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
         for j in range(n):
             s.imn[j] = imatrix[j] / immax if immax > 0 else 1.0
     for r in range(nrows):
-        if type_id == KT_IQ4:
-            rc = quantize_row_iq4(x + r * n, n, &s, out + r * rs)
-        else:
-            rc = quantize_row_iq23(type_id, x + r * n, n, &s, out + r * rs)
+        rc = quantize_one_row(type_id, x + r * n, n, &s, out + r * rs)
+        if rc == KT_OK:
+            rc = quantize_outlier_row(type_id, x + r * n, n, imatrix, &s, out + r * rs)
         if rc != KT_OK:
             break
         if row_err != NULL:
-            rc = kt_dequantize_rows(type_id, out + r * rs, 1, n, s.deq, 0)
-            if rc != KT_OK:
-                break
-            num = 0
-            den = 0
-            for j in range(n):
-                wt = imatrix[j] if imatrix != NULL else 1.0
-                diff = <double>x[r * n + j] - <double>s.deq[j]
-                num += wt * diff * diff
-                den += wt * <double>x[r * n + j] * <double>x[r * n + j]
+            num = weighted_sq_error(type_id, x + r * n, n, out + r * rs, imatrix, s.deq, &den)
             row_err[r] = num / den if den > 0 else 0.0
     free_scratch(&s)
     return rc
+
+
+def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int nflip=8):
+    """Test hook: nearest_code for every row of t (weights w, no hint) in
+    search space 0 (IQ2), 1 (IQ3 magnitudes), 2 / 3 (IQ4 codebook 0 / 1).
+    nflip >= dim: exact.  Returns int32 codebook indices."""
+    import numpy as np
+    cdef const SearchSpace *sp
+    if space < 0 or space > 3:
+        raise ValueError("nearest_codes: space must be 0..3")
+    sp = &SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else &SPACE_IQ4[space - 2])
+    if t.shape[1] != sp.dim or w.shape[0] != t.shape[0] or w.shape[1] != sp.dim:
+        raise ValueError("nearest_codes: t and w must both have shape (m, %d)" % sp.dim)
+    out = np.empty(t.shape[0], dtype=np.int32)
+    cdef int32_t[::1] o = out
+    cdef Py_ssize_t r
+    if t.shape[0] == 0:
+        return out
+    with nogil:
+        for r in range(t.shape[0]):
+            o[r] = nearest_code(sp, &t[r, 0], &w[r, 0], -1, nflip)
+    return out
+
+
+def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None):
+    """Experiment hook (process-wide, not thread-safe): search effort of the
+    trial phase, of the refinement passes before the last, and the number of
+    passes.  Returns the previous values."""
+    global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES
+    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES)
+    if nflip_trial is not None:
+        NFLIP_TRIAL = max(0, int(nflip_trial))
+    if nflip_early is not None:
+        NFLIP_EARLY = max(0, int(nflip_early))
+    if refine_passes is not None:
+        REFINE_PASSES = max(1, int(refine_passes))
+    return prev

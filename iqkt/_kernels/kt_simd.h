@@ -98,93 +98,79 @@ static inline int iqkt_better(float e, int32_t i, float be, int32_t bi) {
     return e < be || (e == be && i < bi);
 }
 
+/* Lanes whose distance could beat (be, bi) are re-checked one by one in
+ * lane order; a block with no lane at or below be (the common case) costs no
+ * reduction at all. */
+static inline void iqkt_scan_pick(const float *le, const int32_t *idx, float *be, int32_t *bi) {
+    for (int l = 0; l < 16; l++)
+        if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
+}
+
 static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
     int32_t bi = *best_i;
-#if defined(IQKT_HAVE_AVX512)
-    __m512 vbe = _mm512_set1_ps(be);
-    __m512i vbi = _mm512_set1_epi32(bi);
     for (int b = 0; b < nblk; b++) {
         const float *c = vals + (size_t)b * dim * 16;
+        const int32_t *ib = idx + 16 * b;
+#if defined(IQKT_HAVE_AVX512)
         __m512 e = _mm512_setzero_ps();
         for (int k = 0; k < dim; k++) {
             __m512 diff = _mm512_sub_ps(_mm512_set1_ps(t[k]), _mm512_loadu_ps(c + 16 * k));
             e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), diff), diff));
         }
-        __m512i ids = _mm512_loadu_si512((const void *)(idx + 16 * b));
-        __mmask16 lt = _mm512_cmp_ps_mask(e, vbe, _CMP_LT_OQ) |
-                       (_mm512_cmp_ps_mask(e, vbe, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(ids, vbi));
-        vbe = _mm512_mask_blend_ps(lt, vbe, e);
-        vbi = _mm512_mask_blend_epi32(lt, vbi, ids);
-    }
-    float le[16]; int32_t li[16];
-    _mm512_storeu_ps(le, vbe);
-    _mm512_storeu_si512((void *)li, vbi);
-    for (int l = 0; l < 16; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
+        if (_mm512_cmp_ps_mask(e, _mm512_set1_ps(be), _CMP_LE_OQ)) {
+            float le[16];
+            _mm512_storeu_ps(le, e);
+            iqkt_scan_pick(le, ib, &be, &bi);
+        }
 #elif defined(IQKT_HAVE_AVX2)
-    __m256 vbe[2]; __m256i vbi[2];
-    vbe[0] = vbe[1] = _mm256_set1_ps(be);
-    vbi[0] = vbi[1] = _mm256_set1_epi32(bi);
-    for (int b = 0; b < nblk; b++) {
-        const float *c = vals + (size_t)b * dim * 16;
-        for (int h = 0; h < 2; h++) {
-            __m256 e = _mm256_setzero_ps();
-            for (int k = 0; k < dim; k++) {
-                __m256 diff = _mm256_sub_ps(_mm256_set1_ps(t[k]), _mm256_loadu_ps(c + 16 * k + 8 * h));
-                e = _mm256_add_ps(e, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[k]), diff), diff));
-            }
-            __m256i ids = _mm256_loadu_si256((const __m256i *)(idx + 16 * b + 8 * h));
-            __m256 lt = _mm256_or_ps(_mm256_cmp_ps(e, vbe[h], _CMP_LT_OQ),
-                        _mm256_and_ps(_mm256_cmp_ps(e, vbe[h], _CMP_EQ_OQ),
-                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(vbi[h], ids))));
-            vbe[h] = _mm256_blendv_ps(vbe[h], e, lt);
-            vbi[h] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(vbi[h]), _mm256_castsi256_ps(ids), lt));
+        __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps();
+        for (int k = 0; k < dim; k++) {
+            __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
+            __m256 d0 = _mm256_sub_ps(tk, _mm256_loadu_ps(c + 16 * k));
+            __m256 d1 = _mm256_sub_ps(tk, _mm256_loadu_ps(c + 16 * k + 8));
+            e0 = _mm256_add_ps(e0, _mm256_mul_ps(_mm256_mul_ps(wk, d0), d0));
+            e1 = _mm256_add_ps(e1, _mm256_mul_ps(_mm256_mul_ps(wk, d1), d1));
         }
-    }
-    for (int h = 0; h < 2; h++) {
-        float le[8]; int32_t li[8];
-        _mm256_storeu_ps(le, vbe[h]);
-        _mm256_storeu_si256((__m256i *)li, vbi[h]);
-        for (int l = 0; l < 8; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
-    }
+        __m256 vbe = _mm256_set1_ps(be);
+        __m256 le_mask = _mm256_or_ps(_mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ));
+        if (_mm256_movemask_ps(le_mask)) {
+            float le[16];
+            _mm256_storeu_ps(le, e0);
+            _mm256_storeu_ps(le + 8, e1);
+            iqkt_scan_pick(le, ib, &be, &bi);
+        }
 #elif defined(IQKT_HAVE_NEON)
-    float32x4_t vbe[4]; int32x4_t vbi[4];
-    for (int h = 0; h < 4; h++) { vbe[h] = vdupq_n_f32(be); vbi[h] = vdupq_n_s32(bi); }
-    for (int b = 0; b < nblk; b++) {
-        const float *c = vals + (size_t)b * dim * 16;
-        for (int h = 0; h < 4; h++) {
-            float32x4_t e = vdupq_n_f32(0.0f);
-            for (int k = 0; k < dim; k++) {
+        float32x4_t e[4];
+        for (int h = 0; h < 4; h++) e[h] = vdupq_n_f32(0.0f);
+        for (int k = 0; k < dim; k++) {
+            float32x4_t tk = vdupq_n_f32(t[k]), wk = vdupq_n_f32(w[k]);
+            for (int h = 0; h < 4; h++) {
                 /* vmulq/vaddq, never vfmaq/vmlaq: fused ops would round differently. */
-                float32x4_t diff = vsubq_f32(vdupq_n_f32(t[k]), vld1q_f32(c + 16 * k + 4 * h));
-                e = vaddq_f32(e, vmulq_f32(vmulq_f32(vdupq_n_f32(w[k]), diff), diff));
+                float32x4_t diff = vsubq_f32(tk, vld1q_f32(c + 16 * k + 4 * h));
+                e[h] = vaddq_f32(e[h], vmulq_f32(vmulq_f32(wk, diff), diff));
             }
-            int32x4_t ids = vld1q_s32(idx + 16 * b + 4 * h);
-            uint32x4_t lt = vorrq_u32(vcltq_f32(e, vbe[h]), vandq_u32(vceqq_f32(e, vbe[h]), vcltq_s32(ids, vbi[h])));
-            vbe[h] = vbslq_f32(lt, e, vbe[h]);
-            vbi[h] = vbslq_s32(lt, ids, vbi[h]);
         }
-    }
-    for (int h = 0; h < 4; h++) {
-        float le[4]; int32_t li[4];
-        vst1q_f32(le, vbe[h]);
-        vst1q_s32(li, vbi[h]);
-        for (int l = 0; l < 4; l++) if (iqkt_better(le[l], li[l], be, bi)) { be = le[l]; bi = li[l]; }
-    }
+        float32x4_t vbe = vdupq_n_f32(be);
+        uint32x4_t m = vorrq_u32(vorrq_u32(vcleq_f32(e[0], vbe), vcleq_f32(e[1], vbe)),
+                                 vorrq_u32(vcleq_f32(e[2], vbe), vcleq_f32(e[3], vbe)));
+        if (vmaxvq_u32(m)) {
+            float le[16];
+            for (int h = 0; h < 4; h++) vst1q_f32(le + 4 * h, e[h]);
+            iqkt_scan_pick(le, ib, &be, &bi);
+        }
 #else
-    for (int b = 0; b < nblk; b++) {
-        const float *c = vals + (size_t)b * dim * 16;
         for (int l = 0; l < 16; l++) {
             float e = 0.0f;
             for (int k = 0; k < dim; k++) {
                 float diff = t[k] - c[16 * k + l];
                 e = e + (w[k] * diff) * diff;
             }
-            if (iqkt_better(e, idx[16 * b + l], be, bi)) { be = e; bi = idx[16 * b + l]; }
+            if (iqkt_better(e, ib[l], be, bi)) { be = e; bi = ib[l]; }
         }
-    }
 #endif
+    }
     *best_e = be;
     *best_i = bi;
 }

@@ -1,0 +1,890 @@
+"""GGUF models: quantize to IQ2_KT / IQ3_KT / IQ4_KT, inspect, and dequantize.
+
+Needs the PyPI ``gguf`` package (``pip install 'iqkt[gguf]'``). Note the name: this module is
+``iqkt.gguf``; ``import gguf`` below is the PyPI package (absolute import).
+
+Python API: `quantize_model`, `dequantize_model`, `model_info` (+ `format_info`), `open_gguf`.
+The ``iqkt quantize / info / dequantize`` commands are thin wrappers around them.
+
+How KT tensors fit into the gguf package (the one place that extends it)
+-----------------------------------------------------------------------
+gguf knows a tensor type through ``GGMLQuantizationType`` (a closed IntEnum) and
+``GGML_QUANT_SIZES`` (block size, bytes per block). Neither can describe the KT types: their ids
+(153-155, ik_llama.cpp) are not enum members, and a KT row is ``4 + blocks * type_size`` bytes (a
+float32 row scale precedes the blocks), which no (block size, type size) pair expresses. So we do not
+patch those tables. Instead:
+- reading: `KTGGUFReader` subclasses ``gguf.GGUFReader`` and overrides only ``_build_tensors``:
+  tensor-info records with a KT id become ``ReaderTensor`` entries whose ``tensor_type`` is the plain
+  int id and whose ``data`` is a memory-mapped uint8 array (..., rows, row_size); all other records
+  go through the package's own code unchanged.
+- writing: ``GGUFWriter.add_tensor_info`` already writes any integer type id and any byte count; it
+  only converts the shape when told the data is bytes (dtype uint8), and that conversion needs
+  GGML_QUANT_SIZES. `_add_tensor_info` therefore passes the element shape with a non-uint8 dtype
+  marker and the exact byte count; ``write_tensor_data`` then streams our uint8 rows.
+Everything else (metadata, alignment, padding, other types, quants for q8_0 etc.) is gguf's.
+
+Memory: the input is memory-mapped and processed tensor by tensor in chunks of rows; the largest
+allocation is one output tensor plus one float32 chunk, so models larger than RAM work.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+import gguf  # the PyPI package, not this module
+from gguf import GGMLQuantizationType as _GT
+
+from . import _api
+from .imatrix import Imatrix, ImatrixError, load_imatrix
+
+__all__ = [
+    "GGUFFormatError", "KTGGUFReader", "open_gguf", "quantize_model", "dequantize_model",
+    "model_info", "format_info", "ModelInfo", "QuantizeReport", "TensorReport", "parse_custom_q",
+    "OUTPUT_TYPES",
+]
+
+log = logging.getLogger("iqkt.gguf")
+
+KT_TYPES = _api.TYPES
+_KT_BY_ID = {tid: name for name, tid in _api.GGML_TYPE_IDS.items()}
+_KT_FILE_TYPE_NAMES = {fid: f"MOSTLY_{name.upper()}" for name, fid in _api.GGUF_FILE_TYPE_IDS.items()}
+# Output types: the KT types plus those the gguf package can write (its numpy quantizers).
+_GGUF_OUT_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+OUTPUT_TYPES = KT_TYPES + _GGUF_OUT_TYPES
+_FLOAT_OUT_TYPES = ("f16", "bf16", "f32")
+_NON_WEIGHT_TYPES = {_GT.I8, _GT.I16, _GT.I32, _GT.I64}
+QUANTIZATION_VERSION = 2
+# Rows are converted in chunks of about this many weights (32 MiB of float32).
+_CHUNK_WEIGHTS = 1 << 23
+
+
+class GGUFFormatError(ValueError):
+    """The file is not a GGUF file iqkt can read (corrupt, truncated, unknown tensor type)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Type helpers
+# ----------------------------------------------------------------------------------------------
+
+def type_name(tid: int) -> str:
+    """Lower-case name of a ggml type id ("q8_0", "iq4_kt", or "type<id>" when unknown)."""
+    tid = int(tid)
+    if tid in _KT_BY_ID:
+        return _KT_BY_ID[tid]
+    try:
+        return _GT(tid).name.lower()
+    except ValueError:
+        return f"type{tid}"
+
+
+def type_id(name: str) -> int:
+    name = name.lower()
+    if name in _api.GGML_TYPE_IDS:
+        return _api.GGML_TYPE_IDS[name]
+    try:
+        return int(_GT[name.upper()])
+    except KeyError:
+        raise ValueError(f"unknown tensor type {name!r}") from None
+
+
+def _block_size(name: str) -> int:
+    if name in KT_TYPES:
+        return _api.BLOCK
+    return gguf.GGML_QUANT_SIZES[_GT[name.upper()]][0]
+
+
+def _tensor_nbytes(tid: int, shape: Sequence[int]) -> int:
+    """Bytes of a tensor of ggml type `tid` and numpy shape `shape` (last axis = row)."""
+    n = int(shape[-1])
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    if tid in _KT_BY_ID:
+        return rows * _api.row_size(_KT_BY_ID[tid], n)
+    bs, ts = gguf.GGML_QUANT_SIZES[_GT(tid)]
+    return rows * (n // bs) * ts
+
+
+def _add_tensor_info(writer: "gguf.GGUFWriter", name: str, shape: Sequence[int], tid: int, nbytes: int):
+    """Declare a tensor of any type id, KT included, with its numpy (element) shape.
+
+    GGUFWriter converts the shape from bytes to elements only when the dtype is uint8, through
+    GGML_QUANT_SIZES (which cannot describe KT rows); any other dtype means "shape is in elements",
+    and the type id and byte count are written as given."""
+    raw = _GT(tid) if tid not in _KT_BY_ID else tid
+    writer.add_tensor_info(name, tuple(int(s) for s in shape), np.dtype(np.float32), int(nbytes), raw_dtype=raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+class KTGGUFReader(gguf.GGUFReader):
+    """``gguf.GGUFReader`` that also maps IQ2_KT/IQ3_KT/IQ4_KT tensors (ids 153/154/155).
+
+    KT tensors get ``tensor_type`` = the int id and ``data`` = uint8 (..., rows, row_size) over
+    the memory map. Tensor data running past the end of the file (truncation) is a clear error."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        # Speed only: every slice of an np.memmap builds a new memmap object, which makes parsing
+        # a 150k-entry vocabulary take seconds. A plain ndarray view of the same mapping slices
+        # the same bytes (still lazily paged in) several times faster.
+        if isinstance(self.data, np.memmap):
+            self._mmap = self.data
+            self.data = self.data.view(np.ndarray)
+        return super()._get(offset, dtype, count, override_order)
+
+    def _build_tensors(self, start_offs: int, fields) -> None:
+        known, kt = [], []
+        file_size = len(self.data)
+        for f in fields:
+            # parts: name length, name, n_dims, dims, type id, offset (see GGUFReader)
+            tid = int(f.parts[4][0])
+            dims = [int(d) for d in f.parts[3]]
+            if tid not in _KT_BY_ID:
+                try:
+                    gt = _GT(tid)
+                except ValueError:
+                    raise GGUFFormatError(f"tensor {f.name!r} has ggml type id {tid}, which neither the gguf "
+                                          f"package nor iqkt knows") from None
+                shape = tuple(reversed(dims)) or (1,)
+                bs, _ = gguf.GGML_QUANT_SIZES[gt]
+                if shape[-1] % bs:
+                    raise GGUFFormatError(f"tensor {f.name!r}: row length {shape[-1]} is not a multiple of "
+                                          f"the {gt.name} block size {bs}")
+            else:
+                shape = tuple(reversed(dims)) or (1,)
+                if shape[-1] <= 0 or shape[-1] % _api.BLOCK:
+                    raise GGUFFormatError(f"tensor {f.name!r}: {_KT_BY_ID[tid]} row length {shape[-1]} is not "
+                                          f"a positive multiple of {_api.BLOCK}")
+            end = start_offs + int(f.parts[5][0]) + _tensor_nbytes(tid, shape)
+            if end > file_size:
+                raise GGUFFormatError(f"truncated file: tensor {f.name!r} ends at byte {end}, but the file has "
+                                      f"{file_size} bytes")
+            (kt if tid in _KT_BY_ID else known).append(f)
+        super()._build_tensors(start_offs, known)
+        if not kt:
+            return
+        names = {t.name for t in self.tensors}
+        extra = []
+        for f in kt:
+            if f.name in names:
+                raise GGUFFormatError(f"duplicated tensor name {f.name!r}")
+            names.add(f.name)
+            dims = f.parts[3]
+            tid = int(f.parts[4][0])
+            shape = tuple(reversed([int(d) for d in dims]))
+            rs = _api.row_size(_KT_BY_ID[tid], shape[-1])
+            nbytes = _tensor_nbytes(tid, shape)
+            offs = int(start_offs + f.parts[5][0])
+            data = self._get(offs, np.uint8, nbytes).reshape(*shape[:-1], rs)
+            extra.append(gguf.ReaderTensor(name=f.name, tensor_type=tid, shape=dims,
+                                           n_elements=int(np.prod(shape)), n_bytes=nbytes,
+                                           data_offset=offs, data=data, field=f))
+        self.tensors = sorted(list(self.tensors) + extra, key=lambda t: t.field.offset)
+
+
+def open_gguf(path: str | os.PathLike) -> KTGGUFReader:
+    """Open a GGUF file read-only (memory-mapped); raises GGUFFormatError with a one-line reason."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.getsize(path) < 24:
+        raise GGUFFormatError(f"{path}: not a GGUF file (only {os.path.getsize(path)} bytes)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise GGUFFormatError(f"{path}: not a GGUF file (bad magic)")
+    try:
+        r = KTGGUFReader(path, "r")
+    except GGUFFormatError as e:
+        raise GGUFFormatError(f"{path}: {e}") from None
+    except Exception as e:  # the reader fails in many ways on corrupt headers
+        raise GGUFFormatError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
+    if r.byte_order != "I":
+        raise GGUFFormatError(f"{path}: big-endian GGUF files are not supported")
+    return r
+
+
+def _check_not_split(r, path: str) -> None:
+    n = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    if n is not None and n > 1:
+        raise GGUFFormatError(f"{path} is one shard of a model split into {n} files, which iqkt does not "
+                              f"read yet; merge the shards first (llama-gguf-split --merge)")
+
+
+def _np_shape(t) -> tuple[int, ...]:
+    return tuple(reversed([int(d) for d in t.shape])) or (1,)
+
+
+def _raw_rows(t) -> np.ndarray:
+    """The tensor's bytes as a uint8 (rows, bytes_per_row) view of the memory map."""
+    a = t.data
+    if a.dtype != np.uint8:
+        a = a.view(np.uint8)
+    return a.reshape(-1, a.shape[-1])
+
+
+def _decode_rows(tid: int, raw: np.ndarray, n: int) -> np.ndarray:
+    """float32 (rows, n) from raw bytes of type `tid`. KT tensors give inference values (IQ2_KT's
+    1.05 included): those are the weights the model computes with."""
+    if tid in _KT_BY_ID:
+        return _api.dequantize(raw, _KT_BY_ID[tid], n, inference=True)
+    gt = _GT(tid)
+    raw = np.ascontiguousarray(raw)
+    if gt == _GT.F32:
+        return raw.view(np.float32).reshape(-1, n)
+    if gt == _GT.F64:
+        return raw.view(np.float64).astype(np.float32).reshape(-1, n)
+    if gt == _GT.F16:
+        return raw.view(np.float16).astype(np.float32).reshape(-1, n)
+    try:
+        return np.asarray(gguf.quants.dequantize(raw, gt), dtype=np.float32).reshape(-1, n)
+    except NotImplementedError:
+        raise ValueError(f"the gguf package cannot dequantize {gt.name} tensors") from None
+
+
+def _weighted_sq_sum(a: np.ndarray, w: np.ndarray | None) -> float:
+    """sum over rows and columns of w[col] * a^2, accumulated in float64 column sums."""
+    col = np.square(a).sum(axis=0, dtype=np.float64)
+    return float(col @ w if w is not None else col.sum())
+
+
+def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: int | None):
+    """Encode float32 rows (rows, n) as `out_type`. Returns (bytes (rows, row_bytes), err_num, den):
+    err_num / den is the relative squared error of the rows, imatrix-weighted when `im` is given."""
+    w = None if im is None else im.astype(np.float64)
+    den = _weighted_sq_sum(x, w)
+    if out_type in KT_TYPES:
+        q, st = _api.quantize(x, out_type, im, threads=threads, return_stats=True)
+        return q, float(st["rel_err_total"]) * den, den
+    if out_type == "f32":
+        return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8), 0.0, den
+    if out_type == "f16":
+        q = x.astype(np.float16).view(np.uint8)
+    else:
+        q = np.asarray(gguf.quants.quantize(x, _GT[out_type.upper()]), dtype=np.uint8)
+    y = _decode_rows(type_id(out_type), q, x.shape[1])
+    return q, _weighted_sq_sum(y - x, w), den
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    # ggml order (ne0 = row length first), as llama.cpp tools print it
+    return "x".join(str(s) for s in reversed(shape))
+
+
+@dataclass
+class TensorReport:
+    name: str
+    shape: tuple[int, ...]  # numpy order
+    src_type: str
+    out_type: str
+    n_elements: int
+    nbytes: int
+    rel_err: float | None = None  # relative squared error (imatrix-weighted when one was used)
+    seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def bpw(self) -> float:
+        return 8.0 * self.nbytes / self.n_elements if self.n_elements else 0.0
+
+
+@dataclass
+class QuantizeReport:
+    src: str
+    dst: str
+    tensors: list[TensorReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    src_bytes: int = 0
+    seconds: float = 0.0
+    file_type: int | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def total_weights(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def bpw(self) -> float:
+        return 8.0 * self.total_bytes / max(1, self.total_weights)
+
+    def by_type(self) -> dict[str, dict]:
+        """Per output type: tensors, weights, bytes, seconds, bpw, weighted relative error."""
+        out: dict[str, dict] = {}
+        for t in self.tensors:
+            d = out.setdefault(t.out_type, {"tensors": 0, "weights": 0, "bytes": 0, "seconds": 0.0,
+                                            "_err": 0.0, "_errw": 0})
+            d["tensors"] += 1
+            d["weights"] += t.n_elements
+            d["bytes"] += t.nbytes
+            d["seconds"] += t.seconds
+            if t.rel_err is not None:
+                d["_err"] += t.rel_err * t.n_elements
+                d["_errw"] += t.n_elements
+        for d in out.values():
+            d["bpw"] = 8.0 * d["bytes"] / max(1, d["weights"])
+            d["rel_err"] = d.pop("_err") / d["_errw"] if d["_errw"] else None
+            d.pop("_errw")
+        return out
+
+    def format_table(self, tensors: bool = True) -> str:
+        lines = []
+        if tensors:
+            w = max([len(t.name) for t in self.tensors] + [6])
+            hdr = f"{'tensor':{w}s} {'shape':>16s} {'from':>7s} {'type':>7s} {'size':>11s} {'bpw':>6s} " \
+                  f"{'rel.err':>9s} {'time s':>7s}  note"
+            lines += [hdr, "-" * len(hdr)]
+            for t in self.tensors:
+                err = "" if t.rel_err is None else f"{t.rel_err:9.2e}"
+                lines.append(f"{t.name:{w}s} {_fmt_shape(t.shape):>16s} {t.src_type:>7s} {t.out_type:>7s} "
+                             f"{_fmt_bytes(t.nbytes):>11s} {t.bpw:6.3f} {err:>9s} {t.seconds:7.2f}  {t.note}")
+            lines.append("")
+        hdr = f"{'type':7s} {'tensors':>7s} {'weights':>12s} {'size':>11s} {'bpw':>6s} {'rel.err':>9s} {'time s':>8s}"
+        lines += [hdr, "-" * len(hdr)]
+        for name, d in sorted(self.by_type().items(), key=lambda kv: -kv[1]["weights"]):
+            err = "" if d["rel_err"] is None else f"{d['rel_err']:9.2e}"
+            lines.append(f"{name:7s} {d['tensors']:7d} {d['weights']:12,d} {_fmt_bytes(d['bytes']):>11s} "
+                         f"{d['bpw']:6.3f} {err:>9s} {d['seconds']:8.2f}")
+        lines.append("-" * len(hdr))
+        lines.append(f"{'total':7s} {len(self.tensors):7d} {self.total_weights:12,d} "
+                     f"{_fmt_bytes(self.total_bytes):>11s} {self.bpw:6.3f} {'':>9s} {self.seconds:8.2f}")
+        if self.src_bytes:
+            lines.append(f"input tensor data {_fmt_bytes(self.src_bytes)} -> output {_fmt_bytes(self.total_bytes)} "
+                         f"({self.total_bytes / self.src_bytes:.3f}x), wall time {self.seconds:.1f} s")
+        lines.append("rel.err: relative squared error of the written weights against the input weights "
+                     "(imatrix-weighted where an imatrix entry was used); rel.err per type is weight-averaged.")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    tensor: object  # ReaderTensor
+    name: str
+    shape: tuple[int, ...]
+    src_tid: int
+    out_type: str  # output type name, or "keep" (copy the bytes unchanged)
+    note: str = ""
+    imatrix: np.ndarray | None = None  # (groups, n)
+
+    @property
+    def out_tid(self) -> int:
+        return self.src_tid if self.out_type == "keep" else type_id(self.out_type)
+
+    @property
+    def out_type_name(self) -> str:
+        return type_name(self.out_tid)
+
+    @property
+    def out_nbytes(self) -> int:
+        if self.out_type == "keep":
+            return int(self.tensor.n_bytes)
+        return _tensor_nbytes(self.out_tid, self.shape)
+
+
+def _check_type(t: str, what: str, allow_keep: bool = False) -> str:
+    if not isinstance(t, str):
+        raise TypeError(f"{what} must be a type name string, not {t!r}")
+    t = t.strip().lower()
+    allowed = OUTPUT_TYPES + (("keep",) if allow_keep else ())
+    if t not in allowed:
+        raise ValueError(f"{what}: unknown or unsupported type {t!r}; expected one of {', '.join(allowed)}")
+    return t
+
+
+def parse_custom_q(spec) -> list[tuple[re.Pattern, str]]:
+    """``"REGEX=TYPE,REGEX=TYPE"`` (or a list of "REGEX=TYPE" strings / (regex, type) pairs, or a
+    dict) -> [(compiled regex, type)]. Regexes are searched in tensor names; first match wins."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        items = [s for s in spec.split(",") if s.strip()]
+    elif isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = list(spec)
+    rules = []
+    for item in items:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise ValueError(f"--custom-q rule {item!r} must look like REGEX=TYPE")
+            rx, ty = item.rsplit("=", 1)
+        else:
+            rx, ty = item
+        rx = rx.strip()
+        if not rx:
+            raise ValueError(f"--custom-q rule {item!r} has an empty regex")
+        try:
+            pat = re.compile(rx)
+        except re.error as e:
+            raise ValueError(f"--custom-q rule {item!r}: bad regex ({e})") from None
+        rules.append((pat, _check_type(ty, f"--custom-q rule {rx!r}", allow_keep=True)))
+    return rules
+
+
+def _is_float_like(tid: int) -> bool:
+    return tid in _KT_BY_ID or _GT(tid) not in _NON_WEIGHT_TYPES
+
+
+def _plan_tensor(t, default: str, rules, output_type, embd_type, pure: bool, fallback: str,
+                 fallbacks: list) -> _Plan:
+    name = t.name
+    shape = _np_shape(t)
+    tid = int(t.tensor_type)
+    p = _Plan(t, name, shape, tid, "keep")
+    if not _is_float_like(tid):
+        p.note = "integer tensor"
+        return p
+    if len(shape) < 2:
+        p.out_type = "keep" if tid == _GT.F32 else "f32"
+        p.note = "1-D: float32"
+        return p
+    if not name.endswith(".weight") or "ffn_gate_inp." in name:
+        # like llama-quantize: only weight matrices are quantized; MoE routers stay as they are
+        p.note = "not quantized (router)" if "ffn_gate_inp." in name else "not a weight"
+        return p
+    target, why = None, ""
+    if name == "output.weight" and output_type:
+        target, why = output_type, "--output-tensor-type"
+    elif name == "token_embd.weight" and embd_type:
+        target, why = embd_type, "--token-embedding-type"
+    if target is None:
+        for pat, ty in rules:
+            if pat.search(name):
+                target, why = ty, f"--custom-q {pat.pattern}"
+                break
+    if target is None and not pure and default in KT_TYPES and name in ("output.weight", "token_embd.weight"):
+        target, why = "q8_0", "q8_0 for output/embeddings (use --pure to disable)"
+    if target is None:
+        target = default
+    if target != "keep" and shape[-1] % _block_size(target):
+        fb = fallback
+        if fb != "keep" and shape[-1] % _block_size(fb):
+            fb = "f16"
+        fallbacks.append((name, target, fb, shape[-1]))
+        why = f"row {shape[-1]} not a multiple of {_block_size(target)}: {target} -> {fb}"
+        target = fb
+    if target != "keep" and type_id(target) == tid:
+        target, why = "keep", (why + "; " if why else "") + "already this type"
+    p.out_type, p.note = target, why
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+def _file_type_of(tid: int, fallback: int | None) -> int | None:
+    """general.file_type id ("mostly <type>") for tensor type `tid`."""
+    if tid in _KT_BY_ID:
+        return _api.GGUF_FILE_TYPE_IDS[_KT_BY_ID[tid]]
+    name = _GT(tid).name
+    if name == "F32":
+        return int(gguf.LlamaFileType.ALL_F32)
+    try:
+        return int(gguf.LlamaFileType[f"MOSTLY_{name}"])
+    except KeyError:
+        return fallback
+
+
+def _dominant_file_type(plans: list[_Plan], fallback: int | None) -> int | None:
+    """general.file_type of the type holding the most weights among the matrices (2-D and up)."""
+    weights: dict[int, int] = {}
+    for p in plans:
+        if len(p.shape) >= 2 and p.note != "integer tensor":
+            weights[p.out_tid] = weights.get(p.out_tid, 0) + int(np.prod(p.shape))
+    if not weights:
+        return fallback
+    return _file_type_of(max(weights, key=lambda k: weights[k]), fallback)
+
+
+def _field_value(f):
+    """(value, type, sub_type) of a metadata field, for GGUFWriter.add_key_value. Strings are passed
+    as their raw bytes so that nothing is re-encoded."""
+    vt = f.types[0]
+    if vt == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[-1]), vt, None
+    if vt == gguf.GGUFValueType.ARRAY:
+        if len(f.types) != 2:
+            raise GGUFFormatError(f"metadata key {f.name!r}: nested or empty arrays are not supported")
+        sub = f.types[1]
+        if sub == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]) for i in f.data], vt, sub
+        return [f.parts[i].tolist()[0] for i in f.data], vt, sub
+    return f.parts[-1].tolist()[0], vt, None
+
+
+def _field_int(r, key: str) -> int | None:
+    f = r.get_field(key)
+    if f is None or f.types[0] == gguf.GGUFValueType.ARRAY or f.types[0] == gguf.GGUFValueType.STRING:
+        return None
+    return int(f.parts[-1][0])
+
+
+def _field_str(r, key: str) -> str | None:
+    f = r.get_field(key)
+    if f is None or f.types[0] != gguf.GGUFValueType.STRING:
+        return None
+    return bytes(f.parts[-1]).decode("utf-8", errors="replace")
+
+
+def _copy_metadata(r, w, file_type: int | None):
+    set_keys = {gguf.Keys.General.FILE_TYPE: file_type, gguf.Keys.General.QUANTIZATION_VERSION: QUANTIZATION_VERSION}
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.ALIGNMENT):
+            continue  # header fields, and the two keys the writer itself manages
+        if key in set_keys and set_keys[key] is not None:
+            w.add_uint32(key, set_keys.pop(key))  # replaced in place, keeping the key order
+            continue
+        if f.types and f.types[0] == gguf.GGUFValueType.ARRAY and len(f.data) == 0:
+            log.warning(f"metadata key {key!r} is an empty array, which the gguf writer cannot write; dropped")
+            continue
+        val, vt, sub = _field_value(f)
+        w.add_key_value(key, val, vt, sub_type=sub)
+    for key, val in set_keys.items():
+        if val is not None:
+            w.add_uint32(key, val)
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    try:
+        cols, lines = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        cols = lines = 0
+    # A terminal that reports a size of 0 (some ptys) would make tqdm hide the bar.
+    return tqdm(total=total, unit="w", unit_scale=True, dynamic_ncols=cols > 0, ncols=None if cols > 0 else 100,
+                nrows=None if lines > 0 else 24, file=sys.stderr,
+                disable=(None if enabled is None else not enabled), desc="quantize",
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} weights [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+
+def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
+    """Produce the output bytes of one tensor, chunk by chunk. Returns (uint8 array, rel_err)."""
+    t = p.tensor
+    total = int(np.prod(p.shape))
+    if p.out_type == "keep":
+        if bar is not None:
+            bar.update(total)
+        return np.asarray(t.data).reshape(-1).view(np.uint8), None
+    n = p.shape[-1]
+    raw = _raw_rows(t)
+    rows = raw.shape[0]
+    groups = p.imatrix.shape[0] if p.imatrix is not None else 1
+    rows_per_group = rows // groups
+    out_bytes_per_row = p.out_nbytes // rows
+    out = np.empty((rows, out_bytes_per_row), dtype=np.uint8)
+    chunk = max(1, _CHUNK_WEIGHTS // n)
+    num = den = 0.0
+    for g in range(groups):
+        im = p.imatrix[g] if p.imatrix is not None else None
+        r_end = (g + 1) * rows_per_group
+        for r0 in range(g * rows_per_group, r_end, chunk):
+            r1 = min(r0 + chunk, r_end)
+            x = _decode_rows(p.src_tid, raw[r0:r1], n)
+            if not np.isfinite(x).all():
+                raise ValueError(f"tensor {p.name!r} contains NaN or infinity (rows {r0}..{r1 - 1})")
+            q, e_num, e_den = _encode_rows(p.out_type, x, im, threads)
+            out[r0:r1] = q.reshape(r1 - r0, out_bytes_per_row)
+            num += e_num
+            den += e_den
+            if bar is not None:
+                bar.update((r1 - r0) * n)
+    return out.reshape(-1), (num / den if den > 0 else 0.0)
+
+
+def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | None, threads,
+                 progress: bool | None, report: QuantizeReport, desc: str) -> None:
+    """Write `plans` to a temporary file next to `dst`, then rename it to `dst`."""
+    arch = _field_str(r, gguf.Keys.General.ARCHITECTURE)
+    if arch is None:
+        raise GGUFFormatError(f"{src}: no general.architecture key; not a model file")
+    dst_dir = os.path.dirname(os.path.abspath(dst))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".part", dir=dst_dir)
+    os.close(fd)
+    w = None
+    bar = None
+    try:
+        w = gguf.GGUFWriter(None, arch)
+        align = _field_int(r, gguf.Keys.General.ALIGNMENT)
+        if align is not None and align != gguf.GGUF_DEFAULT_ALIGNMENT:
+            w.add_custom_alignment(align)
+        _copy_metadata(r, w, file_type)
+        for p in plans:
+            _add_tensor_info(w, p.name, p.shape, p.out_tid, p.out_nbytes)
+        w.write_header_to_file(path=Path(tmp))
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        bar = _progress_bar(sum(int(np.prod(p.shape)) for p in plans), progress)
+        if bar is not None:
+            bar.set_description(desc)
+        for p in plans:
+            if bar is not None:
+                bar.set_postfix_str(f"{p.name} -> {p.out_type_name}", refresh=False)
+            t0 = time.perf_counter()
+            data, err = _convert_tensor(p, threads, bar)
+            w.write_tensor_data(data)
+            report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
+                                               int(np.prod(p.shape)), int(data.nbytes), err,
+                                               time.perf_counter() - t0, p.note))
+        w.flush()
+        for fo in w.fout or []:
+            os.fsync(fo.fileno())
+        w.close()
+        w = None
+        if bar is not None:
+            bar.close()
+            bar = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give OUT the usual permissions
+        os.replace(tmp, dst)
+    except BaseException as e:
+        if bar is not None:
+            bar.close()
+        if w is not None:
+            try:
+                w.close()
+            except Exception:
+                pass
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+            # numpy's short-write error ("N requested and M written") names neither
+            # the file nor the likely cause.
+            why = e.strerror or str(e)
+            raise OSError(f"cannot write {dst}: {why} (disk full or file size limit?); "
+                          f"no output was written") from e
+        raise
+
+
+def _check_paths(src: str, dst: str) -> None:
+    if os.path.exists(dst):
+        if os.path.isdir(dst):
+            raise IsADirectoryError(f"output {dst} is a directory")
+        if os.path.exists(src) and os.path.samefile(src, dst):
+            raise ValueError(f"refusing to overwrite the input file {src}")
+
+
+def _fmt_list(names: list[str], limit: int = 8) -> str:
+    s = ", ".join(names[:limit])
+    return s + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: str | None = None,
+                   token_embedding_type: str | None = None, pure: bool = False, threads: int | None = None,
+                   imatrix=None, fallback_type: str = "q8_0", progress: bool | None = None) -> QuantizeReport:
+    """Quantize the GGUF model `src` into `dst`; returns a QuantizeReport.
+
+    type: default type of weight matrices (a KT type, or f32/f16/bf16/q8_0/q5_1/q5_0/q4_1/q4_0).
+    custom_q: per-tensor rules, "REGEX=TYPE,..." or [(regex, type)], first match wins ("keep" copies).
+    output_tensor_type / token_embedding_type: types of output.weight / token_embd.weight.
+    pure: no special cases (otherwise, with a KT default type, output and embeddings get q8_0).
+    imatrix: path of a legacy .dat or GGUF imatrix, or an `iqkt.imatrix.Imatrix`.
+    fallback_type: type (or "keep") for matrices whose rows do not fit the chosen type's block.
+    progress: tqdm bar on stderr (None: only when stderr is a terminal).
+    1-D tensors become float32; routers and non-".weight" tensors are copied; a tensor already of
+    its target type is copied unchanged. Writes a temporary file next to `dst`, renamed at the end.
+    """
+    t_start = time.perf_counter()
+    src, dst = os.fspath(src), os.fspath(dst)
+    default = _check_type(type, "--type")
+    out_t = _check_type(output_tensor_type, "--output-tensor-type", True) if output_tensor_type else None
+    emb_t = _check_type(token_embedding_type, "--token-embedding-type", True) if token_embedding_type else None
+    fallback = _check_type(fallback_type, "--fallback-type", allow_keep=True)
+    rules = parse_custom_q(custom_q)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    _check_paths(src, dst)
+    r = open_gguf(src)
+    _check_not_split(r, src)
+    im = imatrix
+    if im is not None and not isinstance(im, Imatrix):
+        im = load_imatrix(im)
+    report = QuantizeReport(src, dst, src_bytes=sum(int(t.n_bytes) for t in r.tensors))
+
+    def warn(msg: str):
+        report.warnings.append(msg)
+        log.warning(msg)
+
+    fallbacks: list = []
+    plans = [_plan_tensor(t, default, rules, out_t, emb_t, pure, fallback, fallbacks) for t in r.tensors]
+    if fallbacks:
+        warn(f"{len(fallbacks)} tensor(s) have rows that are not a multiple of their type's block and use "
+             f"the fallback type instead: " + _fmt_list([f"{n} ({c} cols: {a} -> {b})" for n, a, b, c in fallbacks]))
+    for p in plans:
+        if p.out_type != "keep":  # fail now, not after minutes of work, on types gguf cannot decode
+            _decode_rows(p.src_tid, _raw_rows(p.tensor)[:1], p.shape[-1])
+    requant: dict[str, int] = {}
+    for p in plans:
+        if p.out_type != "keep" and (p.src_tid in _KT_BY_ID or
+                                     _GT(p.src_tid) not in (_GT.F32, _GT.F16, _GT.BF16, _GT.F64)):
+            requant[type_name(p.src_tid)] = requant.get(type_name(p.src_tid), 0) + 1
+    if requant:
+        log.info("requantizing: %s input tensors are dequantized and quantized again; the result cannot "
+                 "be better than the input", ", ".join(f"{k} ({v})" for k, v in requant.items()))
+    kt_plans = [p for p in plans if p.out_type in KT_TYPES]
+    if im is not None:
+        used = 0
+        missing = []
+        for p in kt_plans:
+            v = im.for_tensor(p.name, p.shape)
+            if v is None:
+                missing.append(p.name)
+            else:
+                p.imatrix = v
+                used += 1
+        log.info("imatrix %s (%s format, %d entries%s): used for %d of %d KT tensors", im.path, im.format, len(im),
+                 f", dataset {', '.join(im.datasets)}" if im.datasets else "", used, len(kt_plans))
+        if missing:
+            warn(f"no imatrix entry for {len(missing)} KT tensor(s), quantized without: " + _fmt_list(missing))
+        if kt_plans and used == 0:
+            warn(f"the imatrix {im.path} matches none of the KT tensors (do its names fit this model?)")
+    no_im_2bit = [p.name for p in kt_plans if p.out_type == "iq2_kt" and p.imatrix is None]
+    if no_im_2bit:
+        warn(f"{len(no_im_2bit)} tensor(s) quantized to iq2_kt without an imatrix; 2-bit quality depends on "
+             f"one (llama-quantize refuses this): " + _fmt_list(no_im_2bit))
+    # As llama-quantize does, the file type names the requested default type (with a KT --type,
+    # ik_llama.cpp's ids 151-153), whatever the per-tensor rules changed.
+    file_type = _file_type_of(type_id(default), _field_int(r, gguf.Keys.General.FILE_TYPE))
+    report.file_type = file_type
+    _write_model(r, plans, src, dst, file_type, threads, progress, report, "quantize")
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def dequantize_model(src, dst, type: str = "f16", *, threads: int | None = None,
+                     progress: bool | None = None) -> QuantizeReport:
+    """Convert the KT tensors of `src` to a float type (f16, bf16 or f32) for engines without KT
+    support; the values are the inference values (IQ2_KT's 1.05 factor included). Other tensors
+    are copied unchanged."""
+    t_start = time.perf_counter()
+    src, dst = os.fspath(src), os.fspath(dst)
+    t = _check_type(type, "--type")
+    if t not in _FLOAT_OUT_TYPES:
+        raise ValueError(f"--type must be one of {', '.join(_FLOAT_OUT_TYPES)}, not {type!r}")
+    _check_paths(src, dst)
+    r = open_gguf(src)
+    _check_not_split(r, src)
+    report = QuantizeReport(src, dst, src_bytes=sum(int(x.n_bytes) for x in r.tensors))
+    plans = []
+    for x in r.tensors:
+        p = _Plan(x, x.name, _np_shape(x), int(x.tensor_type), "keep")
+        if p.src_tid in _KT_BY_ID:
+            p.out_type, p.note = t, f"{type_name(p.src_tid)} inference values"
+        plans.append(p)
+    if not any(p.out_type != "keep" for p in plans):
+        log.warning("%s has no KT tensors; the output is a plain copy", src)
+    file_type = _dominant_file_type(plans, _field_int(r, gguf.Keys.General.FILE_TYPE))
+    report.file_type = file_type
+    _write_model(r, plans, src, dst, file_type, threads, progress, report, "dequantize")
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    file_size: int
+    version: int
+    kv_count: int
+    architecture: str | None
+    name: str | None
+    file_type: int | None
+    quantization_version: int | None
+    alignment: int
+    tensors: list[TensorReport]
+
+    @property
+    def file_type_name(self) -> str | None:
+        if self.file_type is None:
+            return None
+        if self.file_type in _KT_FILE_TYPE_NAMES:
+            return _KT_FILE_TYPE_NAMES[self.file_type]
+        try:
+            return gguf.LlamaFileType(self.file_type).name
+        except ValueError:
+            return f"unknown ({self.file_type})"
+
+    def by_type(self) -> dict[str, dict]:
+        return QuantizeReport("", "", tensors=self.tensors).by_type()
+
+
+def model_info(path) -> ModelInfo:
+    """Header, metadata summary and tensor list of a GGUF file (KT tensors included)."""
+    path = os.fspath(path)
+    r = open_gguf(path)
+    tensors = [TensorReport(t.name, _np_shape(t), type_name(int(t.tensor_type)), type_name(int(t.tensor_type)),
+                            int(t.n_elements), int(t.n_bytes)) for t in r.tensors]
+    return ModelInfo(path, os.path.getsize(path), _field_int(r, "GGUF.version") or 0,
+                     _field_int(r, "GGUF.kv_count") or 0, _field_str(r, gguf.Keys.General.ARCHITECTURE),
+                     _field_str(r, gguf.Keys.General.NAME), _field_int(r, gguf.Keys.General.FILE_TYPE),
+                     _field_int(r, gguf.Keys.General.QUANTIZATION_VERSION), int(r.alignment), tensors)
+
+
+def format_info(info: ModelInfo, tensors: bool = True) -> str:
+    lines = [f"file: {info.path} ({_fmt_bytes(info.file_size)}), GGUF v{info.version}, {info.kv_count} metadata "
+             f"keys, {len(info.tensors)} tensors, alignment {info.alignment}"]
+    lines.append(f"architecture: {info.architecture}" + (f", name: {info.name}" if info.name else ""))
+    lines.append(f"file type: {info.file_type_name}" + (f" ({info.file_type})" if info.file_type is not None else "")
+                 + f", quantization version: {info.quantization_version}")
+    lines.append("")
+    if tensors:
+        w = max([len(t.name) for t in info.tensors] + [6])
+        hdr = f"{'tensor':{w}s} {'type':>7s} {'shape':>18s} {'weights':>12s} {'size':>11s} {'bpw':>6s}"
+        lines += [hdr, "-" * len(hdr)]
+        for t in info.tensors:
+            lines.append(f"{t.name:{w}s} {t.out_type:>7s} {_fmt_shape(t.shape):>18s} {t.n_elements:12,d} "
+                         f"{_fmt_bytes(t.nbytes):>11s} {t.bpw:6.3f}")
+        lines.append("")
+    hdr = f"{'type':7s} {'tensors':>7s} {'weights':>14s} {'size':>11s} {'bpw':>6s} {'weights %':>9s}"
+    lines += [hdr, "-" * len(hdr)]
+    total_w = sum(t.n_elements for t in info.tensors)
+    total_b = sum(t.nbytes for t in info.tensors)
+    for name, d in sorted(info.by_type().items(), key=lambda kv: -kv[1]["weights"]):
+        lines.append(f"{name:7s} {d['tensors']:7d} {d['weights']:14,d} {_fmt_bytes(d['bytes']):>11s} {d['bpw']:6.3f} "
+                     f"{100 * d['weights'] / max(1, total_w):8.2f}%")
+    lines.append("-" * len(hdr))
+    lines.append(f"{'total':7s} {len(info.tensors):7d} {total_w:14,d} {_fmt_bytes(total_b):>11s} "
+                 f"{8 * total_b / max(1, total_w):6.3f}")
+    kt = [t for t in info.tensors if t.out_type in KT_TYPES]
+    kt_w = sum(t.n_elements for t in kt)
+    kt_b = sum(t.nbytes for t in kt)
+    lines.append(f"KT share: {len(kt)} tensors, {100 * kt_w / max(1, total_w):.2f}% of weights, "
+                 f"{100 * kt_b / max(1, total_b):.2f}% of tensor bytes")
+    return "\n".join(lines)
