@@ -273,9 +273,9 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     """ggml-style product: x (K,) or (B, K) float -> (N,) or (B, N) float32,
     each output dot(W[r], x[b]) with W's inference values (IQ2_KT's 1.05).
 
-    precision="int8" (default) quantizes x once to int8 blocks of 32 (a main
-    plane and a residual plane, ~1e-4 relative accuracy) and sums int8 x
-    trellis-value products exactly in int32; precision="float" is the exact
+    precision="int8" (default) quantizes x once to int16 per block of 32 with
+    a float scale per block (~1e-5 relative accuracy) and sums trellis-value x
+    activation products exactly in int32; precision="float" is the exact
     float path (dequantized weights, float64 accumulation).
     """
     tid = _type_id(type)
@@ -313,10 +313,20 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
         if precision == "float":
             _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, chunk_rows=chunk)
         else:
-            qx = _empty((B, 2 * K), np.int8, "the quantized activations")
+            qx = _empty((B, K), np.int16, "the quantized activations")
             xs = np.empty((B, K // 32), dtype=np.float32)
             k.quantize_activations(xm, qx, xs)
-            _run_rows(lambda r0, r1: k.mul_mat_q8(tid, a, K, qx, xs, y, r0, r1), N, nt, chunk_rows=chunk)
+            lanes = _empty((B, k.LANE_BYTES * K), np.uint8, "the activation lanes")
+            bsum = np.empty((B, K // 32), dtype=np.int32)
+            k.prepare_activations(tid, qx, lanes, bsum)
+            # Native worker threads (kt_pool.h): handing a ~1 ms GEMV to Python
+            # threads costs ~0.1 ms.  Rows are split only, so the result does not
+            # depend on the thread count; calls of ~16M multiply-adds keep Ctrl-C
+            # responsive (it is honoured between them).
+            step = max(16 * nt, (1 << 24) // (K * B))
+            for r0 in range(0, N, step):
+                r1 = min(N, r0 + step)
+                k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, r0, r1, max(1, min(nt, (r1 - r0) // 16)))
     return y[0] if vec else y
 
 

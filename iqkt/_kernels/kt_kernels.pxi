@@ -11,7 +11,7 @@
 # evaluated in a fixed order (setup.py disables FP contraction), and SIMD
 # helpers in kt_simd.h only ever work across independent lanes.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
@@ -28,6 +28,26 @@ cdef extern from "kt_simd.h" nogil:
     int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
     void iqkt_scan_codes(const float *vals, const int32_t *idx, int nblk, int dim,
                          const float *t, const float *w, float *best_e, int32_t *best_i)
+    # mul_mat helpers (kt_mm.h, included by kt_simd.h)
+    int IQKT_MM_XMAX
+    int IQKT_MM_NB
+    int IQKT_MM_LANE_BYTES
+    void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum)
+    int iqkt_mm_use_batch(int64_t nb)
+    int IQKT_MM_TILE
+    int64_t iqkt_mm_tile_scratch(int64_t nb)
+    void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                      const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
+                      int64_t nb, uint8_t *scratch, float *out)
+    void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
+                     const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
+                     float *out, const int8_t *cb8, const int8_t *cb4)
+
+cdef extern from "kt_pool.h" nogil:
+    ctypedef void (*iqkt_pool_fn)(void *ctx, int part) noexcept nogil
+    int IQKT_POOL_MAX
+    void iqkt_pool_prepare(int nworkers)
+    void iqkt_pool_run(int nparts, iqkt_pool_fn fn, void *ctx)
 
 cdef extern from "float.h":
     float FLT_MAX
@@ -241,31 +261,33 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 
 # ---------------------------------------------------------------- mul_mat
 #
-# Activations are quantized once per call to two int8 planes per block of 32
-# values: hi = round(x / s) with s = amax / 127, and lo = round((x - s*hi) /
-# (s / 254)), the rounding residual.  x ~ s * (hi + lo / 254) to within
-# s / 508 per value, so the product is accurate to ~1e-4 relative while every
-# multiply-add stays an exact int8 x int8 product.  Each weight block's trellis
-# values are decoded once and dotted with every activation row.
-
-cdef enum:
-    ACT_LO_STEPS = 254          # lo plane resolution: s / 254
+# Activations are quantized once per call to int16 per block of 32 values:
+# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (32000), so x ~ s * x16 to
+# within s / 2 per value (~1.6e-5 of the block's largest value).  Every
+# multiply-add of a trellis value with x16 is then exact in int32, and the
+# product is accurate to ~1e-5 relative.  (A single int8 plane per block was
+# tried first: 2.6% error on a golden case, over the 1% limit.)
+#
+# The int16 values are then laid out once per call into "lanes" (4 bytes per
+# value, layout chosen by the ISA's helper in kt_mm.h) and each weight row is
+# dotted with up to IQKT_MM_NB activation rows per pass by iqkt_mm_row, which
+# regenerates the trellis values (x86) or looks them up (scalar, NEON).
 
 cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
-                                 int8_t *qx, float *xs) noexcept nogil:
-    """x (nrows, n) -> qx (nrows, 2n): per 32-block, 32 hi then 32 lo values;
-    xs (nrows, n/32): the block scales s."""
+                                 int16_t *qx, float *xs) noexcept nogil:
+    """x (nrows, n) -> qx (nrows, n) int16, xs (nrows, n/32) block scales s
+    with x ~ s * qx."""
     cdef int64_t r, ib, nb = n // 32
-    cdef int k, hi
-    cdef float amax, a, scale, inv, resid
+    cdef int k, v
+    cdef float amax, a, inv
     cdef const float *xb
-    cdef int8_t *qb
+    cdef int16_t *qb
     if n <= 0 or n % 32 != 0 or nrows < 0:
         return KT_ERR_SIZE
     for r in range(nrows):
         for ib in range(nb):
             xb = x + r * n + 32 * ib
-            qb = qx + 2 * (r * n + 32 * ib)
+            qb = qx + r * n + 32 * ib
             amax = 0
             for k in range(32):
                 a = fabsf(xb[k])
@@ -273,69 +295,150 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                     return KT_ERR_NONFINITE_INPUT
                 if a > amax:
                     amax = a
-            scale = amax / 127.0
-            xs[r * nb + ib] = scale
+            xs[r * nb + ib] = amax / IQKT_MM_XMAX
             if amax == 0:
                 memset(qb, 0, 64)
                 continue
-            inv = 127.0 / amax
+            inv = IQKT_MM_XMAX / amax
             for k in range(32):
-                hi = <int>floorf(xb[k] * inv + 0.5)
-                hi = -127 if hi < -127 else (127 if hi > 127 else hi)
-                qb[k] = <int8_t>hi
-                resid = (xb[k] - scale * <float>hi) * inv * ACT_LO_STEPS
-                a = floorf(resid + 0.5)
-                qb[32 + k] = <int8_t>(-127 if a < -127 else (127 if a > 127 else <int>a))
+                v = <int>floorf(xb[k] * inv + 0.5)
+                qb[k] = <int16_t>(-IQKT_MM_XMAX if v < -IQKT_MM_XMAX else (IQKT_MM_XMAX if v > IQKT_MM_XMAX else v))
+    return KT_OK
+
+cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, int64_t n,
+                                uint8_t *lanes, int32_t *bsum) noexcept nogil:
+    """qx (nrows, n) -> lanes (nrows, IQKT_MM_LANE_BYTES * n), bsum (nrows, n/32),
+    laid out for products with weights of type type_id."""
+    cdef int64_t r
+    if not valid_type(type_id):
+        return KT_ERR_TYPE
+    if n <= 0 or n % QK != 0 or nrows < 0:
+        return KT_ERR_SIZE
+    for r in range(nrows):
+        iqkt_mm_prepare(type_id, nrows, qx + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n // 32))
     return KT_OK
 
 cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
-                       const int8_t *qx, const float *xs, int64_t nb_rows,
+                       const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
                        float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
     """y[b*ldy + r] = dot(W[r], x[b]) for weight rows r in [row0, row1) and
-    activation rows b < nb_rows, x given as int8 planes (qx, xs) made by
-    kt_quantize_activations."""
+    activation rows b < nb_rows, x given as (lanes, bsum, xs) made by
+    kt_quantize_activations + kt_prepare_activations.  Each output depends
+    only on its own weight row, so any split of rows gives identical bits."""
     cdef int64_t rs = kt_row_size(type_id, n)
-    cdef int64_t r, ib, bi, nsb = n // QK, nblk = n // 32, blk
-    cdef int b, bscale
-    cdef int32_t isum
+    cdef int64_t r, b0, nsb = n // QK, nblk = n // 32, lstride = IQKT_MM_LANE_BYTES * n
+    cdef int bi, nbc, nr, t
     cdef float d
-    cdef float *acc
+    cdef float dt[4]
     cdef const uint8_t *row
-    cdef const uint8_t *sb
-    cdef const int8_t *qb
-    cdef int8_t vals[32]
+    cdef float out[4]
+    cdef uint8_t *scratch
+    cdef float *tout
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
         return KT_OK
-    acc = <float *>malloc(nb_rows * sizeof(float))
-    if acc == NULL:
-        return KT_ERR_NOMEM
+    if iqkt_mm_use_batch(nb_rows):
+        # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
+        # the same way whatever its tile holds.
+        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows))
+        tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
+        if scratch == NULL or tout == NULL:
+            free(scratch)
+            free(tout)
+            return KT_ERR_NOMEM
+        r = row0
+        while r < row1:
+            nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
+            for t in range(nr):
+                dt[t] = iqkt_load_f32(q + (r + t) * rs)
+                if not isfinite(dt[t]):
+                    free(scratch)
+                    free(tout)
+                    return KT_ERR_NONFINITE_SCALE
+                if type_id == KT_IQ2:
+                    dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
+            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, xs, nblk, nb_rows, scratch, tout)
+            for t in range(nr):
+                for b0 in range(nb_rows):
+                    y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]
+            r += nr
+        free(scratch)
+        free(tout)
+        return KT_OK
     for r in range(row0, row1):
         row = q + r * rs
         d = iqkt_load_f32(row)
         if not isfinite(d):
-            free(acc)
             return KT_ERR_NONFINITE_SCALE
         if type_id == KT_IQ2:
             d = d * IQ2_INFERENCE_FACTOR
-        for bi in range(nb_rows):
-            acc[bi] = 0
-        for ib in range(nsb):
-            sb = row + 4 + ib * SB_BYTES[type_id]
-            for b in range(8):
-                bscale = decode_block(type_id, sb, b, vals)
-                blk = ib * 8 + b
-                for bi in range(nb_rows):
-                    qb = qx + 2 * (bi * n + 32 * blk)
-                    # |isum| <= 255 * 32 * 127 * 126: fits int32.
-                    isum = iqkt_dot_i8_32(qb, vals) * ACT_LO_STEPS + iqkt_dot_i8_32(qb + 32, vals)
-                    acc[bi] = acc[bi] + (xs[bi * nblk + blk] * <float>bscale) * <float>isum
-        for bi in range(nb_rows):
-            y[bi * ldy + r] = (d / ACT_LO_STEPS) * acc[bi]
-    free(acc)
+        b0 = 0
+        while b0 < nb_rows:
+            nbc = <int>(nb_rows - b0) if nb_rows - b0 < IQKT_MM_NB else IQKT_MM_NB
+            iqkt_mm_row(type_id, row + 4, nsb, lanes + b0 * lstride, lstride,
+                        bsum + b0 * nblk, nblk, xs + b0 * nblk, nblk, nbc, out, CB8, CB4)
+            for bi in range(nbc):
+                y[(b0 + bi) * ldy + r] = d * out[bi]
+            b0 += nbc
+    return KT_OK
+
+# Native threads for the int8 product: part i of nparts computes weight rows
+# [nrows*i/nparts, nrows*(i+1)/nparts).  Rows are independent, so the result
+# is the same for any nparts.
+
+ctypedef struct MulMatJob:
+    int type_id
+    const uint8_t *q
+    int64_t n
+    const uint8_t *lanes
+    const int32_t *bsum
+    const float *xs
+    int64_t nb_rows
+    float *y
+    int64_t ldy
+    int64_t row0
+    int64_t nrows
+    int nparts
+    int rc[64]
+
+cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
+    cdef MulMatJob *j = <MulMatJob *>ctx
+    cdef int64_t r0 = j.row0 + j.nrows * part // j.nparts
+    cdef int64_t r1 = j.row0 + j.nrows * (part + 1) // j.nparts
+    j.rc[part] = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy, r0, r1)
+
+cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
+                               const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
+                               float *y, int64_t ldy, int64_t row0, int64_t row1, int nthreads) noexcept nogil:
+    """kt_mul_mat_q8 over weight rows [row0, row1) on up to nthreads native
+    threads (call iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
+    cdef MulMatJob job
+    cdef int i
+    if row0 < 0 or row1 < row0:
+        return KT_ERR_ARG
+    if nthreads < 1:
+        nthreads = 1
+    if nthreads > 64:
+        nthreads = 64
+    job.type_id = type_id
+    job.q = q
+    job.n = n
+    job.lanes = lanes
+    job.bsum = bsum
+    job.xs = xs
+    job.nb_rows = nb_rows
+    job.y = y
+    job.ldy = ldy
+    job.row0 = row0
+    job.nrows = row1 - row0
+    job.nparts = nthreads
+    iqkt_pool_run(nthreads, mul_mat_part, &job)
+    for i in range(nthreads):
+        if job.rc[i] != KT_OK:
+            return job.rc[i]
     return KT_OK
 
 cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
@@ -397,7 +500,9 @@ cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
     precision_float != 0 uses the exact float path, else int8 activations."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int rc
-    cdef int8_t *qx
+    cdef int16_t *qx
+    cdef uint8_t *lanes
+    cdef int32_t *bsum
     cdef float *xs
     if rs < 0:
         return <int>rs
@@ -409,16 +514,24 @@ cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
         return KT_ERR_ARG
     if precision_float:
         return kt_mul_mat_f32(type_id, q, n, x, nb, y, nrows, 0, nrows)
-    qx = <int8_t *>malloc(<size_t>nb * 2 * n)
+    qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
+    lanes = <uint8_t *>malloc(<size_t>nb * n * IQKT_MM_LANE_BYTES)
+    bsum = <int32_t *>malloc(<size_t>nb * (n // 32) * sizeof(int32_t))
     xs = <float *>malloc(<size_t>nb * (n // 32) * sizeof(float))
-    if qx == NULL or xs == NULL:
+    if qx == NULL or lanes == NULL or bsum == NULL or xs == NULL:
         free(qx)
+        free(lanes)
+        free(bsum)
         free(xs)
         return KT_ERR_NOMEM
     rc = kt_quantize_activations(x, nb, n, qx, xs)
     if rc == KT_OK:
-        rc = kt_mul_mat_q8(type_id, q, n, qx, xs, nb, y, nrows, 0, nrows)
+        rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
+    if rc == KT_OK:
+        rc = kt_mul_mat_q8(type_id, q, n, lanes, bsum, xs, nb, y, nrows, 0, nrows)
     free(qx)
+    free(lanes)
+    free(bsum)
     free(xs)
     return rc
 
@@ -469,10 +582,14 @@ def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::
     check(rc)
 
 
-def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] qx, float[:, ::1] xs):
+LANE_BYTES = IQKT_MM_LANE_BYTES
+ACT_MAX = IQKT_MM_XMAX
+
+
+def quantize_activations(const float[:, ::1] x, int16_t[:, ::1] qx, float[:, ::1] xs):
     cdef int rc
     cdef int64_t nrows = x.shape[0], n = x.shape[1]
-    if qx.shape[0] != nrows or qx.shape[1] != 2 * n or xs.shape[0] != nrows or xs.shape[1] != n // 32:
+    if qx.shape[0] != nrows or qx.shape[1] != n or xs.shape[0] != nrows or xs.shape[1] != n // 32:
         raise ValueError("quantize_activations: output shape mismatch")
     if nrows == 0:
         return
@@ -481,18 +598,57 @@ def quantize_activations(const float[:, ::1] x, int8_t[:, ::1] qx, float[:, ::1]
     check(rc)
 
 
-def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const int8_t[:, ::1] qx,
-               const float[:, ::1] xs, float[:, ::1] y, int64_t row0, int64_t row1):
+def prepare_activations(int type_id, const int16_t[:, ::1] qx, uint8_t[:, ::1] lanes, int32_t[:, ::1] bsum):
+    cdef int rc
+    cdef int64_t nrows = qx.shape[0], n = qx.shape[1]
+    if lanes.shape[0] != nrows or lanes.shape[1] != IQKT_MM_LANE_BYTES * n or bsum.shape[0] != nrows \
+            or bsum.shape[1] != n // 32:
+        raise ValueError("prepare_activations: output shape mismatch")
+    if nrows == 0:
+        return
+    with nogil:
+        rc = kt_prepare_activations(type_id, &qx[0, 0], nrows, n, &lanes[0, 0], &bsum[0, 0])
+    check(rc)
+
+
+def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
+               const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
+               int64_t row0, int64_t row1):
     cdef int rc
     if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
         raise ValueError("mul_mat_q8: bad row range")
-    if qx.shape[1] != 2 * n or xs.shape[1] != n // 32 or y.shape[0] != qx.shape[0]:
+    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
+            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
         raise ValueError("mul_mat_q8: activation shape mismatch")
-    if row1 == row0 or qx.shape[0] == 0:
+    if row1 == row0 or lanes.shape[0] == 0:
         return
     with nogil:
-        rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &qx[0, 0], &xs[0, 0], qx.shape[0],
+        rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0], lanes.shape[0],
                            &y[0, 0], y.shape[1], row0, row1)
+    check(rc)
+
+
+def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
+                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
+                       int64_t row0, int64_t row1, int nthreads):
+    """mul_mat_q8 over rows [row0, row1), split across nthreads native threads."""
+    cdef int rc
+    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
+        raise ValueError("mul_mat_q8_threads: bad row range")
+    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
+            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
+        raise ValueError("mul_mat_q8_threads: activation shape mismatch")
+    if row1 == row0 or lanes.shape[0] == 0:
+        return
+    if nthreads < 1:
+        nthreads = 1
+    if nthreads > 64:
+        nthreads = 64
+    if nthreads > 1:
+        iqkt_pool_prepare(nthreads - 1)
+    with nogil:
+        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
+                                   lanes.shape[0], &y[0, 0], y.shape[1], row0, row1, nthreads)
     check(rc)
 
 

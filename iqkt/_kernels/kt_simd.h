@@ -175,4 +175,6 @@ static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nb
     *best_i = bi;
 }
 
+#include "kt_mm.h"
+
 #endif /* IQKT_KT_SIMD_H */

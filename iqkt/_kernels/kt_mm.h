@@ -1,0 +1,679 @@
+/* mul_mat helpers: KT weight rows dotted with int16-quantized activations.
+ *
+ * Included from kt_simd.h (after the ISA detection there); used only by the
+ * mul_mat kernels in kt_kernels.pxi.  Kept apart from the quantizer helpers.
+ *
+ * The arithmetic contract, identical on every ISA:
+ *   - activations come quantized per block of 32 as x16 (|x16| <= IQKT_MM_XMAX)
+ *     with a float scale s (kt_quantize_activations);
+ *   - for each weight block, dot = sum_k value_k * x16_k is computed exactly in
+ *     int32 (value_k is the signed trellis value, |value| <= 126, so
+ *     |dot| <= 32 * 126 * 8000 < 2^31);
+ *   - the row result is sum_blocks (float(block_scale) * s) * float(dot).
+ * Only the order of that last float sum differs between ISAs (vector lanes),
+ * which is why variants agree to ~1e-7 relative rather than bit for bit.
+ *
+ * Why int16 activations and not int8: a single int8 plane per 32-block was
+ * measured at 2.6% error on one golden case (the limit is 1%); int16 blocks are
+ * accurate to ~1e-4 and, with the trellis values computed in 32-bit lanes, cost
+ * the same as int8 (one vpdpwssd per 16 weights on AVX512-VNNI).
+ *
+ * Why the trellis is computed, not looked up, on x86: each group needs one
+ * 64-byte line of a 512 KiB table that lives in L2, which caps lookups well
+ * below the rate at which vpmulld + vpand + vpdpbusd regenerate the values
+ * (see the perf notes).  Scalar and NEON use the codebook tables.
+ *
+ * Activation "lanes": each activation row is re-laid out once per call by
+ * iqkt_mm_prepare into 4 bytes per element (block stride 128 bytes), in the
+ * layout the ISA's inner loop wants:
+ *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
+ *           step-major order of the AVX512 kernels (depends on the weight type)
+ *   avx2:   uint32 lane = x16 in both 16-bit halves (for vpmaddwd on byte-pair sums)
+ *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
+ *   scalar: per block 32 int16 x16
+ * bsum[block] = sum of the block's x16 (used where the -126 bias of the
+ * trellis values is applied after the product).
+ */
+#ifndef IQKT_KT_MM_H
+#define IQKT_KT_MM_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(_MSC_VER)
+#  define IQKT_ALWAYS_INLINE static __forceinline
+#else
+#  define IQKT_ALWAYS_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* |x16| bound.  8000 (13 bits + sign): ~1e-4 relative product accuracy,
+ * far inside the 1% budget, with wide int32 headroom in every kernel
+ * (a group dot is at most 8 * 126 * 8000) and an exact NEON hi/lo split. */
+#define IQKT_MM_XMAX 8000
+#define IQKT_MM_NB 4              /* activation rows per pass over a weight row */
+#define IQKT_MM_TILE 4            /* weight rows per tile in the AVX512 batch kernel */
+#define IQKT_MM_KC 8              /* super-blocks per K chunk in the AVX512 batch kernel */
+#define IQKT_MM_LANE_BYTES 4      /* bytes of lanes per activation element */
+
+enum { IQKT_MM_IQ2 = 0, IQKT_MM_IQ3 = 1, IQKT_MM_IQ4 = 2 };
+
+static const int iqkt_mm_iq2_table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1, 13, 25, 38, 53, 69, 89, 113};
+static const int iqkt_mm_sb_bytes[3] = {68, 100, 128};
+
+/* Powers of the trellis multiplier: state_k = seed * M^k, so every step of a
+ * group is one independent multiply (no serial chain). */
+#define IQKT_M1 0xcbac1fedu
+#define IQKT_M2 0xc8734169u
+#define IQKT_M3 0xbd2b4535u
+#define IQKT_M4 0xe50c7d11u
+#define IQKT_M5 0x1220d7bdu
+#define IQKT_M6 0x94839cf9u
+#define IQKT_M7 0x58267985u
+#define IQKT_M8 0x60b19b21u
+
+/* Integer block scale of block b of a super-block. */
+static inline int iqkt_mm_block_scale(int type, const uint8_t *sb, int b) {
+    if (type == IQKT_MM_IQ4) {
+        return (int)(sb[4 * b] >> 1) - 64;
+    }
+    int code = (sb[b & 3] >> (4 * (b >> 2))) & 15;
+    return type == IQKT_MM_IQ2 ? iqkt_mm_iq2_table[code] : code;
+}
+
+/* Position (within its super-block) of the activation that the AVX512
+ * kernels read at lane-slot e (0..255) of a super-block: see the step-major
+ * layout described above iqkt_mm_row_iq23_avx512. */
+static inline int iqkt_mm_lane_pos(int type, int e) {
+    int l = e & 15, k = (e >> 4) & 7;
+    if (type == IQKT_MM_IQ4) {
+        int q = e >> 6;
+        k = (e >> 4) & 3;
+        return 4 * (16 * q + l) + k;
+    }
+    int h = e >> 7;
+    return 8 * (4 * (4 * h + (l & 3)) + (l >> 2)) + k;
+}
+
+/* Whether a product with nb activation rows uses the AVX512 batch kernel
+ * (decoded int16 weight tiles, "pair" activation layout). */
+static inline int iqkt_mm_use_batch(int64_t nb) {
+#if defined(IQKT_HAVE_AVX512)
+    return nb >= 2;
+#else
+    (void)nb;
+    return 0;
+#endif
+}
+
+/* Lanes layout of one activation row for weights of the given type, in a
+ * product with nb activation rows (see the header comment). */
+static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
+    for (int64_t blk = 0; blk < n / 32; blk++) {
+        const int16_t *xb = x16 + 32 * blk;
+        int32_t s = 0;
+        for (int k = 0; k < 32; k++) s += xb[k];
+        bsum[blk] = s;
+    }
+#if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_batch(nb)) {
+        /* vector m (0..7) of a super-block, lane l: the activations of steps
+         * 2kp and 2kp+1 of that lane, as an int16 pair (see iqkt_mm_decode_pairs). */
+        for (int64_t ib = 0; ib < n / 256; ib++) {
+            for (int m = 0; m < 8; m++) {
+                for (int l = 0; l < 16; l++) {
+                    int e0, kp = (type == IQKT_MM_IQ4) ? (m & 1) : (m & 3);
+                    if (type == IQKT_MM_IQ4) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
+                    else e0 = 128 * (m >> 2) + 16 * (2 * kp) + l;
+                    int16_t a = x16[256 * ib + iqkt_mm_lane_pos(type, e0)];
+                    int16_t c = x16[256 * ib + iqkt_mm_lane_pos(type, e0 + 16)];
+                    memcpy(lanes + 512 * ib + 64 * m + 4 * l, &a, 2);
+                    memcpy(lanes + 512 * ib + 64 * m + 4 * l + 2, &c, 2);
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t ib = 0; ib < n / 256; ib++) {
+        for (int e = 0; e < 256; e++) {
+            uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos(type, e)];
+            memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
+        }
+    }
+#else
+    (void)type;
+    for (int64_t blk = 0; blk < n / 32; blk++) {
+        const int16_t *xb = x16 + 32 * blk;
+        uint8_t *lb = lanes + 128 * blk;
+#  if defined(IQKT_HAVE_AVX2)
+        for (int k = 0; k < 32; k++) {
+            uint32_t v = (uint32_t)(uint16_t)xb[k] * 0x00010001u;
+            memcpy(lb + 4 * k, &v, 4);
+        }
+#  elif defined(IQKT_HAVE_NEON)
+        for (int k = 0; k < 32; k++) {
+            int hi = (xb[k] + 128) >> 8;          /* floor: lo in [-128, 127] */
+            lb[k] = (uint8_t)(int8_t)hi;
+            lb[32 + k] = (uint8_t)(int8_t)(xb[k] - 256 * hi);
+        }
+#  else
+        memcpy(lb, xb, 64);
+#  endif
+    }
+#endif
+}
+
+/* ---- lookup-based block decode (scalar and NEON) ------------------------- */
+
+/* The 32 signed trellis values of block b (IQ3: magnitude with the sign bit
+ * applied) from the codebook tables cb8 (65536 x 8) and cb4 (65536 x 4). */
+static inline void iqkt_mm_decode_block(int type, const uint8_t *sb, int b,
+                                        const int8_t *cb8, const int8_t *cb4, int8_t *vals) {
+    if (type == IQKT_MM_IQ4) {
+        uint32_t w;
+        memcpy(&w, sb + 4 * b, 4);
+        int flag = (int)(w & 1);
+        for (int j = 0; j < 8; j++) {
+            int jj = 8 * b + j;
+            int idx = sb[32 + jj] | (((sb[96 + (jj & 31)] >> (4 * (jj >> 5))) & 15) << 8)
+                      | (int)(((w >> (8 + 3 * j)) & 7) << 12);
+            memcpy(vals + 4 * j, cb4 + 4 * (idx + 32768 * flag), 4);
+        }
+        return;
+    }
+    for (int g = 0; g < 4; g++) {
+        uint16_t idx;
+        memcpy(&idx, sb + 4 + 2 * (4 * b + g), 2);
+        memcpy(vals + 8 * g, cb8 + 8 * (uint32_t)idx, 8);
+    }
+    if (type == IQKT_MM_IQ3) {
+        for (int k = 0; k < 32; k++) {
+            int v = vals[k] < 0 ? -vals[k] : vals[k];
+            vals[k] = (int8_t)(((sb[68 + k] >> b) & 1) ? -v : v);
+        }
+    }
+}
+
+/* Exact dot of 32 trellis values with one block of lanes. */
+static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {
+#if defined(IQKT_HAVE_NEON)
+    int8x16_t w0 = vld1q_s8(vals), w1 = vld1q_s8(vals + 16);
+    int32x4_t hi = vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8((const int8_t *)lb));
+    hi = vdotq_s32(hi, w1, vld1q_s8((const int8_t *)lb + 16));
+    int32x4_t lo = vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8((const int8_t *)lb + 32));
+    lo = vdotq_s32(lo, w1, vld1q_s8((const int8_t *)lb + 48));
+    return 256 * vaddvq_s32(hi) + vaddvq_s32(lo);
+#else
+    int16_t x[32];
+    memcpy(x, lb, 64);
+    int32_t s = 0;
+    for (int k = 0; k < 32; k++) s += (int32_t)vals[k] * x[k];
+    return s;
+#endif
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t nsb,
+                                           const uint8_t *lanes, int64_t lstride,
+                                           const float *xs, int64_t xstride, int nb, float *out,
+                                           const int8_t *cb8, const int8_t *cb4) {
+    float acc[IQKT_MM_NB] = {0, 0, 0, 0};
+    int8_t vals[32];
+    const int sbb = iqkt_mm_sb_bytes[type];
+    for (int64_t ib = 0; ib < nsb; ib++) {
+        const uint8_t *sb = sbs + ib * sbb;
+        for (int b = 0; b < 8; b++) {
+            int64_t blk = 8 * ib + b;
+            iqkt_mm_decode_block(type, sb, b, cb8, cb4, vals);
+            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            for (int bi = 0; bi < nb; bi++) {
+                int32_t dot = iqkt_mm_block_dot(vals, lanes + bi * lstride + 128 * blk);
+                acc[bi] = acc[bi] + (bs * xs[bi * xstride + blk]) * (float)dot;
+            }
+        }
+    }
+    for (int bi = 0; bi < nb; bi++) out[bi] = acc[bi];
+}
+
+/* ---- AVX512-VNNI: trellis computed in 16 lanes, step-major ---------------
+ *
+ * A zmm holds step k of 16 different groups (lane = group), so the states
+ * are seeds * M^k with no per-group broadcast, and the per-lane integer dot
+ * accumulated over the steps is a per-group dot: one int->float convert and
+ * one FMA with a per-lane block-scale vector per 16 groups.  The activation
+ * lanes are laid out in the same order (iqkt_mm_lane_pos), once per call.
+ *
+ * IQ2/IQ3 lane order within half h (groups of blocks 4h..4h+3): lane
+ * l = 4j + i holds group j of block 4h + i.  With this order the IQ3 sign
+ * bits of one step for the 16 lanes are one pext of a 32-bit word.
+ * IQ4: lane l of quarter q holds group 16q + l (blocks 2q, 2q+1). */
+#if defined(IQKT_HAVE_AVX512)
+
+IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t *sbs, int64_t nsb,
+                                                const uint8_t *lanes, int64_t lstride,
+                                                const float *xs, int64_t xstride, const int nb,
+                                                float *out) {
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
+    /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
+    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
+                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
+    const __m512i ONES = _mm512_set1_epi32(0x01010101);
+    const __m512i BIAS = _mm512_set1_epi32(-126);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    const __m512i ZERO = _mm512_setzero_si512();
+    const int sbb = is_iq3 ? 100 : 68;
+    __m512 facc[IQKT_MM_NB];
+    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nsb; ib++) {
+        const uint8_t *sb = sbs + ib * sbb;
+        __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+        __m512i seeds[2];
+        seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
+        seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+        uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
+        if (is_iq3) {
+            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+        }
+        float sc[IQKT_MM_NB][8];
+        for (int b = 0; b < 8; b++) {
+            float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_MM_IQ3 : IQKT_MM_IQ2, sb, b);
+            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        }
+        for (int h = 0; h < 2; h++) {
+            __m512i acc[IQKT_MM_NB][2];
+            for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
+            const uint8_t *lh = lanes + 1024 * ib + 512 * h;
+            for (int k = 0; k < 8; k++) {
+                __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
+                __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);    /* sum of the 4 masked bytes - 126 */
+                if (is_iq3) {
+                    v = _mm512_abs_epi32(v);
+                    v = _mm512_mask_sub_epi32(v, (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v);
+                }
+                for (int bi = 0; bi < nb; bi++)   /* lanes hold (x16, 0) word pairs: adds v * x16 */
+                    acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
+                                                         _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
+            }
+            for (int bi = 0; bi < nb; bi++) {
+                __m512 scv = _mm512_broadcast_f32x4(_mm_loadu_ps(&sc[bi][4 * h]));
+                facc[bi] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[bi][0], acc[bi][1])), scv, facc[bi]);
+            }
+        }
+    }
+    for (int bi = 0; bi < nb; bi++) out[bi] = _mm512_reduce_add_ps(facc[bi]);
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
+                                               const uint8_t *lanes, int64_t lstride,
+                                               const float *xs, int64_t xstride, const int nb,
+                                               float *out) {
+    static const uint32_t MK[4] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4};
+    const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
+    const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
+    const __m512i ONES = _mm512_set1_epi32(0x01010101);
+    const __m512i BIAS = _mm512_set1_epi32(-126);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    const __m512i ZERO = _mm512_setzero_si512();
+    __m512 facc[IQKT_MM_NB];
+    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nsb; ib++) {
+        const uint8_t *sb = sbs + ib * 128;
+        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        float sc[IQKT_MM_NB][8];
+        for (int b = 0; b < 8; b++) {
+            float bs = (float)((int)(sb[4 * b] >> 1) - 64);
+            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        }
+        for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
+            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
+            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
+            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
+            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
+            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
+            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
+            __m512i id = _mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
+                                         _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag));
+            __m512i seeds = _mm512_add_epi32(id, OFF);
+            __m512i acc[IQKT_MM_NB][2];
+            for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
+            const uint8_t *lq = lanes + 1024 * ib + 256 * q;
+            for (int k = 0; k < 4; k++) {
+                __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
+                __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);
+                for (int bi = 0; bi < nb; bi++)
+                    acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
+                                                         _mm512_loadu_si512((const void *)(lq + bi * lstride + 64 * k)));
+            }
+            for (int bi = 0; bi < nb; bi++) {
+                __m512 scv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(sc[bi][2 * q])),
+                                                _mm256_set1_ps(sc[bi][2 * q + 1]), 1);
+                facc[bi] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[bi][0], acc[bi][1])), scv, facc[bi]);
+            }
+        }
+    }
+    for (int bi = 0; bi < nb; bi++) out[bi] = _mm512_reduce_add_ps(facc[bi]);
+}
+
+/* Batch kernel.  Each super-block of a weight row is decoded once into 8
+ * zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's group), so the product
+ * with one activation row is one vpdpwssd per 32 weights plus one scale
+ * multiply, convert and FMA per 16 groups.  The float steps are exactly those
+ * of the B = 1 kernel (per-group int dot, times float(block scale) * s, FMA'd
+ * into the same lanes in the same order), so a batched product is bit-for-bit
+ * the same as one activation row at a time.  Tiles of IQKT_MM_TILE rows share every activation
+ * load; K is walked in chunks of IQKT_MM_KC super-blocks so the decoded
+ * tile stays in L1.  Per-row arithmetic does not depend on the tiling. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst, __m512 *bsv) {
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
+    const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    const __m512i ZERO = _mm512_setzero_si512();
+    const __m512i BYTES = _mm512_set1_epi32(0x01010101);
+    const __m512i B126 = _mm512_set1_epi32(-126);
+    const __mmask32 HI = 0xAAAAAAAAu;
+    const __m512i ONES = BYTES;
+    float bsf[8];
+    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
+    /* per-lane block scales (same lane-to-block map as the value vectors) */
+    if (type == IQKT_MM_IQ4) {
+        for (int q = 0; q < 4; q++)
+            bsv[q] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(bsf[2 * q])), _mm256_set1_ps(bsf[2 * q + 1]), 1);
+    } else {
+        for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
+    }
+    if (type == IQKT_MM_IQ4) {
+        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
+        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        for (int q = 0; q < 4; q++) {
+            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
+            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
+            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
+            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
+            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
+            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
+            __m512i seeds = _mm512_add_epi32(_mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
+                                                             _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag)), OFF);
+            __m512i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
+                v[k] = _mm512_dpbusd_epi32(B126, st, ONES);    /* sum of bytes - 126 */
+            }
+            dst[2 * q] = _mm512_mask_blend_epi16(HI, v[0], _mm512_slli_epi32(v[1], 16));
+            dst[2 * q + 1] = _mm512_mask_blend_epi16(HI, v[2], _mm512_slli_epi32(v[3], 16));
+        }
+        return;
+    }
+    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
+                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+    __m512i seeds[2];
+    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
+    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+    uint32_t wk[8];
+    if (type == IQKT_MM_IQ3) {
+        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+    }
+    for (int h = 0; h < 2; h++) {
+        /* lane l = 4j + i belongs to block 4h + i */
+        __m512i v[8];
+        for (int k = 0; k < 8; k++) {
+            __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
+            v[k] = _mm512_dpbusd_epi32(B126, st, ONES);
+            if (type == IQKT_MM_IQ3) {
+                v[k] = _mm512_abs_epi32(v[k]);
+                v[k] = _mm512_mask_sub_epi32(v[k], (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v[k]);
+            }
+        }
+        for (int kp = 0; kp < 4; kp++)
+            dst[4 * h + kp] = _mm512_mask_blend_epi16(HI, v[2 * kp], _mm512_slli_epi32(v[2 * kp + 1], 16));
+    }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const float *xs, int64_t xstride, int64_t nb,
+                                            __m512i *wbuf /* TILE*KC*8 */, __m512 *bbuf /* TILE*KC*4 */,
+                                            __m512 *facc /* nb*TILE */,
+                                            float *out /* nr x nb */) {
+    const int sbb = iqkt_mm_sb_bytes[type];
+    for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
+        int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
+        /* rows past nr repeat the last row (results dropped), so every loop
+         * below has a constant trip count and its accumulators stay in registers */
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+            for (int c = 0; c < kc; c++)
+                iqkt_mm_decode_pairs(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
+                                     wbuf + (r * IQKT_MM_KC + c) * 8, bbuf + (r * IQKT_MM_KC + c) * 4);
+        for (int64_t b = 0; b < nb; b++) {
+            __m512 fa[IQKT_MM_TILE];
+            for (int r = 0; r < IQKT_MM_TILE; r++) fa[r] = facc[b * IQKT_MM_TILE + r];
+            for (int c = 0; c < kc; c++) {
+                int64_t ib = c0 + c;
+                const uint8_t *lb = lanes + b * lstride + 512 * ib;
+                const float *xb = xs + b * xstride + 8 * ib;
+                __m512i x[8];
+                for (int m = 0; m < 8; m++) x[m] = _mm512_loadu_si512((const void *)(lb + 64 * m));
+                if (type == IQKT_MM_IQ4) {
+                    __m512 sv[4];
+                    for (int g = 0; g < 4; g++)
+                        sv[g] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(xb[2 * g])),
+                                                   _mm256_set1_ps(xb[2 * g + 1]), 1);
+                    for (int r = 0; r < IQKT_MM_TILE; r++) {
+                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
+                        for (int g = 0; g < 4; g++) {
+                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[2 * g], x[2 * g]);
+                            a = _mm512_dpwssd_epi32(a, w[2 * g + 1], x[2 * g + 1]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
+                        }
+                    }
+                } else {
+                    __m512 sv[2];
+                    for (int g = 0; g < 2; g++) sv[g] = _mm512_broadcast_f32x4(_mm_loadu_ps(xb + 4 * g));
+                    for (int r = 0; r < IQKT_MM_TILE; r++) {
+                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
+                        for (int g = 0; g < 2; g++) {
+                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[4 * g], x[4 * g]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 1], x[4 * g + 1]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 2], x[4 * g + 2]);
+                            a = _mm512_dpwssd_epi32(a, w[4 * g + 3], x[4 * g + 3]);
+                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < IQKT_MM_TILE; r++) facc[b * IQKT_MM_TILE + r] = fa[r];
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = _mm512_reduce_add_ps(facc[b * IQKT_MM_TILE + r]);
+}
+
+#endif /* IQKT_HAVE_AVX512 */
+
+/* ---- AVX2: trellis computed in 8 lanes ----------------------------------- */
+#if defined(IQKT_HAVE_AVX2)
+
+static inline float iqkt_mm_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* lanes: (x16, x16) word pairs.  IQ2/IQ4: vpmaddubsw sums byte pairs of the
+ * masked state, vpmaddwd multiplies both pair sums by x16 and adds them, so a
+ * lane gets (sum of 4 bytes) * x16; the -126 bias is removed per block with
+ * the block's sum of x16.  IQ3 needs |value|, so it forms the value first. */
+IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
+                                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
+                                         int64_t bstride, const float *xs, int64_t xstride,
+                                         const int nb, float *out) {
+    const __m256i MK8 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
+                                          (int)IQKT_M5, (int)IQKT_M6, (int)IQKT_M7, (int)IQKT_M8);
+    const __m256i MK4 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
+                                          (int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4);
+    const __m256i PAT2 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
+    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
+    const __m256i ONES8 = _mm256_set1_epi8(1);
+    const __m256i ONES16 = _mm256_set1_epi16(1);
+    const __m256i B126 = _mm256_set1_epi32(126);
+    const __m256i LOW16 = _mm256_set1_epi32(0xFFFF);
+    const __m256i OFF = _mm256_set1_epi32(4096);
+    const int sbb = iqkt_mm_sb_bytes[type];
+    __m256 facc[IQKT_MM_NB];
+    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nsb; ib++) {
+        const uint8_t *sb = sbs + ib * sbb;
+        for (int b = 0; b < 8; b++) {
+            int64_t blk = 8 * ib + b;
+            __m256i acc[IQKT_MM_NB];
+            for (int bi = 0; bi < IQKT_MM_NB; bi++) acc[bi] = _mm256_setzero_si256();
+            if (type == IQKT_MM_IQ4) {
+                uint32_t w;
+                memcpy(&w, sb + 4 * b, 4);
+                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * b)));
+                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (b & 3))));
+                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (b >> 2)), _mm256_set1_epi32(15));
+                __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
+                __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
+                                                                                    _mm256_slli_epi32(hi, 12))),
+                                                 _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+                for (int h = 0; h < 4; h++) {
+                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_add_epi32(PAT2, _mm256_set1_epi32(2 * h)));
+                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK4), MASK);
+                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
+                    for (int bi = 0; bi < nb; bi++) {
+                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * h));
+                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
+                    }
+                }
+            } else {
+                /* 8 bytes: only this block's 4 indices (never read past the row) */
+                __m256i seeds = _mm256_add_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(sb + 4 + 8 * b))), OFF);
+                for (int g = 0; g < 4; g++) {
+                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_set1_epi32(g));
+                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK8), MASK);
+                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
+                    if (type == IQKT_MM_IQ3) {
+                        __m256i v = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
+                        __m256i bit = _mm256_set1_epi32(1 << b);
+                        __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 68 + 8 * g)));
+                        __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(qh, bit), bit);
+                        /* signed value in the low word, zero high word: vpmaddwd gives value * x16 */
+                        p = _mm256_and_si256(_mm256_sub_epi32(_mm256_xor_si256(v, neg), neg), LOW16);
+                    }
+                    for (int bi = 0; bi < nb; bi++) {
+                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * g));
+                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
+                    }
+                }
+            }
+            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            for (int bi = 0; bi < nb; bi++) {
+                __m256i a = acc[bi];
+                if (type != IQKT_MM_IQ3)
+                    a = _mm256_sub_epi32(a, _mm256_castsi128_si256(_mm_cvtsi32_si128(126 * bsum[bi * bstride + blk])));
+                facc[bi] = _mm256_add_ps(facc[bi], _mm256_mul_ps(_mm256_cvtepi32_ps(a),
+                                                                 _mm256_set1_ps(bs * xs[bi * xstride + blk])));
+            }
+        }
+    }
+    for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_hsum256(facc[bi]);
+}
+
+#endif /* IQKT_HAVE_AVX2 */
+
+/* ---- entry: one weight row against nb <= IQKT_MM_NB activation rows ------- */
+
+IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb,
+                                       const uint8_t *lanes, int64_t lstride,
+                                       const int32_t *bsum, int64_t bstride,
+                                       const float *xs, int64_t xstride, const int nb, float *out,
+                                       const int8_t *cb8, const int8_t *cb4) {
+#if defined(IQKT_HAVE_AVX512)
+    (void)bsum; (void)bstride; (void)cb8; (void)cb4;
+    if (type == IQKT_MM_IQ4)
+        iqkt_mm_row_iq4_avx512(sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+    else if (type == IQKT_MM_IQ3)
+        iqkt_mm_row_iq23_avx512(1, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+    else
+        iqkt_mm_row_iq23_avx512(0, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+#elif defined(IQKT_HAVE_AVX2)
+    (void)cb8; (void)cb4;
+    if (type == IQKT_MM_IQ2)
+        iqkt_mm_row_avx2(IQKT_MM_IQ2, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    else if (type == IQKT_MM_IQ3)
+        iqkt_mm_row_avx2(IQKT_MM_IQ3, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    else
+        iqkt_mm_row_avx2(IQKT_MM_IQ4, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+#else
+    (void)bsum; (void)bstride;
+    iqkt_mm_row_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+#endif
+}
+
+/* Bytes of scratch iqkt_mm_tile needs for nb activation rows (0 if unused). */
+static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
+#if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_batch(nb))
+        return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 12 + nb * IQKT_MM_TILE) + 64;
+#endif
+    (void)nb;
+    return 0;
+}
+
+/* Batch product of nr <= IQKT_MM_TILE consecutive weight rows (q, row
+ * stride rs, row scales excluded) with nb activation rows in the batch
+ * layout: out[r * nb + b].  Only when iqkt_mm_use_batch(nb). */
+static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                         const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
+                         int64_t nb, uint8_t *scratch, float *out) {
+#if defined(IQKT_HAVE_AVX512)
+    uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    __m512i *wbuf = (__m512i *)al;
+    __m512 *bbuf = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
+    __m512 *facc = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 12);
+    if (type == IQKT_MM_IQ2)
+        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    else if (type == IQKT_MM_IQ3)
+        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    else
+        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+#else
+    (void)type; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
+    (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out;
+#endif
+}
+
+/* out[bi] = sum over blocks of (block_scale * xs) * dot, for bi < nb (1..4).
+ * The switch gives each activation-row count its own fully unrolled copy. */
+static void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb,
+                        const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                        const float *xs, int64_t xstride, int nb, float *out,
+                        const int8_t *cb8, const int8_t *cb4) {
+    switch (nb) {
+    case 1: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 1, out, cb8, cb4); break;
+    case 2: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 2, out, cb8, cb4); break;
+    case 3: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 3, out, cb8, cb4); break;
+    default: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 4, out, cb8, cb4); break;
+    }
+}
+
+#endif /* IQKT_KT_MM_H */

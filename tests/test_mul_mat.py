@@ -1,0 +1,125 @@
+"""mul_mat: the int16-activation kernels (per-ISA), the AVX512 batch kernel
+(B >= 2) and the native thread pool.  Expected values come from the
+independent pure-Python decoder (tests/pyref.py), never from iqkt itself."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import iqkt
+import pyref
+
+ISAS = iqkt.available_isas()
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def random_q(t, rows, n, seed):
+    """Arbitrary (valid) encodings: every byte pattern decodes; finite row scales."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 256, (rows, iqkt.row_size(t, n)), dtype=np.uint8)
+    d = (rng.standard_normal(rows) * 0.01).astype(np.float32)
+    q[:, :4] = d.view(np.uint8).reshape(rows, 4)
+    return q
+
+
+def rel(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", iqkt.TYPES)
+@pytest.mark.parametrize("B", [1, 2, 3, 4, 5, 9])
+def test_int8_path_close_to_exact(isa, t, B):
+    n, rows = 512, 7          # 7 rows: batch tiles of 4 plus a partial tile
+    q = random_q(t, rows, n, seed=B)
+    v = np.random.default_rng(100 + B).standard_normal((B, n)).astype(np.float32)
+    exact = pyref.mul_mat_exact(q, t, n, v)
+    with iqkt.use_isa(isa):
+        y = iqkt.mul_mat(q, t, v)
+    assert y.shape == (B, rows)
+    # int16 activations per 32-block: ~1e-4 relative, far inside the 1% budget
+    assert rel(y, exact) < 2e-3
+
+
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_activation_outliers_and_zero_blocks(t):
+    n, rows = 1024, 5
+    q = random_q(t, rows, n, seed=7)
+    v = np.zeros((3, n), np.float32)
+    v[0, 5] = 1e6                       # one huge value, rest zero
+    v[1] = np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-30
+    v[2, :32] = np.linspace(-1, 1, 32)
+    v[2, 512:] = 3.0
+    exact = pyref.mul_mat_exact(q, t, n, v)
+    for isa in ISAS:
+        with iqkt.use_isa(isa):
+            y = iqkt.mul_mat(q, t, v)
+        for b in range(3):
+            assert rel(y[b], exact[b]) < 2e-3, (isa, b)
+
+
+@pytest.mark.parametrize("t", iqkt.TYPES)
+@pytest.mark.parametrize("B", [1, 3, 8])
+def test_native_threads_identical(t, B):
+    n, rows = 512, 203                  # enough rows that several threads get work
+    q = random_q(t, rows, n, seed=11)
+    v = np.random.default_rng(12).standard_normal((B, n)).astype(np.float32)
+    ref = iqkt.mul_mat(q, t, v, threads=1)
+    for k in (2, 3, 4, 7, 13):
+        assert np.array_equal(bits(iqkt.mul_mat(q, t, v, threads=k)), bits(ref)), k
+    assert rel(ref, pyref.mul_mat_exact(q, t, n, v)) < 2e-3
+
+
+def test_native_threads_concurrent_callers():
+    """Several Python threads inside mul_mat at once: the pool serves one,
+    the others run inline; every result must still be right."""
+    t, n, rows = "iq2_kt", 512, 96
+    q = random_q(t, rows, n, seed=3)
+    vs = [np.random.default_rng(s).standard_normal((2, n)).astype(np.float32) for s in range(6)]
+    refs = [iqkt.mul_mat(q, t, v, threads=1) for v in vs]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                y = iqkt.mul_mat(q, t, vs[i], threads=3)
+                if not np.array_equal(bits(y), bits(refs[i])):
+                    errors.append(i)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(repr(e))
+
+    ths = [threading.Thread(target=work, args=(i,)) for i in range(len(vs))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    assert not any(th.is_alive() for th in ths), "mul_mat threads hung"
+    assert errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_native_threads_after_fork():
+    code = r"""
+import os, sys, numpy as np, iqkt
+q = np.random.default_rng(0).integers(0, 256, (64, iqkt.row_size("iq3_kt", 512)), dtype=np.uint8)
+q[:, :4] = np.frombuffer(np.float32(0.01).tobytes(), np.uint8)
+v = np.ones(512, np.float32)
+y0 = iqkt.mul_mat(q, "iq3_kt", v, threads=2)          # pool started in the parent
+pid = os.fork()
+if pid == 0:
+    y1 = iqkt.mul_mat(q, "iq3_kt", v, threads=2)      # child: fresh pool, must not hang
+    os._exit(0 if np.array_equal(y0, y1) else 3)
+_, st = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(st))
+"""
+    r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=os.getcwd(),
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert r.returncode == 0
