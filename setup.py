@@ -102,6 +102,8 @@ else:
 # function tables (kt_capi.pxi) are laid out by; it ships in the wheel.
 IDIR = os.path.join("iqkt", "include")
 include_dirs = [np.get_include(), KDIR, IDIR]
+# Every variant includes the shared kernel sources and headers: rebuild on any change.
+KERNEL_DEPENDS = sorted(os.path.join(KDIR, f) for f in os.listdir(KDIR) if f.endswith((".pxi", ".h", ".pxd")))
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = []
@@ -112,6 +114,7 @@ for v in variants:
             [os.path.join(KDIR, f"_kt_{v}.pyx")],
             include_dirs=include_dirs,
             define_macros=macros + [("IQKT_VARIANT", f'"{v}"')],
+            depends=KERNEL_DEPENDS,
             extra_compile_args=BASE_CFLAGS + ISA_FLAGS[v],
             extra_link_args=BASE_LDFLAGS,
         )
