@@ -28,7 +28,9 @@
  * layout the ISA's inner loop wants:
  *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
  *           step-major order of the AVX512 kernels (depends on the weight type)
- *   avx2:   uint32 lane = x16 in both 16-bit halves (for vpmaddwd on byte-pair sums)
+ *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
+ *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
+ *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
@@ -95,6 +97,16 @@ static inline int iqkt_mm_lane_pos(int type, int e) {
     return 8 * (4 * (4 * h + (l & 3)) + (l >> 2)) + k;
 }
 
+/* Position (within its super-block) of the activation that the AVX2 kernel
+ * reads at lane-slot e (0..255) of a super-block: vector v = e / 64 (IQ4:
+ * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */
+static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
+    int l = e & 7;
+    if (type == IQKT_MM_IQ4)
+        return 32 * (e >> 5) + 4 * l + ((e >> 3) & 3);
+    return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
+}
+
 /* Whether a product with nb activation rows uses the AVX512 batch kernel
  * (decoded int16 weight tiles, "pair" activation layout). */
 static inline int iqkt_mm_use_batch(int64_t nb) {
@@ -140,17 +152,22 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
             memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
         }
     }
+#elif defined(IQKT_HAVE_AVX2)
+    /* step-major lanes (iqkt_mm_lane_pos_avx2); IQ3 values are formed signed
+     * in 32-bit lanes, so its lanes carry (x16, 0), the others (x16, x16). */
+    for (int64_t ib = 0; ib < n / 256; ib++) {
+        for (int e = 0; e < 256; e++) {
+            uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e)];
+            if (type != IQKT_MM_IQ3) v *= 0x00010001u;
+            memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
+        }
+    }
 #else
     (void)type;
     for (int64_t blk = 0; blk < n / 32; blk++) {
         const int16_t *xb = x16 + 32 * blk;
         uint8_t *lb = lanes + 128 * blk;
-#  if defined(IQKT_HAVE_AVX2)
-        for (int k = 0; k < 32; k++) {
-            uint32_t v = (uint32_t)(uint16_t)xb[k] * 0x00010001u;
-            memcpy(lb + 4 * k, &v, 4);
-        }
-#  elif defined(IQKT_HAVE_NEON)
+#  if defined(IQKT_HAVE_NEON)
         for (int k = 0; k < 32; k++) {
             int hi = (xb[k] + 128) >> 8;          /* floor: lo in [-128, 127] */
             lb[k] = (uint8_t)(int8_t)hi;
@@ -515,84 +532,113 @@ static inline float iqkt_mm_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* lanes: (x16, x16) word pairs.  IQ2/IQ4: vpmaddubsw sums byte pairs of the
- * masked state, vpmaddwd multiplies both pair sums by x16 and adds them, so a
- * lane gets (sum of 4 bytes) * x16; the -126 bias is removed per block with
- * the block's sum of x16.  IQ3 needs |value|, so it forms the value first. */
+/* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
+ * (lane = group), so the states are seeds * M^k with no per-group
+ * broadcast and the per-lane int dot over the steps is a per-group dot.
+ *   IQ2/IQ3, vector v (0..3) of a super-block: lane l holds group l & 3 of
+ *     block 2v + (l >> 2), i.e. the 8 consecutive index words 8v..8v+7.
+ *   IQ4, vector o (0..7): lane l holds group l of block o.
+ * IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
+ * (x16, x16) lanes adds both pair sums times x16, so a lane gets
+ * (sum of 4 bytes) * x16; the -126 bias is added per block once per
+ * super-block with the block's sum of x16 (in one lane of the block).
+ * IQ3 needs |value|: it forms the signed value in 32-bit lanes (sign bit
+ * moved to bit 31 by a per-lane shift, applied by vpsignd) and multiplies
+ * with (x16, 0) lanes. */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,
                                          const int nb, float *out) {
-    const __m256i MK8 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
-                                          (int)IQKT_M5, (int)IQKT_M6, (int)IQKT_M7, (int)IQKT_M8);
-    const __m256i MK4 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
-                                          (int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4);
-    const __m256i PAT2 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
+    /* IQ3: bit 8 * (l & 3) + (l >> 2) of the step word (+ 2v) goes to bit 31 */
+    const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
     const __m256i ONES16 = _mm256_set1_epi16(1);
+    const __m256i ONE = _mm256_set1_epi32(1);
     const __m256i B126 = _mm256_set1_epi32(126);
-    const __m256i LOW16 = _mm256_set1_epi32(0xFFFF);
     const __m256i OFF = _mm256_set1_epi32(4096);
     const int sbb = iqkt_mm_sb_bytes[type];
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
+        float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
-            int64_t blk = 8 * ib + b;
-            __m256i acc[IQKT_MM_NB];
-            for (int bi = 0; bi < IQKT_MM_NB; bi++) acc[bi] = _mm256_setzero_si256();
-            if (type == IQKT_MM_IQ4) {
+            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        }
+        const uint8_t *ls = lanes + 1024 * ib;
+        if (type == IQKT_MM_IQ4) {
+            for (int o = 0; o < 8; o++) {
                 uint32_t w;
-                memcpy(&w, sb + 4 * b, 4);
-                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * b)));
-                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (b & 3))));
-                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (b >> 2)), _mm256_set1_epi32(15));
+                memcpy(&w, sb + 4 * o, 4);
+                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
+                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
+                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
                 __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
                 __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
                                                                                     _mm256_slli_epi32(hi, 12))),
                                                  _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
-                for (int h = 0; h < 4; h++) {
-                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_add_epi32(PAT2, _mm256_set1_epi32(2 * h)));
-                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK4), MASK);
-                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
+                __m256i acc[IQKT_MM_NB];
+                for (int bi = 0; bi < nb; bi++)
+                    acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
+                for (int k = 0; k < 4; k++) {
+                    __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                    __m256i p = _mm256_maddubs_epi16(st, ONES8);
                     for (int bi = 0; bi < nb; bi++) {
-                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * h));
+                        __m256i L = _mm256_loadu_si256((const __m256i *)(ls + bi * lstride + 128 * o + 32 * k));
                         acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
                     }
                 }
-            } else {
-                /* 8 bytes: only this block's 4 indices (never read past the row) */
-                __m256i seeds = _mm256_add_epi32(
-                    _mm256_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(sb + 4 + 8 * b))), OFF);
-                for (int g = 0; g < 4; g++) {
-                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_set1_epi32(g));
-                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK8), MASK);
-                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
-                    if (type == IQKT_MM_IQ3) {
-                        __m256i v = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
-                        __m256i bit = _mm256_set1_epi32(1 << b);
-                        __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 68 + 8 * g)));
-                        __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(qh, bit), bit);
-                        /* signed value in the low word, zero high word: vpmaddwd gives value * x16 */
-                        p = _mm256_and_si256(_mm256_sub_epi32(_mm256_xor_si256(v, neg), neg), LOW16);
-                    }
-                    for (int bi = 0; bi < nb; bi++) {
-                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * g));
-                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
-                    }
-                }
+                for (int bi = 0; bi < nb; bi++)
+                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_set1_ps(sc[bi][o]), facc[bi]);
             }
-            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            continue;
+        }
+        uint32_t wk[8];   /* IQ3: byte g of wk[k] = qh[8g + k]: signs of step k of group g, bit = block */
+        if (type == IQKT_MM_IQ3) {
+            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+        }
+        __m256 scv[IQKT_MM_NB];
+        for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
+        for (int v = 0; v < 4; v++) {
+            __m256i seeds = _mm256_add_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
+            __m256i sgn = _mm256_sub_epi32(SGN, _mm256_set1_epi32(2 * v));
+            __m256i acc[IQKT_MM_NB];
             for (int bi = 0; bi < nb; bi++) {
-                __m256i a = acc[bi];
-                if (type != IQKT_MM_IQ3)
-                    a = _mm256_sub_epi32(a, _mm256_castsi128_si256(_mm_cvtsi32_si128(126 * bsum[bi * bstride + blk])));
-                facc[bi] = _mm256_add_ps(facc[bi], _mm256_mul_ps(_mm256_cvtepi32_ps(a),
-                                                                 _mm256_set1_ps(bs * xs[bi * xstride + blk])));
+                if (type == IQKT_MM_IQ3) {
+                    acc[bi] = _mm256_setzero_si256();
+                } else {
+                    const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
+                    acc[bi] = _mm256_setr_epi32(-126 * bs[0], 0, 0, 0, -126 * bs[1], 0, 0, 0);
+                }
             }
+            for (int k = 0; k < 8; k++) {
+                __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                __m256i p = _mm256_maddubs_epi16(st, ONES8);
+                if (type == IQKT_MM_IQ3) {
+                    __m256i val = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
+                    __m256i s = _mm256_or_si256(_mm256_sllv_epi32(_mm256_set1_epi32((int)wk[k]), sgn), ONE);
+                    p = _mm256_sign_epi32(val, s);   /* low word = signed value; lanes are (x16, 0) */
+                }
+                for (int bi = 0; bi < nb; bi++) {
+                    __m256i L = _mm256_loadu_si256((const __m256i *)(ls + bi * lstride + 256 * v + 32 * k));
+                    acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
+                }
+            }
+            __m256i perm = _mm256_add_epi32(HALF, _mm256_set1_epi32(2 * v));
+            for (int bi = 0; bi < nb; bi++)
+                facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_permutevar8x32_ps(scv[bi], perm),
+                                           facc[bi]);
         }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_hsum256(facc[bi]);
