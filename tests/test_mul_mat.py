@@ -49,6 +49,20 @@ def test_int8_path_close_to_exact(isa, t, B):
     assert rel(y, exact) < 2e-3
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_batch_kernels_equal_row_kernels_bitwise(isa, t):
+    """B = 9 and 64 go through the batch kernels (decoded weight tiles) on
+    AVX512 and AVX2; each output row must be bit-for-bit the B = 1 result."""
+    n, rows = 768, 6
+    q = random_q(t, rows, n, seed=21)
+    v = np.random.default_rng(22).standard_normal((64, n)).astype(np.float32)
+    with iqkt.use_isa(isa):
+        one = np.stack([iqkt.mul_mat(q, t, v[b]) for b in range(64)])
+        for B in (9, 64):
+            assert np.array_equal(bits(iqkt.mul_mat(q, t, v[:B])), bits(one[:B])), B
+
+
 @pytest.mark.parametrize("t", iqkt.TYPES)
 def test_activation_outliers_and_zero_blocks(t):
     n, rows = 1024, 5
