@@ -1,5 +1,5 @@
-"""mul_mat: the int16-activation kernels (per-ISA), the AVX512 batch kernel
-(B >= 2) and the native thread pool.  Expected values come from the
+"""mul_mat: the int16-activation kernels (per-ISA), the batch kernels
+(AVX512 B >= 2, AVX2 B > 4) and the native thread pool.  Expected values come from the
 independent pure-Python decoder (tests/pyref.py), never from iqkt itself."""
 import os
 import subprocess

@@ -31,6 +31,8 @@
  *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
  *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
  *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
+ * The batch kernels (AVX512 for nb >= 2, AVX2 for nb > IQKT_MM_NB) use int16
+ * pairs instead (2 bytes per element, see iqkt_mm_prepare).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
@@ -53,8 +55,8 @@
  * (a group dot is at most 8 * 126 * 8000) and an exact NEON hi/lo split. */
 #define IQKT_MM_XMAX 8000
 #define IQKT_MM_NB 4              /* activation rows per pass over a weight row */
-#define IQKT_MM_TILE 4            /* weight rows per tile in the AVX512 batch kernel */
-#define IQKT_MM_KC 8              /* super-blocks per K chunk in the AVX512 batch kernel */
+#define IQKT_MM_TILE 4            /* weight rows per tile in the batch kernels */
+#define IQKT_MM_KC 8              /* super-blocks per K chunk in the batch kernels */
 #define IQKT_MM_LANE_BYTES 4      /* bytes of lanes per activation element */
 
 enum { IQKT_MM_IQ2 = 0, IQKT_MM_IQ3 = 1, IQKT_MM_IQ4 = 2 };
@@ -107,7 +109,7 @@ static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
     return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
 }
 
-/* Whether a product with nb activation rows uses the AVX512 batch kernel
+/* Whether a product with nb activation rows uses the batch kernel (AVX512, AVX2)
  * (decoded int16 weight tiles, "pair" activation layout). */
 static inline int iqkt_mm_use_batch(int64_t nb) {
 #if defined(IQKT_HAVE_AVX512)
