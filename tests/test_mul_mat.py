@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import iqkt
+from conftest import child_env, iqkt_parent
 import pyref
 
 ISAS = iqkt.available_isas()
@@ -134,6 +135,5 @@ if pid == 0:
 _, st = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(st))
 """
-    r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=os.getcwd(),
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=iqkt_parent(), env=child_env())
     assert r.returncode == 0
