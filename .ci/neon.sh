@@ -367,7 +367,7 @@ emu() { timeout -k 10 "$TIMEOUT" qemu-aarch64 -L "$S" "$S/usr/bin/python$PYVER" 
 # the API tests on neon).  Not run by default: test_bad_input.py (input
 # validation is ISA-independent; ~2 min emulated) and test_properties.py.  Override with IQKT_NEON_TESTS / IQKT_NEON_SCALAR_TESTS (shell words,
 # e.g. IQKT_NEON_TESTS="tests -m 'not slow'" for the whole suite, ~10 min).
-DEFAULT_NEON_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_variants.py tests/test_dispatch.py tests/test_api.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization or dequantize_identical or close_to_scalar) and not (imatrix_zero or kt-heavy))'"
+DEFAULT_NEON_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_variants.py tests/test_dispatch.py tests/test_api.py tests/test_mul_mat.py tests/test_quantizer.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization or dequantize_identical or close_to_scalar) and not (imatrix_zero or kt-heavy))'"
 DEFAULT_SCALAR_TESTS="tests/test_trellis.py tests/test_golden.py tests/test_dispatch.py -m 'not slow' -k 'not ((test_quantize or on_own_quantization) and not imatrix_zero)'"
 NEON_TESTS=${IQKT_NEON_TESTS:-$DEFAULT_NEON_TESTS}
 SCALAR_TESTS=${IQKT_NEON_SCALAR_TESTS:-$DEFAULT_SCALAR_TESTS}

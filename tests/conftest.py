@@ -30,20 +30,14 @@ def fuzz_examples(n: int) -> int:
 try:
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile(
-        "ci",
-        max_examples=30,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        print_blob=True,
-    )
-    settings.register_profile(
-        "long",
-        max_examples=10000,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        print_blob=True,
-    )
+    for name, examples in (("ci", 30), ("long", 10000)):
+        settings.register_profile(
+            name,
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            print_blob=True,
+        )
     settings.load_profile("long" if FUZZ_LONG else "ci")
 except ImportError:  # hypothesis is optional for the non-property tests
     pass

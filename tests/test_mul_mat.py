@@ -1,5 +1,5 @@
-"""mul_mat: the int16-activation kernels (per-ISA), the AVX512 batch kernel
-(B >= 2) and the native thread pool.  Expected values come from the
+"""mul_mat: the int16-activation kernels (per-ISA), the batch kernels
+(AVX512 B >= 2, AVX2 B > 4) and the native thread pool.  Expected values come from the
 independent pure-Python decoder (tests/pyref.py), never from iqkt itself."""
 import os
 import subprocess
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import iqkt
+from conftest import child_env, iqkt_parent
 import pyref
 
 ISAS = iqkt.available_isas()
@@ -47,6 +48,20 @@ def test_int8_path_close_to_exact(isa, t, B):
     assert y.shape == (B, rows)
     # int16 activations per 32-block: ~1e-4 relative, far inside the 1% budget
     assert rel(y, exact) < 2e-3
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_batch_kernels_equal_row_kernels_bitwise(isa, t):
+    """B = 9 and 64 go through the batch kernels (decoded weight tiles) on
+    AVX512 and AVX2; each output row must be bit-for-bit the B = 1 result."""
+    n, rows = 768, 6
+    q = random_q(t, rows, n, seed=21)
+    v = np.random.default_rng(22).standard_normal((64, n)).astype(np.float32)
+    with iqkt.use_isa(isa):
+        one = np.stack([iqkt.mul_mat(q, t, v[b]) for b in range(64)])
+        for B in (9, 64):
+            assert np.array_equal(bits(iqkt.mul_mat(q, t, v[:B])), bits(one[:B])), B
 
 
 @pytest.mark.parametrize("t", iqkt.TYPES)
@@ -120,6 +135,5 @@ if pid == 0:
 _, st = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(st))
 """
-    r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=os.getcwd(),
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=iqkt_parent(), env=child_env())
     assert r.returncode == 0

@@ -37,8 +37,8 @@ cdef extern from "kt_simd.h" nogil:
     int IQKT_MM_TILE
     int64_t iqkt_mm_tile_scratch(int64_t nb)
     void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                      const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
-                      int64_t nb, uint8_t *scratch, float *out)
+                      const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                      const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out)
     void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
@@ -360,7 +360,8 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                     return KT_ERR_NONFINITE_SCALE
                 if type_id == KT_IQ2:
                     dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
-            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, xs, nblk, nb_rows, scratch, tout)
+            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
+                         scratch, tout)
             for t in range(nr):
                 for b0 in range(nb_rows):
                     y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]

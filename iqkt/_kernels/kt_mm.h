@@ -28,7 +28,11 @@
  * layout the ISA's inner loop wants:
  *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
  *           step-major order of the AVX512 kernels (depends on the weight type)
- *   avx2:   uint32 lane = x16 in both 16-bit halves (for vpmaddwd on byte-pair sums)
+ *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
+ *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
+ *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
+ * The batch kernels (AVX512 for nb >= 2, AVX2 for nb > IQKT_MM_NB) use int16
+ * pairs instead (2 bytes per element, see iqkt_mm_prepare).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
@@ -51,8 +55,8 @@
  * (a group dot is at most 8 * 126 * 8000) and an exact NEON hi/lo split. */
 #define IQKT_MM_XMAX 8000
 #define IQKT_MM_NB 4              /* activation rows per pass over a weight row */
-#define IQKT_MM_TILE 4            /* weight rows per tile in the AVX512 batch kernel */
-#define IQKT_MM_KC 8              /* super-blocks per K chunk in the AVX512 batch kernel */
+#define IQKT_MM_TILE 4            /* weight rows per tile in the batch kernels */
+#define IQKT_MM_KC 8              /* super-blocks per K chunk in the batch kernels */
 #define IQKT_MM_LANE_BYTES 4      /* bytes of lanes per activation element */
 
 enum { IQKT_MM_IQ2 = 0, IQKT_MM_IQ3 = 1, IQKT_MM_IQ4 = 2 };
@@ -95,11 +99,23 @@ static inline int iqkt_mm_lane_pos(int type, int e) {
     return 8 * (4 * (4 * h + (l & 3)) + (l >> 2)) + k;
 }
 
-/* Whether a product with nb activation rows uses the AVX512 batch kernel
+/* Position (within its super-block) of the activation that the AVX2 kernel
+ * reads at lane-slot e (0..255) of a super-block: vector v = e / 64 (IQ4:
+ * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */
+static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
+    int l = e & 7;
+    if (type == IQKT_MM_IQ4)
+        return 32 * (e >> 5) + 4 * l + ((e >> 3) & 3);
+    return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
+}
+
+/* Whether a product with nb activation rows uses the batch kernel (AVX512, AVX2)
  * (decoded int16 weight tiles, "pair" activation layout). */
 static inline int iqkt_mm_use_batch(int64_t nb) {
 #if defined(IQKT_HAVE_AVX512)
     return nb >= 2;
+#elif defined(IQKT_HAVE_AVX2)
+    return nb > IQKT_MM_NB;   /* up to IQKT_MM_NB rows share one trellis pass */
 #else
     (void)nb;
     return 0;
@@ -140,17 +156,40 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
             memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
         }
     }
+#elif defined(IQKT_HAVE_AVX2)
+    if (iqkt_mm_use_batch(nb)) {
+        /* vector m of a super-block, lane l: the activations of steps 2kp and
+         * 2kp+1 of that lane, as an int16 pair (see iqkt_mm_decode_pairs_avx2);
+         * m = 4v + kp (IQ2/IQ3) or 2o + kp (IQ4). */
+        for (int64_t ib = 0; ib < n / 256; ib++) {
+            for (int m = 0; m < 16; m++) {
+                for (int l = 0; l < 8; l++) {
+                    int e0 = (type == IQKT_MM_IQ4) ? 32 * (m >> 1) + 16 * (m & 1) + l
+                                                   : 64 * (m >> 2) + 16 * (m & 3) + l;
+                    int16_t a = x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e0)];
+                    int16_t c = x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e0 + 8)];
+                    memcpy(lanes + 512 * ib + 32 * m + 4 * l, &a, 2);
+                    memcpy(lanes + 512 * ib + 32 * m + 4 * l + 2, &c, 2);
+                }
+            }
+        }
+        return;
+    }
+    /* step-major lanes (iqkt_mm_lane_pos_avx2); IQ3 values are formed signed
+     * in 32-bit lanes, so its lanes carry (x16, 0), the others (x16, x16). */
+    for (int64_t ib = 0; ib < n / 256; ib++) {
+        for (int e = 0; e < 256; e++) {
+            uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e)];
+            if (type != IQKT_MM_IQ3) v *= 0x00010001u;
+            memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
+        }
+    }
 #else
     (void)type;
     for (int64_t blk = 0; blk < n / 32; blk++) {
         const int16_t *xb = x16 + 32 * blk;
         uint8_t *lb = lanes + 128 * blk;
-#  if defined(IQKT_HAVE_AVX2)
-        for (int k = 0; k < 32; k++) {
-            uint32_t v = (uint32_t)(uint16_t)xb[k] * 0x00010001u;
-            memcpy(lb + 4 * k, &v, 4);
-        }
-#  elif defined(IQKT_HAVE_NEON)
+#  if defined(IQKT_HAVE_NEON)
         for (int k = 0; k < 32; k++) {
             int hi = (xb[k] + 128) >> 8;          /* floor: lo in [-128, 127] */
             lb[k] = (uint8_t)(int8_t)hi;
@@ -515,87 +554,247 @@ static inline float iqkt_mm_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* lanes: (x16, x16) word pairs.  IQ2/IQ4: vpmaddubsw sums byte pairs of the
- * masked state, vpmaddwd multiplies both pair sums by x16 and adds them, so a
- * lane gets (sum of 4 bytes) * x16; the -126 bias is removed per block with
- * the block's sum of x16.  IQ3 needs |value|, so it forms the value first. */
+/* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
+ * (lane = group), so the states are seeds * M^k with no per-group
+ * broadcast and the per-lane int dot over the steps is a per-group dot.
+ *   IQ2/IQ3, vector v (0..3) of a super-block: lane l holds group l & 3 of
+ *     block 2v + (l >> 2), i.e. the 8 consecutive index words 8v..8v+7.
+ *   IQ4, vector o (0..7): lane l holds group l of block o.
+ * IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
+ * (x16, x16) lanes adds both pair sums times x16, so a lane gets
+ * (sum of 4 bytes) * x16; the -126 bias is added per block once per
+ * super-block with the block's sum of x16 (in one lane of the block).
+ * IQ3 needs |value|: it forms the signed value in 32-bit lanes (sign bit
+ * moved to bit 31 by a per-lane shift, applied by vpsignd) and multiplies
+ * with (x16, 0) lanes. */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,
                                          const int nb, float *out) {
-    const __m256i MK8 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
-                                          (int)IQKT_M5, (int)IQKT_M6, (int)IQKT_M7, (int)IQKT_M8);
-    const __m256i MK4 = _mm256_setr_epi32((int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4,
-                                          (int)IQKT_M1, (int)IQKT_M2, (int)IQKT_M3, (int)IQKT_M4);
-    const __m256i PAT2 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
+    /* IQ3: bit 8 * (l & 3) + (l >> 2) of the step word (+ 2v) goes to bit 31 */
+    const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
     const __m256i ONES16 = _mm256_set1_epi16(1);
+    const __m256i ONE = _mm256_set1_epi32(1);
     const __m256i B126 = _mm256_set1_epi32(126);
-    const __m256i LOW16 = _mm256_set1_epi32(0xFFFF);
     const __m256i OFF = _mm256_set1_epi32(4096);
     const int sbb = iqkt_mm_sb_bytes[type];
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
+        float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
-            int64_t blk = 8 * ib + b;
-            __m256i acc[IQKT_MM_NB];
-            for (int bi = 0; bi < IQKT_MM_NB; bi++) acc[bi] = _mm256_setzero_si256();
-            if (type == IQKT_MM_IQ4) {
+            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        }
+        const uint8_t *ls = lanes + 1024 * ib;
+        if (type == IQKT_MM_IQ4) {
+            for (int o = 0; o < 8; o++) {
                 uint32_t w;
-                memcpy(&w, sb + 4 * b, 4);
-                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * b)));
-                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (b & 3))));
-                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (b >> 2)), _mm256_set1_epi32(15));
+                memcpy(&w, sb + 4 * o, 4);
+                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
+                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
+                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
                 __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
                 __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
                                                                                     _mm256_slli_epi32(hi, 12))),
                                                  _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
-                for (int h = 0; h < 4; h++) {
-                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_add_epi32(PAT2, _mm256_set1_epi32(2 * h)));
-                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK4), MASK);
-                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
+                __m256i acc[IQKT_MM_NB];
+                for (int bi = 0; bi < nb; bi++)
+                    acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
+                for (int k = 0; k < 4; k++) {
+                    __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                    __m256i p = _mm256_maddubs_epi16(st, ONES8);
                     for (int bi = 0; bi < nb; bi++) {
-                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * h));
+                        __m256i L = _mm256_loadu_si256((const __m256i *)(ls + bi * lstride + 128 * o + 32 * k));
                         acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
                     }
                 }
-            } else {
-                /* 8 bytes: only this block's 4 indices (never read past the row) */
-                __m256i seeds = _mm256_add_epi32(
-                    _mm256_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(sb + 4 + 8 * b))), OFF);
-                for (int g = 0; g < 4; g++) {
-                    __m256i s = _mm256_permutevar8x32_epi32(seeds, _mm256_set1_epi32(g));
-                    s = _mm256_and_si256(_mm256_mullo_epi32(s, MK8), MASK);
-                    __m256i p = _mm256_maddubs_epi16(s, ONES8);
-                    if (type == IQKT_MM_IQ3) {
-                        __m256i v = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
-                        __m256i bit = _mm256_set1_epi32(1 << b);
-                        __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 68 + 8 * g)));
-                        __m256i neg = _mm256_cmpeq_epi32(_mm256_and_si256(qh, bit), bit);
-                        /* signed value in the low word, zero high word: vpmaddwd gives value * x16 */
-                        p = _mm256_and_si256(_mm256_sub_epi32(_mm256_xor_si256(v, neg), neg), LOW16);
-                    }
-                    for (int bi = 0; bi < nb; bi++) {
-                        __m256i L = _mm256_loadu_si256((const __m256i *)(lanes + bi * lstride + 128 * blk + 32 * g));
-                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
-                    }
-                }
+                for (int bi = 0; bi < nb; bi++)
+                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_set1_ps(sc[bi][o]), facc[bi]);
             }
-            float bs = (float)iqkt_mm_block_scale(type, sb, b);
+            continue;
+        }
+        uint32_t wk[8];   /* IQ3: byte g of wk[k] = qh[8g + k]: signs of step k of group g, bit = block */
+        if (type == IQKT_MM_IQ3) {
+            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+        }
+        __m256 scv[IQKT_MM_NB];
+        for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
+        for (int v = 0; v < 4; v++) {
+            __m256i seeds = _mm256_add_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
+            __m256i sgn = _mm256_sub_epi32(SGN, _mm256_set1_epi32(2 * v));
+            __m256i acc[IQKT_MM_NB];
             for (int bi = 0; bi < nb; bi++) {
-                __m256i a = acc[bi];
-                if (type != IQKT_MM_IQ3)
-                    a = _mm256_sub_epi32(a, _mm256_castsi128_si256(_mm_cvtsi32_si128(126 * bsum[bi * bstride + blk])));
-                facc[bi] = _mm256_add_ps(facc[bi], _mm256_mul_ps(_mm256_cvtepi32_ps(a),
-                                                                 _mm256_set1_ps(bs * xs[bi * xstride + blk])));
+                if (type == IQKT_MM_IQ3) {
+                    acc[bi] = _mm256_setzero_si256();
+                } else {
+                    const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
+                    acc[bi] = _mm256_setr_epi32(-126 * bs[0], 0, 0, 0, -126 * bs[1], 0, 0, 0);
+                }
             }
+            for (int k = 0; k < 8; k++) {
+                __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                __m256i p = _mm256_maddubs_epi16(st, ONES8);
+                if (type == IQKT_MM_IQ3) {
+                    __m256i val = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
+                    __m256i s = _mm256_or_si256(_mm256_sllv_epi32(_mm256_set1_epi32((int)wk[k]), sgn), ONE);
+                    p = _mm256_sign_epi32(val, s);   /* low word = signed value; lanes are (x16, 0) */
+                }
+                for (int bi = 0; bi < nb; bi++) {
+                    __m256i L = _mm256_loadu_si256((const __m256i *)(ls + bi * lstride + 256 * v + 32 * k));
+                    acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
+                }
+            }
+            __m256i perm = _mm256_add_epi32(HALF, _mm256_set1_epi32(2 * v));
+            for (int bi = 0; bi < nb; bi++)
+                facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_permutevar8x32_ps(scv[bi], perm),
+                                           facc[bi]);
         }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_hsum256(facc[bi]);
+}
+
+/* Batch kernel (more than IQKT_MM_NB activation rows).  Each super-block of
+ * a weight row is decoded once into 16 ymm of int16 pairs (the values of
+ * steps 2kp, 2kp+1 of a lane's group; IQ2/IQ4 unbiased byte sums, IQ3 signed
+ * values), so the product with one activation row is one vpmaddwd per 16
+ * weights.  Every lane's int32 dot, bias lane, scale and FMA order equal
+ * those of iqkt_mm_row_avx2, so the result is bit-for-bit that of the
+ * row kernel. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
+    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
+    const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
+    const __m256i ONES8 = _mm256_set1_epi8(1);
+    const __m256i ONES16 = _mm256_set1_epi16(1);
+    const __m256i ONE = _mm256_set1_epi32(1);
+    const __m256i B126 = _mm256_set1_epi32(126);
+    const __m256i OFF = _mm256_set1_epi32(4096);
+    float bsf[8];
+    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
+    *bsv = _mm256_loadu_ps(bsf);
+    if (type == IQKT_MM_IQ4) {
+        for (int o = 0; o < 8; o++) {
+            uint32_t w;
+            memcpy(&w, sb + 4 * o, 4);
+            __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
+            __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
+            __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
+            __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
+            __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
+                                                                                _mm256_slli_epi32(hi, 12))),
+                                             _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
+            }
+            dst[2 * o] = _mm256_blend_epi16(v[0], _mm256_slli_epi32(v[1], 16), 0xAA);
+            dst[2 * o + 1] = _mm256_blend_epi16(v[2], _mm256_slli_epi32(v[3], 16), 0xAA);
+        }
+        return;
+    }
+    uint32_t wk[8];
+    if (type == IQKT_MM_IQ3) {
+        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+    }
+    for (int vv = 0; vv < 4; vv++) {
+        __m256i seeds = _mm256_add_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * vv))), OFF);
+        __m256i sgn = _mm256_sub_epi32(SGN, _mm256_set1_epi32(2 * vv));
+        __m256i v[8];
+        for (int k = 0; k < 8; k++) {
+            __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+            v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
+            if (type == IQKT_MM_IQ3) {
+                __m256i val = _mm256_abs_epi32(_mm256_sub_epi32(v[k], B126));
+                __m256i s = _mm256_or_si256(_mm256_sllv_epi32(_mm256_set1_epi32((int)wk[k]), sgn), ONE);
+                v[k] = _mm256_sign_epi32(val, s);
+            }
+        }
+        for (int kp = 0; kp < 4; kp++)
+            dst[4 * vv + kp] = _mm256_blend_epi16(v[2 * kp], _mm256_slli_epi32(v[2 * kp + 1], 16), 0xAA);
+    }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
+                                          int64_t bstride, const float *xs, int64_t xstride, int64_t nb,
+                                          __m256i *wbuf /* TILE*KC*16 */, __m256 *bbuf /* TILE*KC */,
+                                          __m256 *facc /* nb*TILE */, float *out /* nr x nb */) {
+    const int sbb = iqkt_mm_sb_bytes[type];
+    const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
+        int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+            for (int c = 0; c < kc; c++)
+                iqkt_mm_decode_pairs_avx2(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
+                                          wbuf + (r * IQKT_MM_KC + c) * 16, bbuf + r * IQKT_MM_KC + c);
+        for (int64_t b = 0; b < nb; b++) {
+            __m256 fa[IQKT_MM_TILE];
+            for (int r = 0; r < IQKT_MM_TILE; r++) fa[r] = facc[b * IQKT_MM_TILE + r];
+            for (int c = 0; c < kc; c++) {
+                int64_t ib = c0 + c;
+                const uint8_t *lb = lanes + b * lstride + 512 * ib;
+                const int32_t *bs = bsum + b * bstride + 8 * ib;
+                __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
+                if (type == IQKT_MM_IQ4) {
+                    for (int o = 0; o < 8; o++) {
+                        __m256i x0 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o));
+                        __m256i x1 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o + 32));
+                        __m256i bias = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
+                        __m256i sel = _mm256_set1_epi32(o);
+                        for (int r = 0; r < IQKT_MM_TILE; r++) {
+                            const __m256i *w = wbuf + (r * IQKT_MM_KC + c) * 16 + 2 * o;
+                            __m256i a = _mm256_add_epi32(bias, _mm256_madd_epi16(w[0], x0));
+                            a = _mm256_add_epi32(a, _mm256_madd_epi16(w[1], x1));
+                            __m256 scv = _mm256_permutevar8x32_ps(_mm256_mul_ps(bbuf[r * IQKT_MM_KC + c], xsv), sel);
+                            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), scv, fa[r]);
+                        }
+                    }
+                } else {
+                    for (int vv = 0; vv < 4; vv++) {
+                        __m256i x[4];
+                        for (int kp = 0; kp < 4; kp++) x[kp] = _mm256_loadu_si256((const __m256i *)(lb + 128 * vv + 32 * kp));
+                        __m256i bias = (type == IQKT_MM_IQ3) ? _mm256_setzero_si256()
+                                       : _mm256_setr_epi32(-126 * bs[2 * vv], 0, 0, 0, -126 * bs[2 * vv + 1], 0, 0, 0);
+                        __m256i perm = _mm256_add_epi32(HALF, _mm256_set1_epi32(2 * vv));
+                        for (int r = 0; r < IQKT_MM_TILE; r++) {
+                            const __m256i *w = wbuf + (r * IQKT_MM_KC + c) * 16 + 4 * vv;
+                            __m256i a = _mm256_add_epi32(bias, _mm256_madd_epi16(w[0], x[0]));
+                            a = _mm256_add_epi32(a, _mm256_madd_epi16(w[1], x[1]));
+                            a = _mm256_add_epi32(a, _mm256_madd_epi16(w[2], x[2]));
+                            a = _mm256_add_epi32(a, _mm256_madd_epi16(w[3], x[3]));
+                            __m256 scv = _mm256_permutevar8x32_ps(_mm256_mul_ps(bbuf[r * IQKT_MM_KC + c], xsv), perm);
+                            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), scv, fa[r]);
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < IQKT_MM_TILE; r++) facc[b * IQKT_MM_TILE + r] = fa[r];
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = iqkt_mm_hsum256(facc[b * IQKT_MM_TILE + r]);
 }
 
 #endif /* IQKT_HAVE_AVX2 */
@@ -634,6 +833,9 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
 #if defined(IQKT_HAVE_AVX512)
     if (iqkt_mm_use_batch(nb))
         return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 12 + nb * IQKT_MM_TILE) + 64;
+#elif defined(IQKT_HAVE_AVX2)
+    if (iqkt_mm_use_batch(nb))
+        return 32 * (IQKT_MM_TILE * IQKT_MM_KC * 17 + nb * IQKT_MM_TILE) + 64;
 #endif
     (void)nb;
     return 0;
@@ -643,9 +845,10 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
  * stride rs, row scales excluded) with nb activation rows in the batch
  * layout: out[r * nb + b].  Only when iqkt_mm_use_batch(nb). */
 static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                         const uint8_t *lanes, int64_t lstride, const float *xs, int64_t xstride,
-                         int64_t nb, uint8_t *scratch, float *out) {
+                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                         const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out) {
 #if defined(IQKT_HAVE_AVX512)
+    (void)bsum; (void)bstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     __m512i *wbuf = (__m512i *)al;
     __m512 *bbuf = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
@@ -656,8 +859,19 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
         iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
     else
         iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+#elif defined(IQKT_HAVE_AVX2)
+    uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    __m256i *wbuf = (__m256i *)al;
+    __m256 *bbuf = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 16);
+    __m256 *facc = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 17);
+    if (type == IQKT_MM_IQ2)
+        iqkt_mm_tile_avx2(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    else if (type == IQKT_MM_IQ3)
+        iqkt_mm_tile_avx2(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    else
+        iqkt_mm_tile_avx2(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
 #else
-    (void)type; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
+    (void)type; (void)bsum; (void)bstride; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
     (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out;
 #endif
 }
