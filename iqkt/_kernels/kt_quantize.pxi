@@ -16,9 +16,6 @@
 # the squared gap to that cell's value interval) beats the best distance so
 # far.  The reference only searches one cluster of candidates.
 
-cdef extern from "float.h":
-    float FLT_MIN
-
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales (IQ2/IQ3)
 # IQ4 tries 10 scales x 2 codebooks per block: all pairs are searched at
 # NFLIP_COARSE, then the TRIAL_KEEP best-scoring ones again at NFLIP_FINE
@@ -396,14 +393,6 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
     sumq2[0] = s2
 
 
-cdef inline float finite_or_max(float v) noexcept nogil:
-    if v > FLT_MAX:
-        return FLT_MAX
-    if v < -FLT_MAX:
-        return -FLT_MAX
-    return v
-
-
 cdef float unscale_row_scale(float d, int expo, int max_code_product) noexcept nogil:
     """Undo the power-of-two row scaling, keeping every decoded weight finite."""
     cdef double dd = <double>d
@@ -501,6 +490,13 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
     return changed
 
 
+cdef inline int clamp_linear_code(int type_id, int c) noexcept nogil:
+    """Clamp an integer block scale to its type's code range (IQ3: 0..15, IQ4: -64..63)."""
+    if type_id == KT_IQ3:
+        return 0 if c < 0 else (15 if c > 15 else c)
+    return -64 if c < -64 else (63 if c > 63 else c)
+
+
 cdef int best_scale_code(int type_id, float d, double sx, double s2, int current) noexcept nogil:
     """Scale code minimising d^2 v^2 s2 - 2 d v sx for code value v."""
     cdef int c, best = current
@@ -519,10 +515,8 @@ cdef int best_scale_code(int type_id, float d, double sx, double s2, int current
     # Linear codes: the error is a convex quadratic in the code, so the best
     # integer is the rounded, clamped optimum.
     opt = sx / (<double>d * s2)
-    c = <int>floor(opt + 0.5) if opt > -1e9 and opt < 1e9 else (-1000 if opt < 0 else 1000)
-    if type_id == KT_IQ3:
-        return 0 if c < 0 else (15 if c > 15 else c)
-    return -64 if c < -64 else (63 if c > 63 else c)
+    return clamp_linear_code(type_id, <int>floor(opt + 0.5) if opt > -1e9 and opt < 1e9
+                             else (-1000 if opt < 0 else 1000))
 
 
 cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters) noexcept nogil:
@@ -574,10 +568,8 @@ cdef inline int nearest_scale_code(int type_id, float u) noexcept nogil:
     cdef int c
     if type_id == KT_IQ2:
         return nearest_iq2_scale_code(u)
-    c = <int>floorf(u + 0.5) if u > -1000 and u < 1000 else (-1000 if u < 0 else 1000)
-    if type_id == KT_IQ3:
-        return 0 if c < 0 else (15 if c > 15 else c)
-    return -64 if c < -64 else (63 if c > 63 else c)
+    return clamp_linear_code(type_id, <int>floorf(u + 0.5) if u > -1000 and u < 1000
+                             else (-1000 if u < 0 else 1000))
 
 
 cdef enum:
