@@ -19,15 +19,15 @@
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales (IQ2/IQ3)
 # IQ4 searches its trial scales (see IQ4_STEP) at NFLIP_COARSE, then the
 # TRIAL_KEEP best-scoring trials again at NFLIP_FINE (TRIAL_KEEP = 0: off).
-# Effort 2 rather than 3 with the local search of IQ4_STEP: -5% time for
-# +1.0% error (geometric mean of 6 synthetic cases, 8x4096 rows; per case
-# +0.1% .. +3.0%), still 2.2% below the fixed list at effort 3 with 10% less
-# time (refinement passes included).  Earlier measurements of the
-# two-stage search (AVX2 instruction counts, 16x4096 rows, the reference's
-# fixed trial list): coarse 1 / keep 4: -12% work but +0.6% error (+2.6% on
-# outliers with an imatrix); coarse 0 / keep 4: -37% work, +3.8% error.  So
-# the two-stage search is off by default, kept as a knob for experiments.
-cdef int NFLIP_COARSE = 2
+# Effort 2 rather than 3 with the local search of IQ4_STEP: -5% time, but
+# error +1.1% (geometric mean of 6 synthetic cases, 16x4096 rows) and worse
+# than the reference-style fixed list on outliers (+1.7%); at effort 3 every
+# case is better than that list.  Earlier measurements of the two-stage search
+# (AVX2 instruction counts, 16x4096 rows, the fixed trial list): coarse 1 /
+# keep 4: -12% work but +0.6% error (+2.6% on outliers with an imatrix);
+# coarse 0 / keep 4: -37% work, +3.8% error.  So the two-stage search is off
+# by default, kept as a knob for experiments.
+cdef int NFLIP_COARSE = 3
 cdef int NFLIP_FINE = 8
 cdef int TRIAL_KEEP = 0
 cdef int NFLIP_REFINE = 8      # exact search in the last refinement pass
@@ -761,13 +761,14 @@ cdef enum:
     IQ4_MAX_TRIALS = IQ4_PAIRS * (1 + 2 * IQ4_STEPS)
 
 # Denominator steps of the local search over each pair's trial scale
-# amax / denom (denom starts at s0).  Measured against the reference's fixed
-# list (denominators s0 - 16 .. s0 + 16 in steps of 8, 20 searches per group,
-# same count as here): the same number of searches spread by a local search
-# finds better block scales (geometric mean error -3.2% on 6 synthetic cases,
-# 8x4096 rows, every case better); a third step of 6 gives -5.2% for +29%
-# time.  Wider fixed lists also help: offsets -32..16 in steps of 16 -1.8%
-# with 16 searches; -24..24 in steps of 8 -3.0% with 28.
+# amax / denom (denom starts at s0).  Measured against the reference-style
+# fixed list (denominators s0 - 16 .. s0 + 16 in steps of 8; 20 searches per
+# group, as here), both at search effort 3, 6 synthetic cases (Gaussian,
+# Student-t 3, 0.5% x20 outliers; with/without chi-square imatrix), 16x4096
+# rows: error -2.7% (geometric mean; every case better, Gaussian -6%), same
+# time.  The range of scales matters more than their density: a third step
+# of 6 gave -5.2% for +29% time; one step of 24 (12 searches) +2.4% for -25%;
+# searching only the 2 or 3 pairs best at s0 loses 1-5%.
 cdef int IQ4_STEP[IQ4_STEPS]
 IQ4_STEP[0] = 24
 IQ4_STEP[1] = 12
