@@ -635,11 +635,27 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, co
                                            const int8_t *cb4, int16_t *dst, float *bsf) {
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
     if (type == IQKT_MM_IQ4) {
-        int8_t vals[32];
-        for (int b = 0; b < 8; b++) {
-            iqkt_mm_decode_block(type, sb, b, cb8, cb4, vals);
-            _mm512_storeu_si512((void *)(dst + 32 * b),
-                                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)vals)));
+        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
+        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
+        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        for (int q = 0; q < 4; q++) {
+            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
+            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
+            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
+            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
+            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
+            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
+            __m512i id = _mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
+                                         _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag));
+            uint32_t ids[16];
+            _mm512_storeu_si512((void *)ids, id);
+            for (int h = 0; h < 2; h++) {
+                int32_t g[8];
+                for (int j = 0; j < 8; j++) memcpy(&g[j], cb4 + 4 * ids[8 * h + j], 4);
+                __m256i v = _mm256_loadu_si256((const __m256i *)g);
+                _mm512_storeu_si512((void *)(dst + 32 * (2 * q + h)), _mm512_cvtepi8_epi16(v));
+            }
         }
         return;
     }
