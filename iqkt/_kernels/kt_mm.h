@@ -425,39 +425,54 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
 
+/* IQ4 seeds (index + 4096 + 32768 * flag) of groups 16q .. 16q + 15 of a
+ * super-block (blocks 2q, 2q + 1), lane l = group 16q + l.  words: the 8 block
+ * words in the low half; off: 4096 + 32768 * flag per block, same layout.
+ * The 3 high index bits of lane l (block word bits 8 + 3j .. 10 + 3j, j = l % 8)
+ * are rotated to bits 12..14 and merged with ql | qh-nibble << 8 by one
+ * bit-select. */
+IQKT_ALWAYS_INLINE __m512i iqkt_mm_iq4_seeds(const uint8_t *sb, int q, __m512i words, __m512i off) {
+    const __m512i ROT = _mm512_setr_epi32(4, 1, 30, 27, 24, 21, 18, 15, 4, 1, 30, 27, 24, 21, 18, 15);
+    const __m512i SEL = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                         _mm512_set1_epi32(2 * q));
+    __m128i ql = _mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q));
+    __m128i qh = _mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1)));
+    if (q >= 2) qh = _mm_srli_epi16(qh, 4);
+    qh = _mm_and_si128(qh, _mm_set1_epi8(15));
+    __m512i lomid = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_unpackhi_epi8(ql, qh), _mm_unpacklo_epi8(ql, qh)));
+    __m512i rot = _mm512_rolv_epi32(_mm512_permutexvar_epi32(SEL, words), ROT);
+    __m512i id = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x7000), rot, lomid, 0xCA);   /* mask ? rot : lomid */
+    return _mm512_add_epi32(id, _mm512_permutexvar_epi32(SEL, off));
+}
+
+static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
+    return _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(_mm256_and_si256(w8, _mm256_set1_epi32(1)), 15),
+                                                   _mm256_set1_epi32(4096)));
+}
+
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
                                                const uint8_t *lanes, int64_t lstride,
                                                const float *xs, int64_t xstride, const int nb,
                                                float *out) {
     static const uint32_t MK[4] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4};
-    const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * 128;
         __m512i gd[IQKT_MM_NB][4];
-        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
             float bs = (float)((int)(sb[4 * b] >> 1) - 64);
             for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
-            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
-            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
-            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
-            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
-            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
-            __m512i id = _mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
-                                         _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag));
-            __m512i seeds = _mm512_add_epi32(id, OFF);
+            __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
             __m512i acc[IQKT_MM_NB][2];
             for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
             const uint8_t *lq = lanes + 1024 * ib + 256 * q;
@@ -503,18 +518,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
     }
     if (type == IQKT_MM_IQ4) {
-        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
-        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
-            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
-            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
-            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
-            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
-            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
-            __m512i seeds = _mm512_add_epi32(_mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
-                                                             _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag)), OFF);
+            __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
             __m512i v[4];
             for (int k = 0; k < 4; k++) {
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
@@ -636,18 +643,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, co
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
     if (type == IQKT_MM_IQ4) {
         /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
-        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
-        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
-            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
-            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
-            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
-            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
-            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
-            __m512i id = _mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
-                                         _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag));
+            /* codebook row = seed - 4096 */
+            __m512i id = _mm512_sub_epi32(iqkt_mm_iq4_seeds(sb, q, words, off), _mm512_set1_epi32(4096));
             uint32_t ids[16];
             _mm512_storeu_si512((void *)ids, id);
             for (int h = 0; h < 2; h++) {
