@@ -12,16 +12,25 @@
  *   - the row result is sum_blocks (float(block_scale) * s) * float(dot).
  * Only the order of that last float sum differs between ISAs (vector lanes),
  * which is why variants agree to ~1e-7 relative rather than bit for bit.
+ * AVX512 fixes that order as: 8 partial sums, slot j = blocks j, j+8, j+16, ...
+ * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
+ * batch and GEMM batch kernels all follow it, so they agree bit for bit.
  *
  * Why int16 activations and not int8: a single int8 plane per 32-block was
  * measured at 2.6% error on one golden case (the limit is 1%); int16 blocks are
  * accurate to ~1e-4 and, with the trellis values computed in 32-bit lanes, cost
  * the same as int8 (one vpdpwssd per 16 weights on AVX512-VNNI).
  *
- * Why the trellis is computed, not looked up, on x86: each group needs one
- * 64-byte line of a 512 KiB table that lives in L2, which caps lookups well
- * below the rate at which vpmulld + vpand + vpdpbusd regenerate the values
- * (see the perf notes).  Scalar and NEON use the codebook tables.
+ * Why the trellis is computed, not looked up, in the x86 GEMV kernels: each
+ * group needs one 64-byte line of a 512 KiB table that lives in L2.  Measured
+ * on Zen4 (4096 x 4096 IQ2, one thread, C prototypes): compute 0.96 ms;
+ * vpgatherqq lookups 1.9-2.0 ms (1.9 ms even with the table in L1: the gather
+ * instruction itself is slow there); 8 scalar 64-bit loads per 64 weights
+ * 1.45 ms (0.82 ms with an L1-resident table, so L2 line traffic is the cap);
+ * half lookups / half compute 1.38 ms (the two do not overlap well); AVX2
+ * lookups did not beat AVX2 compute either.  Lookups are used where the
+ * decoded values are reused many times: the AVX512 GEMM batch kernel, and
+ * scalar / NEON.
  *
  * Activation "lanes": each activation row is re-laid out once per call by
  * iqkt_mm_prepare into 4 bytes per element (block stride 128 bytes), in the
@@ -31,8 +40,10 @@
  *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
  *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
  *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
- * The batch kernels (AVX512 for nb >= 2, AVX2 for nb > IQKT_MM_NB) use int16
- * pairs instead (2 bytes per element, see iqkt_mm_prepare).
+ * The batch kernels (AVX512 for 2 <= nb < IQKT_MM_GEMM_MIN, AVX2 for
+ * nb > IQKT_MM_NB) use int16 pairs instead (2 bytes per element, see
+ * iqkt_mm_prepare); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
+ * the activation rows (iqkt_mm_prepare_rows).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
@@ -324,6 +335,19 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
     for (int bi = 0; bi < nb; bi++) out[bi] = acc[bi];
 }
 
+#if defined(IQKT_HAVE_AVX512) || defined(IQKT_HAVE_AVX2)
+/* IQ3 sign bits transposed for the step-major kernels: byte j of wk[k] =
+ * qh[8j + k], i.e. the signs of step k of group j of every block (bit = block). */
+static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+    __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+    _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+    _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+}
+#endif
+
 /* ---- AVX512-VNNI: trellis computed in 16 lanes, step-major ---------------
  *
  * A zmm holds step k of 16 different groups (lane = group), so the states
@@ -363,37 +387,36 @@ static inline __m256i iqkt_mm_sum8x8(const __m512i v[4]) {
     return _mm512_castsi512_si256(_mm512_permutexvar_epi32(PERM, p));
 }
 
+/* IQ2/IQ3 seeds (index + 4096) of a super-block in the AVX512 lane order:
+ * seeds[h] lane 4j + i = group j of block 4h + i. */
+static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
+    /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
+    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
+                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
+    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+}
+
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t *sbs, int64_t nsb,
                                                 const uint8_t *lanes, int64_t lstride,
                                                 const float *xs, int64_t xstride, const int nb,
                                                 float *out) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
-    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
-                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
     const int sbb = is_iq3 ? 100 : 68;
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
-        __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
         __m512i seeds[2];
-        seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
-        seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+        iqkt_mm_iq23_seeds(sb, seeds);
         uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
-        if (is_iq3) {
-            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-        }
+        if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
         float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
             float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_MM_IQ3 : IQKT_MM_IQ2, sb, b);
@@ -502,7 +525,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst, __m512 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
     const __m512i BYTES = _mm512_set1_epi32(0x01010101);
     const __m512i B126 = _mm512_set1_epi32(-126);
@@ -532,21 +554,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         }
         return;
     }
-    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
-                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
     __m512i seeds[2];
-    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
-    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+    iqkt_mm_iq23_seeds(sb, seeds);
     uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) {
-        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-    }
+    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
     for (int h = 0; h < 2; h++) {
         /* lane l = 4j + i belongs to block 4h + i */
         __m512i v[8];
@@ -808,8 +819,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
     /* IQ3: bit 8 * (l & 3) + (l >> 2) of the step word (+ 2v) goes to bit 31 */
     const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
@@ -856,12 +865,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             continue;
         }
         uint32_t wk[8];   /* IQ3: byte g of wk[k] = qh[8g + k]: signs of step k of group g, bit = block */
-        if (type == IQKT_MM_IQ3) {
-            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-        }
+        if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
         __m256 scv[IQKT_MM_NB];
         for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
         for (int v = 0; v < 4; v++) {
@@ -910,8 +914,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
     const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
     const __m256i ONES16 = _mm256_set1_epi16(1);
@@ -943,12 +945,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
         return;
     }
     uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) {
-        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-    }
+    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
     for (int vv = 0; vv < 4; vv++) {
         __m256i seeds = _mm256_add_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * vv))), OFF);
