@@ -141,8 +141,15 @@ static inline int iqkt_mm_use_batch(int64_t nb) {
 }
 
 /* Whether a batch product with nb activation rows uses the AVX512 GEMM
- * kernel (activation rows in the lanes) rather than the "pairs" kernel. */
-#define IQKT_MM_GEMM_MIN 16
+ * kernel (activation rows in the lanes) rather than the "pairs" kernel.  Both
+ * are bound by vpdpwssd (32 int16 multiply-adds each); the GEMM saves the
+ * per-row reductions but pays for codebook lookups and for partly filled
+ * 16-row vectors.  Measured on Zen4 (4096 x 4096, one thread, ms, pairs /
+ * GEMM): IQ2 nb=16 5.6 / 6.6, 32 9.5 / 10.3, 48 13.6 / 14.1, 64 24.2 / 21.3;
+ * IQ4 nb=32 11.8 / 15.0, 48 23.0 / 18.4, 64 29.6 / 23.5 (noisy machine). */
+#ifndef IQKT_MM_GEMM_MIN
+#define IQKT_MM_GEMM_MIN 40
+#endif
 static inline int iqkt_mm_use_gemm(int64_t nb) {
 #if defined(IQKT_HAVE_AVX512)
     return nb >= IQKT_MM_GEMM_MIN;
