@@ -145,6 +145,23 @@ def _dequantize(q, t: str, n: int, inference: bool) -> np.ndarray:
     return np.ascontiguousarray(out.astype(np.float32).reshape(rows, n))
 
 
+def block_scales(q, t: str, n: int, inference: bool = False) -> np.ndarray:
+    """Float scale of every 32-weight block (weight = scale * trellis value):
+    (rows, n // 32) float32."""
+    t = norm_type(t)
+    d, blk, rows = _split(q, t, n)
+    if inference and t == "iq2_kt":
+        d = (d * np.float32(1.05)).astype(np.float32)
+    if t == "iq2_kt":
+        s = _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[_nibble_scales(blk[..., 0:4])])
+    elif t == "iq3_kt":
+        s = _mul_f32(d, _nibble_scales(blk[..., 0:4]))
+    else:
+        w = blk[..., 0:32].copy().view("<u4").astype(np.int64)
+        s = _mul_f32(d, ((w & 0xFF) >> 1) - 64)
+    return s.reshape(rows, n // 32)
+
+
 def dequantize_scalar(q, t: str, n: int) -> np.ndarray:
     """Slow, loop-based decoder written independently of ``dequantize`` (used to
     cross-check the vectorised one on a few rows)."""
