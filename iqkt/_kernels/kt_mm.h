@@ -429,12 +429,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
             float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_MM_IQ3 : IQKT_MM_IQ2, sb, b);
             for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
         }
-        __m128i bd[IQKT_MM_NB][2];
-        for (int h = 0; h < 2; h++) {
-            __m512i acc[IQKT_MM_NB][2];
-            for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
-            const uint8_t *lh = lanes + 1024 * ib + 512 * h;
-            for (int k = 0; k < 8; k++) {
+        __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
+        for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
+        for (int k = 0; k < 8; k++) {
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *lh = lanes + 1024 * ib + 512 * h;
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
                 __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);    /* sum of the 4 masked bytes - 126 */
                 if (is_iq3) {
@@ -442,14 +441,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
                     v = _mm512_mask_sub_epi32(v, (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v);
                 }
                 for (int bi = 0; bi < nb; bi++)   /* lanes hold (x16, 0) word pairs: adds v * x16 */
-                    acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
-                                                         _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
+                    acc[bi][h] = _mm512_dpwssd_epi32(acc[bi][h], v,
+                                                     _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
             }
-            for (int bi = 0; bi < nb; bi++)   /* lane 4j + i -> block 4h + i */
-                bd[bi][h] = iqkt_mm_sum4x128(_mm512_add_epi32(acc[bi][0], acc[bi][1]));
         }
-        for (int bi = 0; bi < nb; bi++)
-            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(bd[bi][1], bd[bi][0])),
+        for (int bi = 0; bi < nb; bi++)   /* lane 4j + i of half h -> block 4h + i */
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]),
+                                                                           iqkt_mm_sum4x128(acc[bi][0]))),
                                        _mm256_loadu_ps(sc[bi]), facc[bi]);
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
