@@ -6,6 +6,7 @@ through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import numbers
 import os
@@ -52,7 +53,9 @@ def row_size(type, n) -> int:
     return 4 + _SB_BYTES[_type_id(type)] * (_check_n(n) // BLOCK)
 
 
+@functools.lru_cache(maxsize=None)
 def _total_memory() -> int:
+    # Physical memory does not change while we run; sysconf costs ~1 us a call.
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

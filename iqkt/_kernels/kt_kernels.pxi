@@ -35,10 +35,14 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum)
     int iqkt_mm_use_batch(int64_t nb)
     int IQKT_MM_TILE
-    int64_t iqkt_mm_tile_scratch(int64_t nb)
+    int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n)
+    void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch)
+    void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                              int32_t *bsum)
     void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                       const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
-                      const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out)
+                      const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                      const int8_t *cb8, const int8_t *cb4)
     void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
@@ -314,8 +318,7 @@ cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, i
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
-    for r in range(nrows):
-        iqkt_mm_prepare(type_id, nrows, qx + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n // 32))
+    iqkt_mm_prepare_rows(type_id, nrows, qx, n, lanes, bsum)
     return KT_OK
 
 cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
@@ -343,12 +346,13 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
     if iqkt_mm_use_batch(nb_rows):
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
-        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows))
+        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows, n))
         tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
         if scratch == NULL or tout == NULL:
             free(scratch)
             free(tout)
             return KT_ERR_NOMEM
+        iqkt_mm_batch_begin(nb_rows, n, xs, nblk, scratch)
         r = row0
         while r < row1:
             nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
@@ -361,7 +365,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                 if type_id == KT_IQ2:
                     dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
             iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
-                         scratch, tout)
+                         scratch, tout, CB8, CB4)
             for t in range(nr):
                 for b0 in range(nb_rows):
                     y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]

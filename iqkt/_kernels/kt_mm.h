@@ -12,16 +12,25 @@
  *   - the row result is sum_blocks (float(block_scale) * s) * float(dot).
  * Only the order of that last float sum differs between ISAs (vector lanes),
  * which is why variants agree to ~1e-7 relative rather than bit for bit.
+ * AVX512 fixes that order as: 8 partial sums, slot j = blocks j, j+8, j+16, ...
+ * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
+ * batch and GEMM batch kernels all follow it, so they agree bit for bit.
  *
  * Why int16 activations and not int8: a single int8 plane per 32-block was
  * measured at 2.6% error on one golden case (the limit is 1%); int16 blocks are
  * accurate to ~1e-4 and, with the trellis values computed in 32-bit lanes, cost
  * the same as int8 (one vpdpwssd per 16 weights on AVX512-VNNI).
  *
- * Why the trellis is computed, not looked up, on x86: each group needs one
- * 64-byte line of a 512 KiB table that lives in L2, which caps lookups well
- * below the rate at which vpmulld + vpand + vpdpbusd regenerate the values
- * (see the perf notes).  Scalar and NEON use the codebook tables.
+ * Why the trellis is computed, not looked up, in the x86 GEMV kernels: each
+ * group needs one 64-byte line of a 512 KiB table that lives in L2.  Measured
+ * on Zen4 (4096 x 4096 IQ2, one thread, C prototypes): compute 0.96 ms;
+ * vpgatherqq lookups 1.9-2.0 ms (1.9 ms even with the table in L1: the gather
+ * instruction itself is slow there); 8 scalar 64-bit loads per 64 weights
+ * 1.45 ms (0.82 ms with an L1-resident table, so L2 line traffic is the cap);
+ * half lookups / half compute 1.38 ms (the two do not overlap well); AVX2
+ * lookups did not beat AVX2 compute either.  Lookups are used where the
+ * decoded values are reused many times: the AVX512 GEMM batch kernel, and
+ * scalar / NEON.
  *
  * Activation "lanes": each activation row is re-laid out once per call by
  * iqkt_mm_prepare into 4 bytes per element (block stride 128 bytes), in the
@@ -31,8 +40,10 @@
  *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
  *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
  *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
- * The batch kernels (AVX512 for nb >= 2, AVX2 for nb > IQKT_MM_NB) use int16
- * pairs instead (2 bytes per element, see iqkt_mm_prepare).
+ * The batch kernels (AVX512 for 2 <= nb < IQKT_MM_GEMM_MIN, AVX2 for
+ * nb > IQKT_MM_NB) use int16 pairs instead (2 bytes per element, see
+ * iqkt_mm_prepare); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
+ * the activation rows (iqkt_mm_prepare_rows).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
@@ -85,6 +96,13 @@ static inline int iqkt_mm_block_scale(int type, const uint8_t *sb, int b) {
     return type == IQKT_MM_IQ2 ? iqkt_mm_iq2_table[code] : code;
 }
 
+/* The fixed order in which the AVX512 kernels add their 8 per-block-slot
+ * partial sums (slot j = blocks j, j + 8, j + 16, ... of a row); the B = 1
+ * and batch kernels both end with it, which keeps them bit-identical. */
+static inline float iqkt_mm_sum8(const float f[8]) {
+    return ((f[0] + f[4]) + (f[2] + f[6])) + ((f[1] + f[5]) + (f[3] + f[7]));
+}
+
 /* Position (within its super-block) of the activation that the AVX512
  * kernels read at lane-slot e (0..255) of a super-block: see the step-major
  * layout described above iqkt_mm_row_iq23_avx512. */
@@ -116,6 +134,25 @@ static inline int iqkt_mm_use_batch(int64_t nb) {
     return nb >= 2;
 #elif defined(IQKT_HAVE_AVX2)
     return nb > IQKT_MM_NB;   /* up to IQKT_MM_NB rows share one trellis pass */
+#else
+    (void)nb;
+    return 0;
+#endif
+}
+
+/* Whether a batch product with nb activation rows uses the AVX512 GEMM
+ * kernel (activation rows in the lanes) rather than the "pairs" kernel.  Both
+ * are bound by vpdpwssd (32 int16 multiply-adds each); the GEMM saves the
+ * per-row reductions but pays for codebook lookups and for partly filled
+ * 16-row vectors.  Measured on Zen4 (4096 x 4096, one thread, ms, pairs /
+ * GEMM): IQ2 nb=16 5.6 / 6.6, 32 9.5 / 10.3, 48 13.6 / 14.1, 64 24.2 / 21.3;
+ * IQ4 nb=32 11.8 / 15.0, 48 23.0 / 18.4, 64 29.6 / 23.5 (noisy machine). */
+#ifndef IQKT_MM_GEMM_MIN
+#define IQKT_MM_GEMM_MIN 40
+#endif
+static inline int iqkt_mm_use_gemm(int64_t nb) {
+#if defined(IQKT_HAVE_AVX512)
+    return nb >= IQKT_MM_GEMM_MIN;
 #else
     (void)nb;
     return 0;
@@ -202,6 +239,38 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
 #endif
 }
 
+/* Lanes of nrows activation rows (x16: nrows x n) into lanes (nrows x
+ * IQKT_MM_LANE_BYTES * n bytes) and bsum (nrows x n/32).  Row by row
+ * (iqkt_mm_prepare), except for the AVX512 batch kernel, whose layout
+ * interleaves the rows: activation rows 16v .. 16v + w - 1 (w <= 16) take
+ * bytes [32 v n, 32 v n + 2 w n), holding for block blk and pair p (0..15)
+ * w int32 lanes, lane l = x16 elements 2p, 2p + 1 of that block of row 16v + l
+ * (int16 pair), at int32 index (16 blk + p) w + l. */
+static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                 int32_t *bsum) {
+#if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_gemm(nrows)) {
+        for (int64_t r = 0; r < nrows; r++)
+            for (int64_t blk = 0; blk < n / 32; blk++) {
+                int32_t s = 0;
+                for (int k = 0; k < 32; k++) s += x16[r * n + 32 * blk + k];
+                bsum[r * (n / 32) + blk] = s;
+            }
+        for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
+            int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
+            uint8_t *base = lanes + b0 * 2 * n;
+            for (int64_t blk = 0; blk < n / 32; blk++)
+                for (int p = 0; p < 16; p++)
+                    for (int l = 0; l < w; l++)
+                        memcpy(base + 4 * ((16 * blk + p) * w + l), x16 + (b0 + l) * n + 32 * blk + 2 * p, 4);
+        }
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < nrows; r++)
+        iqkt_mm_prepare(type, nrows, x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+}
+
 /* ---- lookup-based block decode (scalar and NEON) ------------------------- */
 
 /* The 32 signed trellis values of block b (IQ3: magnitude with the sign bit
@@ -273,6 +342,19 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
     for (int bi = 0; bi < nb; bi++) out[bi] = acc[bi];
 }
 
+#if defined(IQKT_HAVE_AVX512) || defined(IQKT_HAVE_AVX2)
+/* IQ3 sign bits transposed for the step-major kernels: byte j of wk[k] =
+ * qh[8j + k], i.e. the signs of step k of group j of every block (bit = block). */
+static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+    __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+    _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+    _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+}
+#endif
+
 /* ---- AVX512-VNNI: trellis computed in 16 lanes, step-major ---------------
  *
  * A zmm holds step k of 16 different groups (lane = group), so the states
@@ -287,47 +369,71 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
  * IQ4: lane l of quarter q holds group 16q + l (blocks 2q, 2q+1). */
 #if defined(IQKT_HAVE_AVX512)
 
+static inline float iqkt_mm_sum8_ps(__m256 v) {
+    float f[8];
+    _mm256_storeu_ps(f, v);
+    return iqkt_mm_sum8(f);
+}
+
+/* Block dots from per-group dots.  Lane 4j + i of v -> lane i (sum over j). */
+static inline __m128i iqkt_mm_sum4x128(__m512i v) {
+    __m256i t = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* IQ4: v[q] lane l holds a group of block 2q + l / 8; lane b of the result is
+ * the sum of block b's 8 lanes. */
+static inline __m256i iqkt_mm_sum8x8(const __m512i v[4]) {
+    /* 128-bit chunks [a0+a1, a2+a3, b0+b1, b2+b3]: blocks 0..3 (x), 4..7 (y), 4 lanes each */
+    __m512i x = _mm512_add_epi32(_mm512_shuffle_i64x2(v[0], v[1], 0x88), _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
+    __m512i y = _mm512_add_epi32(_mm512_shuffle_i64x2(v[2], v[3], 0x88), _mm512_shuffle_i64x2(v[2], v[3], 0xDD));
+    /* chunk c: [x0+x2, y0+y2, x1+x3, y1+y3]; then lanes 0, 1 = sums of chunk c of x, y */
+    __m512i p = _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y));
+    p = _mm512_add_epi32(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC));
+    const __m512i PERM = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(PERM, p));
+}
+
+/* IQ2/IQ3 seeds (index + 4096) of a super-block in the AVX512 lane order:
+ * seeds[h] lane 4j + i = group j of block 4h + i. */
+static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
+    /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
+    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
+                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
+    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+}
+
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t *sbs, int64_t nsb,
                                                 const uint8_t *lanes, int64_t lstride,
                                                 const float *xs, int64_t xstride, const int nb,
                                                 float *out) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
-    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
-                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
     const int sbb = is_iq3 ? 100 : 68;
-    __m512 facc[IQKT_MM_NB];
-    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm512_setzero_ps();
+    __m256 facc[IQKT_MM_NB];
+    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
-        __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
         __m512i seeds[2];
-        seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
-        seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+        iqkt_mm_iq23_seeds(sb, seeds);
         uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
-        if (is_iq3) {
-            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-        }
+        if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
         float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
             float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_MM_IQ3 : IQKT_MM_IQ2, sb, b);
             for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
         }
-        for (int h = 0; h < 2; h++) {
-            __m512i acc[IQKT_MM_NB][2];
-            for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
-            const uint8_t *lh = lanes + 1024 * ib + 512 * h;
-            for (int k = 0; k < 8; k++) {
+        __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
+        for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
+        for (int k = 0; k < 8; k++) {
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *lh = lanes + 1024 * ib + 512 * h;
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
                 __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);    /* sum of the 4 masked bytes - 126 */
                 if (is_iq3) {
@@ -335,16 +441,41 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
                     v = _mm512_mask_sub_epi32(v, (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v);
                 }
                 for (int bi = 0; bi < nb; bi++)   /* lanes hold (x16, 0) word pairs: adds v * x16 */
-                    acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
-                                                         _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
-            }
-            for (int bi = 0; bi < nb; bi++) {
-                __m512 scv = _mm512_broadcast_f32x4(_mm_loadu_ps(&sc[bi][4 * h]));
-                facc[bi] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[bi][0], acc[bi][1])), scv, facc[bi]);
+                    acc[bi][h] = _mm512_dpwssd_epi32(acc[bi][h], v,
+                                                     _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
             }
         }
+        for (int bi = 0; bi < nb; bi++)   /* lane 4j + i of half h -> block 4h + i */
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]),
+                                                                           iqkt_mm_sum4x128(acc[bi][0]))),
+                                       _mm256_loadu_ps(sc[bi]), facc[bi]);
     }
-    for (int bi = 0; bi < nb; bi++) out[bi] = _mm512_reduce_add_ps(facc[bi]);
+    for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
+}
+
+/* IQ4 seeds (index + 4096 + 32768 * flag) of groups 16q .. 16q + 15 of a
+ * super-block (blocks 2q, 2q + 1), lane l = group 16q + l.  words: the 8 block
+ * words in the low half; off: 4096 + 32768 * flag per block, same layout.
+ * The 3 high index bits of lane l (block word bits 8 + 3j .. 10 + 3j, j = l % 8)
+ * are rotated to bits 12..14 and merged with ql | qh-nibble << 8 by one
+ * bit-select. */
+IQKT_ALWAYS_INLINE __m512i iqkt_mm_iq4_seeds(const uint8_t *sb, int q, __m512i words, __m512i off) {
+    const __m512i ROT = _mm512_setr_epi32(4, 1, 30, 27, 24, 21, 18, 15, 4, 1, 30, 27, 24, 21, 18, 15);
+    const __m512i SEL = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                         _mm512_set1_epi32(2 * q));
+    __m128i ql = _mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q));
+    __m128i qh = _mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1)));
+    if (q >= 2) qh = _mm_srli_epi16(qh, 4);
+    qh = _mm_and_si128(qh, _mm_set1_epi8(15));
+    __m512i lomid = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_unpackhi_epi8(ql, qh), _mm_unpacklo_epi8(ql, qh)));
+    __m512i rot = _mm512_rolv_epi32(_mm512_permutexvar_epi32(SEL, words), ROT);
+    __m512i id = _mm512_ternarylogic_epi32(_mm512_set1_epi32(0x7000), rot, lomid, 0xCA);   /* mask ? rot : lomid */
+    return _mm512_add_epi32(id, _mm512_permutexvar_epi32(SEL, off));
+}
+
+static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
+    return _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(_mm256_and_si256(w8, _mm256_set1_epi32(1)), 15),
+                                                   _mm256_set1_epi32(4096)));
 }
 
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
@@ -352,33 +483,24 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
                                                const float *xs, int64_t xstride, const int nb,
                                                float *out) {
     static const uint32_t MK[4] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4};
-    const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
-    __m512 facc[IQKT_MM_NB];
-    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm512_setzero_ps();
+    __m256 facc[IQKT_MM_NB];
+    for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * 128;
-        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        __m512i gd[IQKT_MM_NB][4];
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
             float bs = (float)((int)(sb[4 * b] >> 1) - 64);
             for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
-            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
-            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
-            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
-            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
-            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
-            __m512i id = _mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
-                                         _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag));
-            __m512i seeds = _mm512_add_epi32(id, OFF);
+            __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
             __m512i acc[IQKT_MM_NB][2];
             for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
             const uint8_t *lq = lanes + 1024 * ib + 256 * q;
@@ -389,29 +511,25 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
                     acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
                                                          _mm512_loadu_si512((const void *)(lq + bi * lstride + 64 * k)));
             }
-            for (int bi = 0; bi < nb; bi++) {
-                __m512 scv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(sc[bi][2 * q])),
-                                                _mm256_set1_ps(sc[bi][2 * q + 1]), 1);
-                facc[bi] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[bi][0], acc[bi][1])), scv, facc[bi]);
-            }
+            for (int bi = 0; bi < nb; bi++) gd[bi][q] = _mm512_add_epi32(acc[bi][0], acc[bi][1]);
         }
+        for (int bi = 0; bi < nb; bi++)
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iqkt_mm_sum8x8(gd[bi])), _mm256_loadu_ps(sc[bi]), facc[bi]);
     }
-    for (int bi = 0; bi < nb; bi++) out[bi] = _mm512_reduce_add_ps(facc[bi]);
+    for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
 
-/* Batch kernel.  Each super-block of a weight row is decoded once into 8
- * zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's group), so the product
- * with one activation row is one vpdpwssd per 32 weights plus one scale
- * multiply, convert and FMA per 16 groups.  The float steps are exactly those
- * of the B = 1 kernel (per-group int dot, times float(block scale) * s, FMA'd
- * into the same lanes in the same order), so a batched product is bit-for-bit
- * the same as one activation row at a time.  Tiles of IQKT_MM_TILE rows share every activation
- * load; K is walked in chunks of IQKT_MM_KC super-blocks so the decoded
- * tile stays in L1.  Per-row arithmetic does not depend on the tiling. */
+/* Batch kernel for a few activation rows (2 <= nb < IQKT_MM_GEMM_MIN).
+ * Each super-block of a weight row is decoded once (trellis computed, as in
+ * the B = 1 kernels) into 8 zmm of int16 pairs (steps 2kp, 2kp+1 of a lane's
+ * group), so the product with one activation row is one vpdpwssd per 32
+ * weights; the group dots are then reduced to block dots, scaled and FMA'd
+ * exactly as in the B = 1 kernels, so the result is bit-for-bit the same.
+ * Tiles of IQKT_MM_TILE rows share every activation load; K is walked in
+ * chunks of IQKT_MM_KC super-blocks so the decoded tile stays in L1. */
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst, __m512 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
-    const __m512i OFF = _mm512_set1_epi32(4096);
     const __m512i ZERO = _mm512_setzero_si512();
     const __m512i BYTES = _mm512_set1_epi32(0x01010101);
     const __m512i B126 = _mm512_set1_epi32(-126);
@@ -427,18 +545,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
     }
     if (type == IQKT_MM_IQ4) {
-        const __m512i PAT2 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        const __m512i SH = _mm512_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29, 8, 11, 14, 17, 20, 23, 26, 29);
-        __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)sb));
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
-            __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 32 + 16 * q)));
-            __m512i qh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(sb + 96 + 16 * (q & 1))));
-            __m512i mid = (q < 2) ? _mm512_and_si512(qh, _mm512_set1_epi32(15)) : _mm512_srli_epi32(qh, 4);
-            __m512i wv = _mm512_permutexvar_epi32(_mm512_add_epi32(PAT2, _mm512_set1_epi32(2 * q)), words);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(wv, SH), _mm512_set1_epi32(7));
-            __m512i flag = _mm512_slli_epi32(_mm512_and_si512(wv, _mm512_set1_epi32(1)), 15);
-            __m512i seeds = _mm512_add_epi32(_mm512_or_si512(_mm512_or_si512(lo, _mm512_slli_epi32(mid, 8)),
-                                                             _mm512_or_si512(_mm512_slli_epi32(hi, 12), flag)), OFF);
+            __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
             __m512i v[4];
             for (int k = 0; k < 4; k++) {
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
@@ -449,21 +559,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         }
         return;
     }
-    const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
-                                          15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
     __m512i seeds[2];
-    seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
-    seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
+    iqkt_mm_iq23_seeds(sb, seeds);
     uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) {
-        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-    }
+    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
     for (int h = 0; h < 2; h++) {
         /* lane l = 4j + i belongs to block 4h + i */
         __m512i v[8];
@@ -480,66 +579,216 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     }
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                                            const uint8_t *lanes, int64_t lstride,
-                                            const float *xs, int64_t xstride, int64_t nb,
-                                            __m512i *wbuf /* TILE*KC*8 */, __m512 *bbuf /* TILE*KC*4 */,
-                                            __m512 *facc /* nb*TILE */,
-                                            float *out /* nr x nb */) {
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                                  const uint8_t *lanes, int64_t lstride,
+                                                  const float *xs, int64_t xstride, int64_t nb, uint8_t *al,
+                                                  float *out /* nr x nb */) {
     const int sbb = iqkt_mm_sb_bytes[type];
-    for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm512_setzero_ps();
+    __m512i *wbuf = (__m512i *)al;                                       /* TILE * KC * 8 */
+    __m512 *bvbuf = (__m512 *)(wbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);    /* TILE * KC * 4, unused */
+    float *bbuf = (float *)(bvbuf + IQKT_MM_TILE * IQKT_MM_KC * 4);      /* TILE * KC * 8 */
+    __m256 *facc = (__m256 *)(bbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);     /* nb * TILE */
+    for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
         int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
-        /* rows past nr repeat the last row (results dropped), so every loop
-         * below has a constant trip count and its accumulators stay in registers */
+        /* rows past nr repeat the last row (results dropped) */
         for (int r = 0; r < IQKT_MM_TILE; r++)
-            for (int c = 0; c < kc; c++)
-                iqkt_mm_decode_pairs(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
-                                     wbuf + (r * IQKT_MM_KC + c) * 8, bbuf + (r * IQKT_MM_KC + c) * 4);
+            for (int c = 0; c < kc; c++) {
+                const uint8_t *sb = q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb;
+                iqkt_mm_decode_pairs(type, sb, wbuf + (r * IQKT_MM_KC + c) * 8, bvbuf + (r * IQKT_MM_KC + c) * 4);
+                for (int b = 0; b < 8; b++) bbuf[(r * IQKT_MM_KC + c) * 8 + b] = (float)iqkt_mm_block_scale(type, sb, b);
+            }
         for (int64_t b = 0; b < nb; b++) {
-            __m512 fa[IQKT_MM_TILE];
+            __m256 fa[IQKT_MM_TILE];
             for (int r = 0; r < IQKT_MM_TILE; r++) fa[r] = facc[b * IQKT_MM_TILE + r];
             for (int c = 0; c < kc; c++) {
                 int64_t ib = c0 + c;
                 const uint8_t *lb = lanes + b * lstride + 512 * ib;
-                const float *xb = xs + b * xstride + 8 * ib;
+                __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
                 __m512i x[8];
                 for (int m = 0; m < 8; m++) x[m] = _mm512_loadu_si512((const void *)(lb + 64 * m));
-                if (type == IQKT_MM_IQ4) {
-                    __m512 sv[4];
-                    for (int g = 0; g < 4; g++)
-                        sv[g] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(xb[2 * g])),
-                                                   _mm256_set1_ps(xb[2 * g + 1]), 1);
-                    for (int r = 0; r < IQKT_MM_TILE; r++) {
-                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
-                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
-                        for (int g = 0; g < 4; g++) {
-                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[2 * g], x[2 * g]);
-                            a = _mm512_dpwssd_epi32(a, w[2 * g + 1], x[2 * g + 1]);
-                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
-                        }
-                    }
-                } else {
-                    __m512 sv[2];
-                    for (int g = 0; g < 2; g++) sv[g] = _mm512_broadcast_f32x4(_mm_loadu_ps(xb + 4 * g));
-                    for (int r = 0; r < IQKT_MM_TILE; r++) {
-                        const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
-                        const __m512 *bv = bbuf + (r * IQKT_MM_KC + c) * 4;
+                for (int r = 0; r < IQKT_MM_TILE; r++) {
+                    const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
+                    __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(bbuf + (r * IQKT_MM_KC + c) * 8), xsv);
+                    __m256i bd;
+                    if (type == IQKT_MM_IQ4) {
+                        __m512i gd[4];
+                        for (int g = 0; g < 4; g++)
+                            gd[g] = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[2 * g], x[2 * g]), w[2 * g + 1], x[2 * g + 1]);
+                        bd = iqkt_mm_sum8x8(gd);
+                    } else {
+                        __m128i h[2];
                         for (int g = 0; g < 2; g++) {
-                            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[4 * g], x[4 * g]);
-                            a = _mm512_dpwssd_epi32(a, w[4 * g + 1], x[4 * g + 1]);
+                            __m512i a = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[4 * g], x[4 * g]), w[4 * g + 1], x[4 * g + 1]);
                             a = _mm512_dpwssd_epi32(a, w[4 * g + 2], x[4 * g + 2]);
                             a = _mm512_dpwssd_epi32(a, w[4 * g + 3], x[4 * g + 3]);
-                            fa[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bv[g], sv[g]), fa[r]);
+                            h[g] = iqkt_mm_sum4x128(a);
                         }
+                        bd = _mm256_set_m128i(h[1], h[0]);
                     }
+                    fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc, fa[r]);
                 }
             }
             for (int r = 0; r < IQKT_MM_TILE; r++) facc[b * IQKT_MM_TILE + r] = fa[r];
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = _mm512_reduce_add_ps(facc[b * IQKT_MM_TILE + r]);
+        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = iqkt_mm_sum8_ps(facc[b * IQKT_MM_TILE + r]);
+}
+
+/* Batch kernel (nb >= IQKT_MM_GEMM_MIN): a small int16 GEMM with the activation rows in the lanes.
+ *
+ * Weight rows are decoded (codebook lookups) IQKT_MM_TILE rows x IQKT_MM_KC
+ * super-blocks at a time into int16 values in natural order; the activations
+ * are laid out once per call with 16 activation rows per zmm (see
+ * iqkt_mm_prepare_rows), so one vpdpwssd adds a broadcast weight pair times
+ * 16 activation rows' pairs.  A tile keeps TILE x 4 zmm of int32 block dots
+ * in registers (4 x 16 = 64 activation rows per pass).  Each block dot is the
+ * exact int32 dot of the B = 1 kernels, scaled and FMA'd into the partial sum
+ * of its block slot (block index mod 8) in block order, and the 8 slots are
+ * added by iqkt_mm_sum8: bit-for-bit the B = 1 result. */
+
+#define IQKT_MM_BV 16             /* activation rows per zmm in the batch kernel */
+
+static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / IQKT_MM_BV; }
+
+/* Natural-order int16 values of the 8 blocks of super-block sb into dst[256],
+ * float block scales into bsf[8]. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, const int8_t *cb8,
+                                           const int8_t *cb4, int16_t *dst, float *bsf) {
+    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
+    if (type == IQKT_MM_IQ4) {
+        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
+        for (int q = 0; q < 4; q++) {
+            /* codebook row = seed - 4096 */
+            __m512i id = _mm512_sub_epi32(iqkt_mm_iq4_seeds(sb, q, words, off), _mm512_set1_epi32(4096));
+            uint32_t ids[16];
+            _mm512_storeu_si512((void *)ids, id);
+            for (int h = 0; h < 2; h++) {
+                int32_t g[8];
+                for (int j = 0; j < 8; j++) memcpy(&g[j], cb4 + 4 * ids[8 * h + j], 4);
+                __m256i v = _mm256_loadu_si256((const __m256i *)g);
+                _mm512_storeu_si512((void *)(dst + 32 * (2 * q + h)), _mm512_cvtepi8_epi16(v));
+            }
+        }
+        return;
+    }
+    __m256i qh = _mm256_setzero_si256();
+    if (type == IQKT_MM_IQ3) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
+    for (int b = 0; b < 8; b++) {
+        int64_t g[4];
+        for (int j = 0; j < 4; j++) memcpy(&g[j], cb8 + 8 * (uint32_t)iqkt_load_u16(sb + 4 + 2 * (4 * b + j)), 8);
+        __m256i v = _mm256_setr_epi64x(g[0], g[1], g[2], g[3]);
+        if (type == IQKT_MM_IQ3) {   /* |value| with the sign bit of qh for this block */
+            v = _mm256_abs_epi8(v);
+            v = _mm256_mask_sub_epi8(v, _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << b))),
+                                     _mm256_setzero_si256(), v);
+        }
+        _mm512_storeu_si512((void *)(dst + 32 * b), _mm512_cvtepi8_epi16(v));
+    }
+}
+
+/* nvv (1..4) consecutive zmm of activation rows, starting at zmm v0, for the
+ * blocks of one decoded K chunk.  facc: [TILE][nbv][8 slots] zmm. */
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int nvv, int64_t v0, int64_t nbv, int64_t nb, int64_t n,
+                                            int64_t g0, int nblk, const uint8_t *lanes,
+                                            const __m512 *xst, const int16_t *wdec, const float *bsf,
+                                            __m512 *facc) {
+    const int64_t kblk = n / 32;
+    const uint8_t *base[4];
+    int w[4];
+    __mmask16 m[4];
+    for (int v = 0; v < nvv; v++) {
+        int64_t b0 = IQKT_MM_BV * (v0 + v);
+        w[v] = (int)(nb - b0 < IQKT_MM_BV ? nb - b0 : IQKT_MM_BV);
+        m[v] = (__mmask16)((1u << w[v]) - 1);
+        base[v] = lanes + b0 * 2 * n;
+    }
+    /* nvv <= 2: two accumulator sets (even / odd pairs) for enough independent vpdpwssd chains */
+    const int ns = nvv <= 2 ? 2 : 1;
+    for (int blk = 0; blk < nblk; blk++) {
+        int64_t g = g0 + blk;
+        const int16_t *wb0 = wdec + 32 * blk;
+        __m512i acc[2][IQKT_MM_TILE][4];
+#pragma GCC unroll 8
+        for (int sI = 0; sI < ns; sI++)
+#pragma GCC unroll 8
+            for (int r = 0; r < IQKT_MM_TILE; r++)
+#pragma GCC unroll 8
+                for (int v = 0; v < nvv; v++) acc[sI][r][v] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+        for (int p = 0; p < 16; p++) {
+            __m512i X[4];
+#pragma GCC unroll 8
+            for (int v = 0; v < nvv; v++)
+                X[v] = _mm512_maskz_loadu_epi32(m[v], (const void *)(base[v] + 4 * (g * 16 + p) * w[v]));
+#pragma GCC unroll 8
+            for (int r = 0; r < IQKT_MM_TILE; r++) {
+                int32_t pair;
+                memcpy(&pair, wb0 + (int64_t)r * IQKT_MM_KC * 256 + 2 * p, 4);
+                __m512i wb = _mm512_set1_epi32(pair);
+#pragma GCC unroll 8
+                for (int v = 0; v < nvv; v++)
+                    acc[p % ns][r][v] = _mm512_dpwssd_epi32(acc[p % ns][r][v], wb, X[v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            __m512 bs = _mm512_set1_ps(bsf[r * IQKT_MM_KC * 8 + blk]);
+#pragma GCC unroll 8
+            for (int v = 0; v < nvv; v++) {
+                __m512i a = ns == 2 ? _mm512_add_epi32(acc[0][r][v], acc[ns - 1][r][v]) : acc[0][r][v];
+                __m512 *F = facc + (r * nbv + v0 + v) * 8 + (g & 7);
+                *F = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bs, xst[(v0 + v) * kblk + g]), *F);
+            }
+        }
+    }
+}
+
+/* Scratch layout (64-byte aligned): xst [nbv][n/32] zmm of activation scales,
+ * facc [TILE][nbv][8] zmm, wdec [TILE][KC * 256] int16, bsf [TILE][KC * 8]. */
+static inline int64_t iqkt_mm_scratch_avx512(int64_t nb, int64_t n) {
+    return 64 * iqkt_mm_nbv(nb) * (n / 32 + IQKT_MM_TILE * 8) + IQKT_MM_TILE * IQKT_MM_KC * (512 + 32) + 64;
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                            const uint8_t *lanes, int64_t nb, uint8_t *al,
+                                            const int8_t *cb8, const int8_t *cb4, float *out /* nr x nb */) {
+    const int sbb = iqkt_mm_sb_bytes[type];
+    const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv(nb);
+    const __m512 *xst = (const __m512 *)al;
+    __m512 *facc = (__m512 *)al + nbv * (n / 32);
+    int16_t *wdec = (int16_t *)(facc + IQKT_MM_TILE * nbv * 8);
+    float *bsf = (float *)(wdec + IQKT_MM_TILE * IQKT_MM_KC * 256);
+    for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
+        int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
+        /* rows past nr repeat the last row (results dropped) */
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+            for (int c = 0; c < kc; c++)
+                iqkt_mm_decode_i16(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb, cb8, cb4,
+                                   wdec + r * IQKT_MM_KC * 256 + 256 * c, bsf + r * IQKT_MM_KC * 8 + 8 * c);
+        for (int64_t v0 = 0; v0 < nbv; v0 += 4) {
+            switch (nbv - v0 < 4 ? nbv - v0 : 4) {
+            case 1: iqkt_mm_gemm_avx512(1, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
+            case 2: iqkt_mm_gemm_avx512(2, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
+            case 3: iqkt_mm_gemm_avx512(3, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
+            default: iqkt_mm_gemm_avx512(4, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            float f[8];
+            for (int j = 0; j < 8; j++) {
+                float lane[16];
+                _mm512_storeu_ps(lane, facc[(r * nbv + b / IQKT_MM_BV) * 8 + j]);
+                f[j] = lane[b % IQKT_MM_BV];
+            }
+            out[r * nb + b] = iqkt_mm_sum8(f);
+        }
 }
 
 #endif /* IQKT_HAVE_AVX512 */
@@ -575,8 +824,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
     /* IQ3: bit 8 * (l & 3) + (l >> 2) of the step word (+ 2v) goes to bit 31 */
     const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
@@ -623,12 +870,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             continue;
         }
         uint32_t wk[8];   /* IQ3: byte g of wk[k] = qh[8g + k]: signs of step k of group g, bit = block */
-        if (type == IQKT_MM_IQ3) {
-            __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-            __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-            _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-            _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-        }
+        if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
         __m256 scv[IQKT_MM_NB];
         for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
         for (int v = 0; v < 4; v++) {
@@ -677,8 +919,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
     const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
-    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
-                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
     const __m256i ONES16 = _mm256_set1_epi16(1);
@@ -710,12 +950,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
         return;
     }
     uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) {
-        __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
-        __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
-        _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
-        _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
-    }
+    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
     for (int vv = 0; vv < 4; vv++) {
         __m256i seeds = _mm256_add_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * vv))), OFF);
@@ -829,10 +1064,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
 }
 
 /* Bytes of scratch iqkt_mm_tile needs for nb activation rows (0 if unused). */
-static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
+static inline int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n) {
+    (void)n;
 #if defined(IQKT_HAVE_AVX512)
+    if (iqkt_mm_use_gemm(nb))
+        return iqkt_mm_scratch_avx512(nb, n);
     if (iqkt_mm_use_batch(nb))
-        return 64 * (IQKT_MM_TILE * IQKT_MM_KC * 12 + nb * IQKT_MM_TILE) + 64;
+        return 64 * IQKT_MM_TILE * IQKT_MM_KC * 12 + 32 * IQKT_MM_TILE * IQKT_MM_KC + 32 * nb * IQKT_MM_TILE + 64;
 #elif defined(IQKT_HAVE_AVX2)
     if (iqkt_mm_use_batch(nb))
         return 32 * (IQKT_MM_TILE * IQKT_MM_KC * 17 + nb * IQKT_MM_TILE) + 64;
@@ -841,25 +1079,50 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb) {
     return 0;
 }
 
+/* Per-call setup of the batch scratch (activation scales xs, nb x n/32 with
+ * row stride xstride); before the first iqkt_mm_tile with this scratch. */
+static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+#if defined(IQKT_HAVE_AVX512)
+    if (!iqkt_mm_use_gemm(nb)) return;
+    float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    for (int64_t v = 0; v < iqkt_mm_nbv(nb); v++)
+        for (int64_t g = 0; g < n / 32; g++)
+            for (int l = 0; l < IQKT_MM_BV; l++) {
+                int64_t b = IQKT_MM_BV * v + l;
+                xst[(v * (n / 32) + g) * IQKT_MM_BV + l] = b < nb ? xs[b * xstride + g] : 0.0f;
+            }
+#else
+    (void)nb; (void)n; (void)xs; (void)xstride; (void)scratch;
+#endif
+}
+
 /* Batch product of nr <= IQKT_MM_TILE consecutive weight rows (q, row
  * stride rs, row scales excluded) with nb activation rows in the batch
  * layout: out[r * nb + b].  Only when iqkt_mm_use_batch(nb). */
 static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
-                         const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out) {
+                         const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                         const int8_t *cb8, const int8_t *cb4) {
 #if defined(IQKT_HAVE_AVX512)
     (void)bsum; (void)bstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    __m512i *wbuf = (__m512i *)al;
-    __m512 *bbuf = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 8);
-    __m512 *facc = (__m512 *)(al + 64 * IQKT_MM_TILE * IQKT_MM_KC * 12);
+    if (!iqkt_mm_use_gemm(nb)) {
+        if (type == IQKT_MM_IQ2)
+            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        else if (type == IQKT_MM_IQ3)
+            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        else
+            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        return;
+    }
     if (type == IQKT_MM_IQ2)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
     else if (type == IQKT_MM_IQ3)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
     else
-        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
 #elif defined(IQKT_HAVE_AVX2)
+    (void)cb8; (void)cb4;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     __m256i *wbuf = (__m256i *)al;
     __m256 *bbuf = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 16);
@@ -872,7 +1135,7 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
         iqkt_mm_tile_avx2(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
 #else
     (void)type; (void)bsum; (void)bstride; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
-    (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out;
+    (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out; (void)cb8; (void)cb4;
 #endif
 }
 
