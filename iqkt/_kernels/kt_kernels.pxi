@@ -12,7 +12,7 @@
 # helpers in kt_simd.h only ever work across independent lanes.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
 
@@ -26,8 +26,13 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_store_u32(uint8_t *p, uint32_t v)
     void iqkt_store_f32(uint8_t *p, float v)
     int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
-    void iqkt_scan_codes(const float *vals, const int32_t *idx, int nblk, int dim,
+    void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
                          const float *t, const float *w, float *best_e, int32_t *best_i)
+    void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
+                          const float *lb, int dim, const float *t, const float *w,
+                          float *best_e, int32_t *best_i)
+    void iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb, int dim,
+                           const float *t, const float *w, float *lb)
     # mul_mat helpers (kt_mm.h, included by kt_simd.h)
     int IQKT_MM_XMAX
     int IQKT_MM_NB

@@ -37,6 +37,9 @@ cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before 
 cdef int REFINE_PASSES = 2
 
 cdef enum:
+    # Cells with fewer 16-code blocks are scanned whole: bounding the blocks
+    # would cost about as much as scanning them (IQ4 cells hold ~2 blocks).
+    BOUND_MIN_BLOCKS = 3
     MAX_DIM = 8
     MAX_LEVELS = 8
 
@@ -49,9 +52,13 @@ cdef struct SearchSpace:
     float hi[MAX_LEVELS]        # largest value any code has in a level
     int monotone                # no empty level: penalties grow away from a target's level
     int32_t *cell_start         # ncells + 1 offsets, in blocks of 16 codes
-    float *vals                 # per 16-code block: dim rows of 16 values
-    int32_t *idx                # codebook index of each slot (padding: INT32_MAX)
+    int8_t *vals                # per 16-code block: dim rows of 16 values (small: the scan
+                                # is bound by memory traffic once blocks are pruned)
+    int32_t *idx                # codebook index of each slot (padding: a copy of a real slot)
     float *byidx                # code values in codebook index order
+    int32_t nblocks             # 16-code blocks in all cells
+    float *blo                  # per coordinate k, per block B: blo[k * nblocks + B] = the
+    float *bhi                  # smallest / largest value of coordinate k in block B
 
 
 cdef inline int value_level(const SearchSpace *sp, float v) noexcept nogil:
@@ -66,8 +73,10 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     """Index ncodes groups of dim int8 values (absolute values if take_abs)."""
     cdef int64_t hist[256]
     cdef int64_t total, acc, target
-    cdef int i, k, l, v, cell, pos, nslots
+    cdef int i, k, l, v, cell, pos, nslots, b
     cdef int32_t *fill
+    cdef int32_t *keys = NULL
+    cdef uint8_t level_of[256]
     memset(hist, 0, sizeof(hist))
     sp.dim = dim
     sp.levels = levels
@@ -105,6 +114,8 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
             sp.monotone = 0
             sp.lo[l] = HUGE_VALF
             sp.hi[l] = HUGE_VALF
+    for v in range(256):
+        level_of[v] = <uint8_t>value_level(sp, <float>(v - 128))
     # Count codes per cell, round each cell up to whole 16-code blocks.
     sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
@@ -114,26 +125,24 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         return KT_ERR_NOMEM
     memset(fill, 0, (sp.ncells + 1) * sizeof(int32_t))
     for i in range(ncodes):
-        fill[code_cell(sp, cb + i * dim, take_abs)] += 1
+        fill[code_cell(sp, level_of, cb + i * dim, take_abs)] += 1
     sp.cell_start[0] = 0
     for cell in range(sp.ncells):
         sp.cell_start[cell + 1] = sp.cell_start[cell] + (fill[cell] + 15) // 16
     nslots = sp.cell_start[sp.ncells] * 16
-    sp.vals = <float *>malloc(<size_t>nslots * dim * sizeof(float))
+    sp.vals = <int8_t *>malloc(<size_t>nslots * dim * sizeof(int8_t))
     sp.idx = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
     if sp.vals == NULL or sp.idx == NULL:
         free(fill)
         return KT_ERR_NOMEM
-    # Padding slots: far away and with the largest index, so never chosen.
-    for i in range(nslots * dim):
-        sp.vals[i] = 1e15
+    # Padding slots (marked INT32_MAX until filled below).
     for i in range(nslots):
         sp.idx[i] = 0x7FFFFFFF
     for cell in range(sp.ncells):
         fill[cell] = sp.cell_start[cell] * 16
-    # Codes keep ascending index order inside a cell.
+    # First ascending index order inside a cell ...
     for i in range(ncodes):
-        cell = code_cell(sp, cb + i * dim, take_abs)
+        cell = code_cell(sp, level_of, cb + i * dim, take_abs)
         pos = fill[cell]
         fill[cell] += 1
         sp.idx[pos] = i
@@ -141,19 +150,92 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
             v = cb[i * dim + k]
             if take_abs and v < 0:
                 v = -v
-            sp.vals[(pos // 16) * dim * 16 + k * 16 + pos % 16] = <float>v
             sp.byidx[i * dim + k] = <float>v
+    # ... then each cell reordered so that its 16-code blocks are spatially
+    # tight (their bounding boxes prune well); the order of codes does not
+    # change any result: the scan's minimum is taken in the total order
+    # (distance, index).
+    sp.nblocks = sp.cell_start[sp.ncells]
+    # +16: iqkt_block_bounds reads 16 lanes from any block.
+    sp.blo = <float *>calloc(<size_t>sp.nblocks * dim + 16, sizeof(float))
+    sp.bhi = <float *>calloc(<size_t>sp.nblocks * dim + 16, sizeof(float))
+    keys = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
+    if sp.blo == NULL or sp.bhi == NULL or keys == NULL:
+        free(fill)
+        free(keys)
+        return KT_ERR_NOMEM
+    for cell in range(sp.ncells):
+        split_blocks(sp.byidx, dim, sp.idx + sp.cell_start[cell] * 16,
+                     fill[cell] - sp.cell_start[cell] * 16, keys)
+    # A padding slot repeats the first code of its block, index included: a
+    # duplicate of (distance, index) never changes the minimum.
+    for pos in range(nslots):
+        if sp.idx[pos] == 0x7FFFFFFF:
+            sp.idx[pos] = sp.idx[pos - pos % 16]
+        i = sp.idx[pos]
+        for k in range(dim):
+            sp.vals[(pos // 16) * dim * 16 + k * 16 + pos % 16] = <int8_t>sp.byidx[i * dim + k]
+    for b in range(sp.nblocks):
+        for k in range(dim):
+            sp.blo[k * sp.nblocks + b] = HUGE_VALF
+            sp.bhi[k * sp.nblocks + b] = -HUGE_VALF
+            for pos in range(16 * b, 16 * b + 16):
+                i = sp.idx[pos]
+                if sp.byidx[i * dim + k] < sp.blo[k * sp.nblocks + b]:
+                    sp.blo[k * sp.nblocks + b] = sp.byidx[i * dim + k]
+                if sp.byidx[i * dim + k] > sp.bhi[k * sp.nblocks + b]:
+                    sp.bhi[k * sp.nblocks + b] = sp.byidx[i * dim + k]
     free(fill)
+    free(keys)
     return KT_OK
 
 
-cdef inline int code_cell(const SearchSpace *sp, const int8_t *c, int take_abs) noexcept nogil:
+cdef void split_blocks(const float *byidx, int dim, int32_t *ids, int m, int32_t *keys) noexcept nogil:
+    """Order the m codebook indices ids[] so that consecutive runs of 16 are
+    compact: split along the coordinate of largest spread (variance), the first
+    part taking half of the whole blocks, and recurse (a k-d split)."""
+    cdef int nb = (m + 15) // 16, k, j, best_k = 0, left
+    cdef int64_t s, s2, spread, best = -1
+    cdef int v
+    cdef int32_t count[257]
+    if nb <= 1:
+        return
+    for k in range(dim):
+        s = 0
+        s2 = 0
+        for j in range(m):
+            v = <int>byidx[ids[j] * dim + k]
+            s += v
+            s2 += v * v
+        spread = m * s2 - s * s
+        if spread > best:
+            best = spread
+            best_k = k
+    # Stable counting sort by that coordinate's value (an integer in
+    # [-128, 127]): deterministic and cheap enough for import time.
+    memset(count, 0, sizeof(count))
+    for j in range(m):
+        count[<int>byidx[ids[j] * dim + best_k] + 129] += 1
+    for v in range(1, 257):
+        count[v] += count[v - 1]
+    for j in range(m):
+        v = <int>byidx[ids[j] * dim + best_k] + 128
+        keys[count[v]] = ids[j]
+        count[v] += 1
+    memcpy(ids, keys, m * sizeof(int32_t))
+    left = 16 * (nb // 2)
+    split_blocks(byidx, dim, ids, left, keys)
+    split_blocks(byidx, dim, ids + left, m - left, keys)
+
+
+cdef inline int code_cell(const SearchSpace *sp, const uint8_t *level_of, const int8_t *c,
+                          int take_abs) noexcept nogil:
     cdef int k, v, cell = 0
     for k in range(sp.dim):
         v = c[k]
         if take_abs and v < 0:
             v = -v
-        cell = cell * sp.levels + value_level(sp, <float>v)
+        cell = cell * sp.levels + level_of[v + 128]
     return cell
 
 
@@ -169,10 +251,24 @@ cdef struct SearchState:
 
 
 cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
+    """Scan the blocks of a cell whose bounding-box bound can beat the best."""
     cdef const SearchSpace *sp = st.sp
-    cdef int32_t b0 = sp.cell_start[cell]
-    iqkt_scan_codes(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16,
-                    sp.cell_start[cell + 1] - b0, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+    cdef int32_t b0 = sp.cell_start[cell], b1 = sp.cell_start[cell + 1], b, n, j
+    cdef float lb[16]
+    cdef uint32_t mask
+    if b1 - b0 < BOUND_MIN_BLOCKS:
+        iqkt_scan_codes(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16,
+                        b1 - b0, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+        return
+    while b0 < b1:
+        n = b1 - b0 if b1 - b0 < 16 else 16
+        iqkt_block_bounds(sp.blo + b0, sp.bhi + b0, sp.nblocks, n, sp.dim, st.t, st.w, lb)
+        mask = 0
+        for j in range(n):
+            mask |= <uint32_t>(lb[j] <= st.best_e) << j
+        iqkt_scan_masked(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16, mask, lb,
+                         sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+        b0 += n
 
 
 cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,

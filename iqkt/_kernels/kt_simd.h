@@ -14,6 +14,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#  include <intrin.h>
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #  define IQKT_HAVE_AVX512 1
@@ -87,8 +90,9 @@ static inline int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b) {
 
 
 /* ---- Nearest-codeword scan -------------------------------------------------
- * Codes are stored in blocks of 16: for each block, `dim` rows of 16 floats
- * (coordinate-major), then the block's 16 codebook indices live in idx[].
+ * Codes are stored in blocks of 16: for each block, `dim` rows of 16 int8
+ * values (coordinate-major, converted exactly to float), then the block's 16
+ * codebook indices live in idx[].
  * Every lane computes e = sum_k (w[k] * (t[k] - c[k])) * (t[k] - c[k]) with
  * the operations in the same order as the scalar loop, and the minimum is
  * taken in the total order (e, index), so every ISA returns the same code. */
@@ -106,30 +110,43 @@ static inline void iqkt_scan_pick(const float *le, const int32_t *idx, float *be
         if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
 }
 
-static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nblk, int dim,
+/* One 16-code block's distances (AVX512), and the pick of its best lane. */
+#if defined(IQKT_HAVE_AVX512)
+static inline __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const float *w) {
+    __m512 e = _mm512_setzero_ps();
+    for (int k = 0; k < dim; k++) {
+        __m512 ck = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(c + 16 * k))));
+        __m512 diff = _mm512_sub_ps(_mm512_set1_ps(t[k]), ck);
+        e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), diff), diff));
+    }
+    return e;
+}
+
+static inline void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
+    if (_mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ)) {
+        float le[16];
+        _mm512_storeu_ps(le, e);
+        iqkt_scan_pick(le, ib, be, bi);
+    }
+}
+#endif
+
+static inline void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
     int32_t bi = *best_i;
     for (int b = 0; b < nblk; b++) {
-        const float *c = vals + (size_t)b * dim * 16;
+        const int8_t *c = vals + (size_t)b * dim * 16;
         const int32_t *ib = idx + 16 * b;
 #if defined(IQKT_HAVE_AVX512)
-        __m512 e = _mm512_setzero_ps();
-        for (int k = 0; k < dim; k++) {
-            __m512 diff = _mm512_sub_ps(_mm512_set1_ps(t[k]), _mm512_loadu_ps(c + 16 * k));
-            e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), diff), diff));
-        }
-        if (_mm512_cmp_ps_mask(e, _mm512_set1_ps(be), _CMP_LE_OQ)) {
-            float le[16];
-            _mm512_storeu_ps(le, e);
-            iqkt_scan_pick(le, ib, &be, &bi);
-        }
+        iqkt_pick16(iqkt_dist16(c, dim, t, w), ib, &be, &bi);
 #elif defined(IQKT_HAVE_AVX2)
         __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps();
         for (int k = 0; k < dim; k++) {
             __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
-            __m256 d0 = _mm256_sub_ps(tk, _mm256_loadu_ps(c + 16 * k));
-            __m256 d1 = _mm256_sub_ps(tk, _mm256_loadu_ps(c + 16 * k + 8));
+            __m128i c16 = _mm_loadu_si128((const __m128i *)(c + 16 * k));
+            __m256 d0 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c16)));
+            __m256 d1 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c16, 8))));
             e0 = _mm256_add_ps(e0, _mm256_mul_ps(_mm256_mul_ps(wk, d0), d0));
             e1 = _mm256_add_ps(e1, _mm256_mul_ps(_mm256_mul_ps(wk, d1), d1));
         }
@@ -146,9 +163,13 @@ static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nb
         for (int h = 0; h < 4; h++) e[h] = vdupq_n_f32(0.0f);
         for (int k = 0; k < dim; k++) {
             float32x4_t tk = vdupq_n_f32(t[k]), wk = vdupq_n_f32(w[k]);
+            int8x16_t c8 = vld1q_s8(c + 16 * k);
+            int16x8_t c16[2] = { vmovl_s8(vget_low_s8(c8)), vmovl_s8(vget_high_s8(c8)) };
             for (int h = 0; h < 4; h++) {
+                int16x4_t c4 = (h & 1) ? vget_high_s16(c16[h >> 1]) : vget_low_s16(c16[h >> 1]);
+                float32x4_t ck = vcvtq_f32_s32(vmovl_s16(c4));
                 /* vmulq/vaddq, never vfmaq/vmlaq: fused ops would round differently. */
-                float32x4_t diff = vsubq_f32(tk, vld1q_f32(c + 16 * k + 4 * h));
+                float32x4_t diff = vsubq_f32(tk, ck);
                 e[h] = vaddq_f32(e[h], vmulq_f32(vmulq_f32(wk, diff), diff));
             }
         }
@@ -164,7 +185,7 @@ static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nb
         for (int l = 0; l < 16; l++) {
             float e = 0.0f;
             for (int k = 0; k < dim; k++) {
-                float diff = t[k] - c[16 * k + l];
+                float diff = t[k] - (float)c[16 * k + l];
                 e = e + (w[k] * diff) * diff;
             }
             if (iqkt_better(e, ib[l], be, bi)) { be = e; bi = ib[l]; }
@@ -173,6 +194,126 @@ static inline void iqkt_scan_codes(const float *vals, const int32_t *idx, int nb
     }
     *best_e = be;
     *best_i = bi;
+}
+
+/* Scan the blocks b (0..15) of a chunk whose bit is set in mask and whose
+ * bound lb[b] can still beat the best (re-checked as the best improves).
+ * AVX512 scans two blocks at a time: one block's distance is a chain of dim
+ * dependent adds, two chains keep the adder busy.  The result is the minimum
+ * in (distance, index) order, so it does not depend on the visiting order. */
+
+/* Index of the lowest set bit of a nonzero mask. */
+static inline int iqkt_lowest_bit(uint32_t m) {
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, m);
+    return (int)i;
+#else
+    return __builtin_ctz(m);
+#endif
+}
+
+static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
+                                    const float *lb, int dim, const float *t, const float *w,
+                                    float *best_e, int32_t *best_i) {
+#if defined(IQKT_HAVE_AVX512)
+    while (mask) {
+        int a = iqkt_lowest_bit(mask);
+        mask &= mask - 1;
+        if (!(lb[a] <= *best_e)) continue;
+        int b = -1;
+        while (mask) {
+            int c = iqkt_lowest_bit(mask);
+            mask &= mask - 1;
+            if (lb[c] <= *best_e) { b = c; break; }
+        }
+        if (b < 0) {
+            iqkt_pick16(iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w), idx + 16 * a, best_e, best_i);
+        } else {
+            __m512 ea, eb;
+            if (dim == 8) {
+                ea = iqkt_dist16(vals + (size_t)a * 128, 8, t, w);
+                eb = iqkt_dist16(vals + (size_t)b * 128, 8, t, w);
+            } else {
+                ea = iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w);
+                eb = iqkt_dist16(vals + (size_t)b * dim * 16, dim, t, w);
+            }
+            iqkt_pick16(ea, idx + 16 * a, best_e, best_i);
+            iqkt_pick16(eb, idx + 16 * b, best_e, best_i);
+        }
+    }
+#else
+    while (mask) {
+        int a = iqkt_lowest_bit(mask);
+        mask &= mask - 1;
+        if (lb[a] <= *best_e)
+            iqkt_scan_codes(vals + (size_t)a * dim * 16, idx + 16 * a, 1, dim, t, w, best_e, best_i);
+    }
+#endif
+}
+
+/* Lower bounds of the scan's distance for nb <= 16 blocks of codes from their
+ * bounding boxes: lb[b] = sum_k (w[k] * g) * g with g = the gap between t[k]
+ * and [lo[k*stride+b], hi[k*stride+b]] (0 inside).  Same operations in the
+ * same order as the scan with |diff| >= g, and float rounding is monotone, so
+ * lb[b] <= every distance the scan computes in block b: a block with
+ * lb[b] > best cannot hold the minimum.  Only which blocks get scanned depends
+ * on lb, never the result.  lo and hi must be readable for 16 lanes past any
+ * b (the caller pads them); lanes >= nb are garbage. */
+static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb,
+                                     int dim, const float *t, const float *w, float *lb) {
+#if defined(IQKT_HAVE_AVX512)
+    (void)nb;
+    __m512 e = _mm512_setzero_ps(), zero = _mm512_setzero_ps();
+    for (int k = 0; k < dim; k++) {
+        __m512 tk = _mm512_set1_ps(t[k]);
+        __m512 g = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(lo + k * stride), tk),
+                                 _mm512_sub_ps(tk, _mm512_loadu_ps(hi + k * stride)));
+        g = _mm512_max_ps(g, zero);
+        e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), g), g));
+    }
+    _mm512_storeu_ps(lb, e);
+#elif defined(IQKT_HAVE_AVX2)
+    (void)nb;
+    __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
+    for (int k = 0; k < dim; k++) {
+        __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
+        const float *l = lo + k * stride, *h = hi + k * stride;
+        __m256 g0 = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(l), tk), _mm256_sub_ps(tk, _mm256_loadu_ps(h)));
+        __m256 g1 = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(l + 8), tk), _mm256_sub_ps(tk, _mm256_loadu_ps(h + 8)));
+        g0 = _mm256_max_ps(g0, zero);
+        g1 = _mm256_max_ps(g1, zero);
+        e0 = _mm256_add_ps(e0, _mm256_mul_ps(_mm256_mul_ps(wk, g0), g0));
+        e1 = _mm256_add_ps(e1, _mm256_mul_ps(_mm256_mul_ps(wk, g1), g1));
+    }
+    _mm256_storeu_ps(lb, e0);
+    _mm256_storeu_ps(lb + 8, e1);
+#elif defined(IQKT_HAVE_NEON)
+    (void)nb;
+    float32x4_t e[4], zero = vdupq_n_f32(0.0f);
+    for (int h = 0; h < 4; h++) e[h] = zero;
+    for (int k = 0; k < dim; k++) {
+        float32x4_t tk = vdupq_n_f32(t[k]), wk = vdupq_n_f32(w[k]);
+        for (int h = 0; h < 4; h++) {
+            float32x4_t g = vmaxq_f32(vsubq_f32(vld1q_f32(lo + k * stride + 4 * h), tk),
+                                      vsubq_f32(tk, vld1q_f32(hi + k * stride + 4 * h)));
+            g = vmaxq_f32(g, zero);
+            e[h] = vaddq_f32(e[h], vmulq_f32(vmulq_f32(wk, g), g));
+        }
+    }
+    for (int h = 0; h < 4; h++) vst1q_f32(lb + 4 * h, e[h]);
+#else
+    for (int b = 0; b < nb; b++) {
+        float e = 0.0f;
+        for (int k = 0; k < dim; k++) {
+            float g1 = lo[k * stride + b] - t[k], g2 = t[k] - hi[k * stride + b];
+            float g = g1 > g2 ? g1 : g2;
+            if (!(g > 0.0f)) g = 0.0f;
+            e = e + (w[k] * g) * g;
+        }
+        lb[b] = e;
+    }
+#endif
 }
 
 #include "kt_mm.h"
