@@ -110,6 +110,29 @@ static inline void iqkt_scan_pick(const float *le, const int32_t *idx, float *be
         if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
 }
 
+/* Index of the lowest set bit of a nonzero mask. */
+static inline int iqkt_lowest_bit(uint32_t m) {
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, m);
+    return (int)i;
+#else
+    return __builtin_ctz(m);
+#endif
+}
+
+/* The same pick, visiting only the lanes set in le_mask (those with
+ * le[l] <= *be on entry): the best only decreases, so no other lane could
+ * ever be picked, and lanes are still taken in ascending order. */
+static inline void iqkt_scan_pick_mask(const float *le, const int32_t *idx, uint32_t le_mask,
+                                       float *be, int32_t *bi) {
+    while (le_mask) {
+        int l = iqkt_lowest_bit(le_mask);
+        le_mask &= le_mask - 1;
+        if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
+    }
+}
+
 /* One 16-code block's distances (AVX512), and the pick of its best lane. */
 #if defined(IQKT_HAVE_AVX512)
 static inline __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const float *w) {
@@ -123,10 +146,11 @@ static inline __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const
 }
 
 static inline void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
-    if (_mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ)) {
+    __mmask16 m = _mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ);
+    if (m) {
         float le[16];
         _mm512_storeu_ps(le, e);
-        iqkt_scan_pick(le, ib, be, bi);
+        iqkt_scan_pick_mask(le, ib, m, be, bi);
     }
 }
 #endif
@@ -151,12 +175,13 @@ static inline void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int n
             e1 = _mm256_add_ps(e1, _mm256_mul_ps(_mm256_mul_ps(wk, d1), d1));
         }
         __m256 vbe = _mm256_set1_ps(be);
-        __m256 le_mask = _mm256_or_ps(_mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ));
-        if (_mm256_movemask_ps(le_mask)) {
+        uint32_t le_mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e0, vbe, _CMP_LE_OQ))
+                         | ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e1, vbe, _CMP_LE_OQ)) << 8);
+        if (le_mask) {
             float le[16];
             _mm256_storeu_ps(le, e0);
             _mm256_storeu_ps(le + 8, e1);
-            iqkt_scan_pick(le, ib, &be, &bi);
+            iqkt_scan_pick_mask(le, ib, le_mask, &be, &bi);
         }
 #elif defined(IQKT_HAVE_NEON)
         float32x4_t e[4];
@@ -201,17 +226,6 @@ static inline void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int n
  * AVX512 scans two blocks at a time: one block's distance is a chain of dim
  * dependent adds, two chains keep the adder busy.  The result is the minimum
  * in (distance, index) order, so it does not depend on the visiting order. */
-
-/* Index of the lowest set bit of a nonzero mask. */
-static inline int iqkt_lowest_bit(uint32_t m) {
-#if defined(_MSC_VER) && !defined(__clang__)
-    unsigned long i;
-    _BitScanForward(&i, m);
-    return (int)i;
-#else
-    return __builtin_ctz(m);
-#endif
-}
 
 static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
                                     const float *lb, int dim, const float *t, const float *w,
