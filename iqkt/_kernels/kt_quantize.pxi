@@ -312,7 +312,7 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     candidate, so the result is never worse than the hint."""
     cdef SearchState st
     cdef int k, l, own, j, m, lo_l, hi_l
-    cdef float gap, tk, flip_cost[MAX_DIM]
+    cdef float gap, gap2, tk, flip_cost[MAX_DIM]
     st.sp = sp
     st.t = t
     st.w = w
@@ -323,15 +323,17 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
         st.best_e = code_distance(sp, t, w, hint)
     for k in range(sp.dim):
         tk = t[k]
-        own = value_level(sp, tk)
+        # Branch-free forms of value_level and of the gap to [lo, hi] (the
+        # same values: thresholds ascend; lo <= hi, or both +inf when empty).
+        own = 0
+        for l in range(sp.levels - 1):
+            own += tk > sp.thr[l]
         flip_cost[k] = HUGE_VALF
         for l in range(sp.levels):
-            if tk < sp.lo[l]:
-                gap = sp.lo[l] - tk
-            elif tk > sp.hi[l]:
-                gap = tk - sp.hi[l]
-            else:
-                gap = 0
+            gap = sp.lo[l] - tk
+            gap2 = tk - sp.hi[l]
+            gap = gap if gap > gap2 else gap2
+            gap = gap if gap > 0 else 0
             st.pen[k][l] = w[k] * gap * gap
             if l != own and st.pen[k][l] < flip_cost[k]:
                 flip_cost[k] = st.pen[k][l]
