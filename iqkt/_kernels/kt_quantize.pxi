@@ -262,10 +262,8 @@ cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
         return
     while b0 < b1:
         n = b1 - b0 if b1 - b0 < 16 else 16
-        iqkt_block_bounds(sp.blo + b0, sp.bhi + b0, sp.nblocks, n, sp.dim, st.t, st.w, lb)
-        mask = 0
-        for j in range(n):
-            mask |= <uint32_t>(lb[j] <= st.best_e) << j
+        mask = iqkt_block_bounds(sp.blo + b0, sp.bhi + b0, sp.nblocks, n, sp.dim, st.t, st.w,
+                                 st.best_e, lb)
         iqkt_scan_masked(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16, mask, lb,
                          sp.dim, st.t, st.w, &st.best_e, &st.best_i)
         b0 += n

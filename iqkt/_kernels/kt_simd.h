@@ -273,11 +273,13 @@ static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint
  * lb[b] <= every distance the scan computes in block b: a block with
  * lb[b] > best cannot hold the minimum.  Only which blocks get scanned depends
  * on lb, never the result.  lo and hi must be readable for 16 lanes past any
- * b (the caller pads them); lanes >= nb are garbage. */
-static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb,
-                                     int dim, const float *t, const float *w, float *lb) {
+ * b (the caller pads them); lanes >= nb are garbage.  Returns the mask of the
+ * blocks b < nb with lb[b] <= best. */
+static inline uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb,
+                                         int dim, const float *t, const float *w, float best,
+                                         float *lb) {
+    uint32_t valid = (nb >= 16) ? 0xFFFFu : ((1u << nb) - 1u);
 #if defined(IQKT_HAVE_AVX512)
-    (void)nb;
     __m512 e = _mm512_setzero_ps(), zero = _mm512_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m512 tk = _mm512_set1_ps(t[k]);
@@ -287,8 +289,8 @@ static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t st
         e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), g), g));
     }
     _mm512_storeu_ps(lb, e);
+    return valid & (uint32_t)_mm512_cmp_ps_mask(e, _mm512_set1_ps(best), _CMP_LE_OQ);
 #elif defined(IQKT_HAVE_AVX2)
-    (void)nb;
     __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
@@ -302,8 +304,10 @@ static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t st
     }
     _mm256_storeu_ps(lb, e0);
     _mm256_storeu_ps(lb + 8, e1);
+    __m256 vb = _mm256_set1_ps(best);
+    return valid & ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e0, vb, _CMP_LE_OQ))
+                    | ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e1, vb, _CMP_LE_OQ)) << 8));
 #elif defined(IQKT_HAVE_NEON)
-    (void)nb;
     float32x4_t e[4], zero = vdupq_n_f32(0.0f);
     for (int h = 0; h < 4; h++) e[h] = zero;
     for (int k = 0; k < dim; k++) {
@@ -316,7 +320,12 @@ static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t st
         }
     }
     for (int h = 0; h < 4; h++) vst1q_f32(lb + 4 * h, e[h]);
+    (void)valid;
+    uint32_t m = 0;
+    for (int b = 0; b < nb; b++) m |= (uint32_t)(lb[b] <= best) << b;
+    return m;
 #else
+    uint32_t m = 0;
     for (int b = 0; b < nb; b++) {
         float e = 0.0f;
         for (int k = 0; k < dim; k++) {
@@ -326,7 +335,10 @@ static inline void iqkt_block_bounds(const float *lo, const float *hi, size_t st
             e = e + (w[k] * g) * g;
         }
         lb[b] = e;
+        m |= (uint32_t)(e <= best) << b;
     }
+    (void)valid;
+    return m;
 #endif
 }
 
