@@ -14,7 +14,10 @@
 # a per-coordinate quantile grid; a depth-first walk over the grid visits a
 # cell only if the lower bound of the distance to it (sum over coordinates of
 # the squared gap to that cell's value interval) beats the best distance so
-# far.  The reference only searches one cluster of candidates.
+# far.  Inside a cell the codes are grouped k-d style into 16-code blocks with
+# a bounding box each; the same kind of bound, computed for 16 blocks at once,
+# skips the blocks that cannot win (about 70% of those in visited cells for
+# IQ2/IQ3).  The reference only searches one cluster of candidates.
 
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales (IQ2/IQ3)
 # IQ4 searches its trial scales (see IQ4_STEP) at NFLIP_COARSE, then the
@@ -74,6 +77,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     cdef int64_t hist[256]
     cdef int64_t total, acc, target
     cdef int i, k, l, v, cell, pos, nslots, b
+    cdef float c
     cdef int32_t *fill
     cdef int32_t *keys = NULL
     cdef uint8_t level_of[256]
@@ -169,22 +173,22 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
                      fill[cell] - sp.cell_start[cell] * 16, keys)
     # A padding slot repeats the first code of its block, index included: a
     # duplicate of (distance, index) never changes the minimum.
-    for pos in range(nslots):
-        if sp.idx[pos] == 0x7FFFFFFF:
-            sp.idx[pos] = sp.idx[pos - pos % 16]
-        i = sp.idx[pos]
-        for k in range(dim):
-            sp.vals[(pos // 16) * dim * 16 + k * 16 + pos % 16] = <int8_t>sp.byidx[i * dim + k]
     for b in range(sp.nblocks):
         for k in range(dim):
             sp.blo[k * sp.nblocks + b] = HUGE_VALF
             sp.bhi[k * sp.nblocks + b] = -HUGE_VALF
-            for pos in range(16 * b, 16 * b + 16):
-                i = sp.idx[pos]
-                if sp.byidx[i * dim + k] < sp.blo[k * sp.nblocks + b]:
-                    sp.blo[k * sp.nblocks + b] = sp.byidx[i * dim + k]
-                if sp.byidx[i * dim + k] > sp.bhi[k * sp.nblocks + b]:
-                    sp.bhi[k * sp.nblocks + b] = sp.byidx[i * dim + k]
+    for pos in range(nslots):
+        if sp.idx[pos] == 0x7FFFFFFF:
+            sp.idx[pos] = sp.idx[pos - pos % 16]
+        i = sp.idx[pos]
+        b = pos // 16
+        for k in range(dim):
+            c = sp.byidx[i * dim + k]
+            sp.vals[b * dim * 16 + k * 16 + pos % 16] = <int8_t>c
+            if c < sp.blo[k * sp.nblocks + b]:
+                sp.blo[k * sp.nblocks + b] = c
+            if c > sp.bhi[k * sp.nblocks + b]:
+                sp.bhi[k * sp.nblocks + b] = c
     free(fill)
     free(keys)
     return KT_OK
