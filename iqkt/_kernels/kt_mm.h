@@ -857,9 +857,28 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i qhs, co
     __m256i u = _mm256_add_epi32(_mm256_blend_epi16(a0, a1, 0xAA),
                                  _mm256_shuffle_epi8(_mm256_blend_epi16(a1, a0, 0xAA), SWAPW));
     __m256i t = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_set1_epi8(1)), _mm256_set1_epi16(126));
-    /* c = -1 where the weight's sign differs from t's: value = (t ^ c) - c = +-|t| */
-    __m256i c = _mm256_srai_epi16(_mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)), 15);
-    return _mm256_sub_epi16(_mm256_xor_si256(t, c), c);
+    /* s: sign bit = t's sign xor the weight's sign bit, never 0: vpsignw(t, s) = +-|t| */
+    __m256i sg = _mm256_or_si256(_mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)), _mm256_set1_epi16(1));
+    return _mm256_sign_epi16(t, sg);
+}
+
+/* The 8 block scales of a super-block as floats (iqkt_mm_block_scale), in
+ * vector lanes: no scalar int -> float converts or store-forwarding of 8
+ * scalar stores into a vector load. */
+static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb) {
+    if (type == IQKT_MM_IQ4) {   /* ((w & 0xFF) >> 1) - 64 per block word */
+        __m256i w = _mm256_loadu_si256((const __m256i *)sb);
+        w = _mm256_srli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0xFE)), 1);
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(64)));
+    }
+    /* code of block b: nibble b / 4 of scales[b % 4] */
+    __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
+    c = _mm256_and_si256(c, _mm256_set1_epi32(15));
+    if (type == IQKT_MM_IQ3) return _mm256_cvtepi32_ps(c);
+    const __m256 T0 = _mm256_setr_ps(-127, -104, -83, -65, -49, -35, -22, -10);
+    const __m256 T1 = _mm256_setr_ps(1, 13, 25, 38, 53, 69, 89, 113);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(T0, c), _mm256_permutevar8x32_ps(T1, c),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
 }
 
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
@@ -890,9 +909,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
         float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)iqkt_mm_block_scale(type, sb, b);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 scv[IQKT_MM_NB];
+        const __m256 bsv = iqkt_mm_block_scales_avx2(type, sb);
+        for (int bi = 0; bi < nb; bi++) {
+            scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
+            _mm256_storeu_ps(sc[bi], scv[bi]);
         }
         if (type == IQKT_MM_IQ3) {
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
@@ -938,8 +959,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             }
             continue;
         }
-        __m256 scv[IQKT_MM_NB];
-        for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
         for (int v = 0; v < 4; v++) {
             __m256i seeds = _mm256_add_epi32(
                 _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
@@ -979,9 +998,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     const __m256i ONES8 = _mm256_set1_epi8(1);
     const __m256i ONES16 = _mm256_set1_epi16(1);
     const __m256i OFF = _mm256_set1_epi32(4096);
-    float bsf[8];
-    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    *bsv = _mm256_loadu_ps(bsf);
+    *bsv = iqkt_mm_block_scales_avx2(type, sb);
     if (type == IQKT_MM_IQ4) {
         for (int o = 0; o < 8; o++) {
             uint32_t w;
