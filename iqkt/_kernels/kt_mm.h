@@ -815,6 +815,43 @@ static inline float iqkt_mm_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Byte sums of the masked states of two trellis steps (multipliers ma, mb)
+ * as an int16 pair per lane: word 0 = sum of step a's 4 bytes, word 1 = step
+ * b's (0..252, unbiased).  The two states' bytes are paired by blends and a
+ * word swap, so one vpmaddubsw sums both: on Zen4 vpmulld, vpmaddubsw and
+ * vpmaddwd share two pipes, and this needs one multiply-class op per 16
+ * weights for the sums instead of two per 8. */
+IQKT_ALWAYS_INLINE __m256i iqkt_mm_pair_sums_avx2(__m256i seeds, __m256i ma, __m256i mb) {
+    const __m256i SWAPW = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+                                           2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
+    __m256i a0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, ma), MASK);
+    __m256i a1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, mb), MASK);
+    /* word 0: bytes 0,1 + bytes 2,3 of a0; word 1: bytes 2,3 + bytes 0,1 of a1 */
+    __m256i u = _mm256_add_epi32(_mm256_blend_epi16(a0, a1, 0xAA),
+                                 _mm256_shuffle_epi8(_mm256_blend_epi16(a1, a0, 0xAA), SWAPW));
+    return _mm256_maddubs_epi16(u, _mm256_set1_epi8(1));
+}
+
+/* IQ2 seeds (index + 4096) of vector v of the step-major layout: lane l =
+ * group l & 3 of block 2v + (l >> 2), i.e. index words 8v .. 8v + 7. */
+static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
+    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))),
+                            _mm256_set1_epi32(4096));
+}
+
+/* IQ4 seeds (index + 4096 + 32768 * flag) of block o, lane l = group l. */
+static inline __m256i iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, int o) {
+    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
+    uint32_t w = iqkt_load_u32(sb + 4 * o);
+    __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
+    __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
+    __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
+    __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
+    return _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8), _mm256_slli_epi32(hi, 12))),
+                            _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+}
+
 /* IQ3 on AVX2, block vectors: vector m = 2b + q of a super-block holds the
  * 16 signed values of steps 4q..4q+3 of the 4 groups of block b as int16
  * pairs (lane l: group 2(l >> 2) + ((l >> 1) & 1), steps 4q + 2(l & 1) + h in
@@ -848,15 +885,7 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i qhs, co
                       8 + 4 * (q), 8 + 4 * (q), 9 + 4 * (q), 9 + 4 * (q), 10 + 4 * (q), 10 + 4 * (q), 11 + 4 * (q), 11 + 4 * (q)
     const __m256i SEL = q ? _mm256_setr_epi8(IQKT_Q3SEL(1), IQKT_Q3SEL(1)) : _mm256_setr_epi8(IQKT_Q3SEL(0), IQKT_Q3SEL(0));
 #undef IQKT_Q3SEL
-    const __m256i SWAPW = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
-                                           2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
-    __m256i a0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, M0), MASK);
-    __m256i a1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, M1), MASK);
-    /* word 0: bytes 0,1 + bytes 2,3 of a0; word 1: bytes 2,3 + bytes 0,1 of a1 */
-    __m256i u = _mm256_add_epi32(_mm256_blend_epi16(a0, a1, 0xAA),
-                                 _mm256_shuffle_epi8(_mm256_blend_epi16(a1, a0, 0xAA), SWAPW));
-    __m256i t = _mm256_sub_epi16(_mm256_maddubs_epi16(u, _mm256_set1_epi8(1)), _mm256_set1_epi16(126));
+    __m256i t = _mm256_sub_epi16(iqkt_mm_pair_sums_avx2(seeds, M0, M1), _mm256_set1_epi16(126));
     /* s: sign bit = t's sign xor the weight's sign bit, never 0: vpsignw(t, s) = +-|t| */
     __m256i sg = _mm256_or_si256(_mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)), _mm256_set1_epi16(1));
     return _mm256_sign_epi16(t, sg);
@@ -898,11 +927,9 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
                                          int64_t bstride, const float *xs, int64_t xstride,
                                          const int nb, float *out) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
-    const __m256i OFF = _mm256_set1_epi32(4096);
     const int sbb = iqkt_mm_sb_bytes[type];
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
@@ -931,18 +958,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             }
             continue;
         }
+        /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
         if (type == IQKT_MM_IQ4) {
             for (int o = 0; o < 8; o++) {
-                uint32_t w;
-                memcpy(&w, sb + 4 * o, 4);
-                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
-                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
-                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
-                __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
-                __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
-                                                                                    _mm256_slli_epi32(hi, 12))),
-                                                 _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+                __m256i seeds = iqkt_mm_iq4_seeds_avx2(sb, o);
                 __m256i acc[IQKT_MM_NB];
                 for (int bi = 0; bi < nb; bi++)
                     acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
@@ -960,8 +980,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             continue;
         }
         for (int v = 0; v < 4; v++) {
-            __m256i seeds = _mm256_add_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
+            __m256i seeds = iqkt_mm_iq2_seeds_avx2(sb, v);
             __m256i acc[IQKT_MM_NB];
             for (int bi = 0; bi < nb; bi++) {
                 const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
@@ -993,33 +1012,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
  * row kernel. */
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
-    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
-    const __m256i ONES8 = _mm256_set1_epi8(1);
-    const __m256i ONES16 = _mm256_set1_epi16(1);
-    const __m256i OFF = _mm256_set1_epi32(4096);
     *bsv = iqkt_mm_block_scales_avx2(type, sb);
-    if (type == IQKT_MM_IQ4) {
-        for (int o = 0; o < 8; o++) {
-            uint32_t w;
-            memcpy(&w, sb + 4 * o, 4);
-            __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
-            __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
-            __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
-            __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
-            __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
-                                                                                _mm256_slli_epi32(hi, 12))),
-                                             _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
-            __m256i v[4];
-            for (int k = 0; k < 4; k++) {
-                __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-                v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
-            }
-            dst[2 * o] = _mm256_blend_epi16(v[0], _mm256_slli_epi32(v[1], 16), 0xAA);
-            dst[2 * o + 1] = _mm256_blend_epi16(v[2], _mm256_slli_epi32(v[3], 16), 0xAA);
-        }
-        return;
-    }
     if (type == IQKT_MM_IQ3) {   /* block vectors, as in iqkt_mm_row_avx2 */
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
         for (int b = 0; b < 8; b++) {
@@ -1030,16 +1023,14 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
         }
         return;
     }
-    for (int vv = 0; vv < 4; vv++) {
-        __m256i seeds = _mm256_add_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * vv))), OFF);
-        __m256i v[8];
-        for (int k = 0; k < 8; k++) {
-            __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-            v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
-        }
-        for (int kp = 0; kp < 4; kp++)
-            dst[4 * vv + kp] = _mm256_blend_epi16(v[2 * kp], _mm256_slli_epi32(v[2 * kp + 1], 16), 0xAA);
+    /* IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
+     * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
+    const int nv = (type == IQKT_MM_IQ4) ? 8 : 4, np = (type == IQKT_MM_IQ4) ? 2 : 4;
+    for (int v = 0; v < nv; v++) {
+        __m256i seeds = (type == IQKT_MM_IQ4) ? iqkt_mm_iq4_seeds_avx2(sb, v) : iqkt_mm_iq2_seeds_avx2(sb, v);
+        for (int kp = 0; kp < np; kp++)
+            dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
+                                                      _mm256_set1_epi32((int)MK[2 * kp + 1]));
     }
 }
 
