@@ -880,15 +880,15 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i qhs, co
                          : _mm256_setr_epi32(IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3);
     const __m256i M1 = q ? _mm256_setr_epi32(IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8)
                          : _mm256_setr_epi32(IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4);
-    /* byte of qh (within the 128-bit half) holding the sign of word h of lane l, in both bytes of the word */
-#define IQKT_Q3SEL(q) 4 * (q), 4 * (q), 4 * (q) + 1, 4 * (q) + 1, 4 * (q) + 2, 4 * (q) + 2, 4 * (q) + 3, 4 * (q) + 3, \
-                      8 + 4 * (q), 8 + 4 * (q), 9 + 4 * (q), 9 + 4 * (q), 10 + 4 * (q), 10 + 4 * (q), 11 + 4 * (q), 11 + 4 * (q)
+    /* byte of qh (within the 128-bit half) holding the sign of word h of lane l, into the word's high byte */
+#define IQKT_Q3SEL(q) -1, 4 * (q), -1, 4 * (q) + 1, -1, 4 * (q) + 2, -1, 4 * (q) + 3, \
+                      -1, 8 + 4 * (q), -1, 9 + 4 * (q), -1, 10 + 4 * (q), -1, 11 + 4 * (q)
     const __m256i SEL = q ? _mm256_setr_epi8(IQKT_Q3SEL(1), IQKT_Q3SEL(1)) : _mm256_setr_epi8(IQKT_Q3SEL(0), IQKT_Q3SEL(0));
 #undef IQKT_Q3SEL
     __m256i t = _mm256_sub_epi16(iqkt_mm_pair_sums_avx2(seeds, M0, M1), _mm256_set1_epi16(126));
-    /* s: sign bit = t's sign xor the weight's sign bit, never 0: vpsignw(t, s) = +-|t| */
-    __m256i sg = _mm256_or_si256(_mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)), _mm256_set1_epi16(1));
-    return _mm256_sign_epi16(t, sg);
+    /* s = t ^ (sign byte << 8): sign bit = t's sign xor the weight's sign bit,
+     * and s == 0 only where t == 0, so vpsignw(t, s) = +-|t| */
+    return _mm256_sign_epi16(t, _mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)));
 }
 
 /* The 8 block scales of a super-block as floats (iqkt_mm_block_scale), in
@@ -945,9 +945,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         if (type == IQKT_MM_IQ3) {
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
             const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
+#pragma GCC unroll 8
             for (int b = 0; b < 8; b++) {
                 __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
-                __m256i qhs = _mm256_sll_epi32(qh, _mm_cvtsi32_si128(7 - b));
+                __m256i qhs = _mm256_slli_epi32(qh, 7 - b);
                 __m256i p0 = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 0), p1 = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 1);
                 for (int bi = 0; bi < nb; bi++) {
                     const uint8_t *lb = ls + bi * lstride + 64 * b;
@@ -1017,7 +1018,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
         for (int b = 0; b < 8; b++) {
             __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
-            __m256i qhs = _mm256_sll_epi32(qh, _mm_cvtsi32_si128(7 - b));
+            __m256i qhs = _mm256_slli_epi32(qh, 7 - b);
             dst[2 * b] = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 0);
             dst[2 * b + 1] = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 1);
         }
