@@ -962,6 +962,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
         if (type == IQKT_MM_IQ4) {
+#pragma GCC unroll 8
             for (int o = 0; o < 8; o++) {
                 __m256i seeds = iqkt_mm_iq4_seeds_avx2(sb, o);
                 __m256i acc[IQKT_MM_NB];
@@ -980,6 +981,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             }
             continue;
         }
+#pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
             __m256i seeds = iqkt_mm_iq2_seeds_avx2(sb, v);
             __m256i acc[IQKT_MM_NB];
