@@ -840,16 +840,30 @@ static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
                             _mm256_set1_epi32(4096));
 }
 
-/* IQ4 seeds (index + 4096 + 32768 * flag) of block o, lane l = group l. */
-static inline __m256i iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, int o) {
-    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
-    uint32_t w = iqkt_load_u32(sb + 4 * o);
-    __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
-    __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
-    __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
-    __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
-    return _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8), _mm256_slli_epi32(hi, 12))),
-                            _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+/* IQ4 seeds (index + 4096 + 32768 * flag) of the 8 blocks of a super-block:
+ * seeds[o] lane l = group 8o + l.  Index bits 0..11 (ql byte, qh nibble) are
+ * interleaved 16 groups at a time; bits 12..14 and the codebook flag (as bit
+ * 15) are spread to the 8 words of a block by two scalar pdeps, which keeps
+ * that bit shuffling off the vector pipes. */
+IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[8]) {
+    const __m128i NIB = _mm_set1_epi8(15);
+    const uint64_t HI3 = 0x7000700070007000ull, FLAG = 0x8000800080008000ull;
+    const __m128i qh0 = _mm_loadu_si128((const __m128i *)(sb + 96));
+    const __m128i qh1 = _mm_loadu_si128((const __m128i *)(sb + 112));
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; p++) {   /* groups 16p .. 16p + 15 = blocks 2p, 2p + 1 */
+        __m128i ql = _mm_loadu_si128((const __m128i *)(sb + 32 + 16 * p));
+        __m128i qh = (p & 1) ? qh1 : qh0;
+        __m128i nib = _mm_and_si128(p >= 2 ? _mm_srli_epi16(qh, 4) : qh, NIB);
+        __m128i lw[2] = {_mm_unpacklo_epi8(ql, nib), _mm_unpackhi_epi8(ql, nib)};
+        for (int h = 0; h < 2; h++) {
+            uint32_t w = iqkt_load_u32(sb + 4 * (2 * p + h));
+            uint64_t f = FLAG & ((uint64_t)0 - (w & 1));
+            __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(_pdep_u64(w >> 8, HI3) | f)),
+                                          (long long)(_pdep_u64(w >> 20, HI3) | f), 1);
+            seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32(4096));
+        }
+    }
 }
 
 /* IQ3 on AVX2, block vectors: vector m = 2b + q of a super-block holds the
@@ -962,9 +976,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
         if (type == IQKT_MM_IQ4) {
+            __m256i seeds8[8];
+            iqkt_mm_iq4_seeds_avx2(sb, seeds8);
 #pragma GCC unroll 8
             for (int o = 0; o < 8; o++) {
-                __m256i seeds = iqkt_mm_iq4_seeds_avx2(sb, o);
+                __m256i seeds = seeds8[o];
                 __m256i acc[IQKT_MM_NB];
                 for (int bi = 0; bi < nb; bi++)
                     acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
@@ -1029,8 +1045,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     /* IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
      * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
     const int nv = (type == IQKT_MM_IQ4) ? 8 : 4, np = (type == IQKT_MM_IQ4) ? 2 : 4;
+    __m256i seeds8[8];
+    if (type == IQKT_MM_IQ4) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
     for (int v = 0; v < nv; v++) {
-        __m256i seeds = (type == IQKT_MM_IQ4) ? iqkt_mm_iq4_seeds_avx2(sb, v) : iqkt_mm_iq2_seeds_avx2(sb, v);
+        __m256i seeds = (type == IQKT_MM_IQ4) ? seeds8[v] : iqkt_mm_iq2_seeds_avx2(sb, v);
         for (int kp = 0; kp < np; kp++)
             dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
                                                       _mm256_set1_epi32((int)MK[2 * kp + 1]));
