@@ -873,9 +873,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[
  * gives block partial dots.  Why this shape: on Zen4 vpmulld, vpmaddubsw,
  * vpmaddwd, vpabs* and vpsign* all share two pipes, so the byte sums of both
  * steps of a lane are paired by blends and one vpmaddubsw, and |value| and the
- * sign are applied with xor / shift / sub (other pipes).  The sign bit of a
- * weight (bit b of qh[position]) is picked by one vpshufb from qh shifted so
- * that bit b of every byte is its bit 7. */
+ * sign with vpsignw on a word whose sign bit is the weight's sign bit (bit b
+ * of qh[position]): the qh bytes of vectors 2b + q are gathered into the high
+ * bytes of the words once per super-block (iqkt_mm_iq3_sign_bytes_avx2) and
+ * shifted left by 7 - b per block. */
 
 /* seeds (index + 4096) of block b's 4 groups in the lanes above */
 static inline __m256i iqkt_mm_iq3_seeds_avx2(const uint8_t *sb, int b) {
@@ -886,23 +887,30 @@ static inline __m256i iqkt_mm_iq3_seeds_avx2(const uint8_t *sb, int b) {
     return _mm256_add_epi32(_mm256_shuffle_epi8(_mm256_set1_epi64x(idx), DUP), _mm256_set1_epi32(4096));
 }
 
-/* Signed int16 value pairs of vector 2b + q.  qhs: the 32 qh bytes with bit b
- * of each byte moved to bit 7 (shifted left by 7 - b). */
-IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i qhs, const int q) {
+/* The qh bytes of the words of vectors 2b + q (any b) in the words' high bytes,
+ * low bytes zero: (iqkt_mm_iq3_sign_bytes_avx2(sb, q) << (7 - b)) has the sign
+ * of the weight at bit 15 of its word. */
+static inline __m256i iqkt_mm_iq3_sign_bytes_avx2(const uint8_t *sb, const int q) {
+    /* byte of qh (within the 128-bit half) holding the sign of word h of lane l */
+#define IQKT_Q3SEL(q) -1, 4 * (q), -1, 4 * (q) + 1, -1, 4 * (q) + 2, -1, 4 * (q) + 3, \
+                      -1, 8 + 4 * (q), -1, 9 + 4 * (q), -1, 10 + 4 * (q), -1, 11 + 4 * (q)
+    const __m256i SEL = q ? _mm256_setr_epi8(IQKT_Q3SEL(1), IQKT_Q3SEL(1)) : _mm256_setr_epi8(IQKT_Q3SEL(0), IQKT_Q3SEL(0));
+#undef IQKT_Q3SEL
+    return _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), SEL);
+}
+
+/* Signed int16 value pairs of vector 2b + q; sgn: sign of each weight at bit
+ * 15 of its word, low byte zero (see iqkt_mm_iq3_sign_bytes_avx2). */
+IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i sgn, const int q) {
     /* multiplier of word h of lane l: M^(k + 1), step k = 4q + 2(l & 1) + h */
     const __m256i M0 = q ? _mm256_setr_epi32(IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7)
                          : _mm256_setr_epi32(IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3);
     const __m256i M1 = q ? _mm256_setr_epi32(IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8)
                          : _mm256_setr_epi32(IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4);
-    /* byte of qh (within the 128-bit half) holding the sign of word h of lane l, into the word's high byte */
-#define IQKT_Q3SEL(q) -1, 4 * (q), -1, 4 * (q) + 1, -1, 4 * (q) + 2, -1, 4 * (q) + 3, \
-                      -1, 8 + 4 * (q), -1, 9 + 4 * (q), -1, 10 + 4 * (q), -1, 11 + 4 * (q)
-    const __m256i SEL = q ? _mm256_setr_epi8(IQKT_Q3SEL(1), IQKT_Q3SEL(1)) : _mm256_setr_epi8(IQKT_Q3SEL(0), IQKT_Q3SEL(0));
-#undef IQKT_Q3SEL
     __m256i t = _mm256_sub_epi16(iqkt_mm_pair_sums_avx2(seeds, M0, M1), _mm256_set1_epi16(126));
-    /* s = t ^ (sign byte << 8): sign bit = t's sign xor the weight's sign bit,
-     * and s == 0 only where t == 0, so vpsignw(t, s) = +-|t| */
-    return _mm256_sign_epi16(t, _mm256_xor_si256(t, _mm256_shuffle_epi8(qhs, SEL)));
+    /* s = t ^ sgn: sign bit = t's sign xor the weight's sign, and s == 0 only
+     * where t == 0 (|t| <= 126, sgn's low byte is zero), so vpsignw(t, s) = +-|t| */
+    return _mm256_sign_epi16(t, _mm256_xor_si256(t, sgn));
 }
 
 /* The 8 block scales of a super-block as floats (iqkt_mm_block_scale), in
@@ -957,13 +965,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             _mm256_storeu_ps(sc[bi], scv[bi]);
         }
         if (type == IQKT_MM_IQ3) {
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
+            const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
             const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
 #pragma GCC unroll 8
             for (int b = 0; b < 8; b++) {
                 __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
-                __m256i qhs = _mm256_slli_epi32(qh, 7 - b);
-                __m256i p0 = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 0), p1 = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 1);
+                __m256i p0 = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s0, 7 - b), 0);
+                __m256i p1 = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s1, 7 - b), 1);
                 for (int bi = 0; bi < nb; bi++) {
                     const uint8_t *lb = ls + bi * lstride + 64 * b;
                     __m256i acc = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_loadu_si256((const __m256i *)lb)),
@@ -1033,12 +1041,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     *bsv = iqkt_mm_block_scales_avx2(type, sb);
     if (type == IQKT_MM_IQ3) {   /* block vectors, as in iqkt_mm_row_avx2 */
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
+        const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
         for (int b = 0; b < 8; b++) {
             __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
-            __m256i qhs = _mm256_slli_epi32(qh, 7 - b);
-            dst[2 * b] = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 0);
-            dst[2 * b + 1] = iqkt_mm_iq3_pairs_avx2(seeds, qhs, 1);
+            dst[2 * b] = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s0, 7 - b), 0);
+            dst[2 * b + 1] = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s1, 7 - b), 1);
         }
         return;
     }
