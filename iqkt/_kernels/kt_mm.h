@@ -28,7 +28,10 @@
  * instruction itself is slow there); 8 scalar 64-bit loads per 64 weights
  * 1.45 ms (0.82 ms with an L1-resident table, so L2 line traffic is the cap);
  * half lookups / half compute 1.38 ms (the two do not overlap well); AVX2
- * lookups did not beat AVX2 compute either.  Lookups are used where the
+ * lookups did not beat AVX2 compute either (random 8-byte loads from the
+ * 512 KiB table: ~0.7 ns each here, about the cost of computing 8 IQ2 values;
+ * IQ2 with 1/4, 1/2, 3/4 of the vectors looked up was not faster than all
+ * computed).  Lookups are used where the
  * decoded values are reused many times: the AVX512 GEMM batch kernel, and
  * scalar / NEON.
  *
@@ -37,12 +40,12 @@
  * layout the ISA's inner loop wants:
  *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
  *           step-major order of the AVX512 kernels (depends on the weight type)
- *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
- *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
- *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
+ *   avx2:   IQ2/IQ4: uint32 lane = x16 in both 16-bit halves (for vpmaddwd on
+ *           byte-pair sums), in the step-major order of the AVX2 kernel
+ *           (iqkt_mm_lane_pos_avx2); IQ3: int16 pairs (below)
  * The batch kernels (AVX512 for 2 <= nb < IQKT_MM_GEMM_MIN, AVX2 for
- * nb > IQKT_MM_NB) use int16 pairs instead (2 bytes per element, see
- * iqkt_mm_prepare); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
+ * nb > IQKT_MM_NB) and the AVX2 IQ3 kernels use int16 pairs instead (2 bytes
+ * per element, see iqkt_mm_prepare, iqkt_mm_pair_pos_avx2); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
  * the activation rows (iqkt_mm_prepare_rows).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
@@ -935,7 +938,7 @@ static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
  * (lane = group), so the states are seeds * M^k with no per-group
  * broadcast and the per-lane int dot over the steps is a per-group dot.
- *   IQ2/IQ3, vector v (0..3) of a super-block: lane l holds group l & 3 of
+ *   IQ2, vector v (0..3) of a super-block: lane l holds group l & 3 of
  *     block 2v + (l >> 2), i.e. the 8 consecutive index words 8v..8v+7.
  *   IQ4, vector o (0..7): lane l holds group l of block o.
  * IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
@@ -943,7 +946,13 @@ static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb
  * (sum of 4 bytes) * x16; the -126 bias is added per block once per
  * super-block with the block's sum of x16 (in one lane of the block).
  * IQ3 uses block vectors of signed int16 pairs (iqkt_mm_iq3_pairs_avx2) and
- * the pair layout of the activations. */
+ * the pair layout of the activations.
+ * Measured and not kept (Zen4, one thread): IQ2 / IQ4 on int16 pairs as well
+ * (iqkt_mm_pair_sums_avx2: fewer multiply-class ops but one more op per 16
+ * weights) was 0-10% slower, so these loops are bound by the op count rather
+ * than the two multiply pipes; reducing the 8 block vectors of IQ3 / IQ4 to
+ * one vector of block dots per super-block (one convert + FMA instead of 8)
+ * was 0-25% slower (the shuffles of the reduction cost more). */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,
