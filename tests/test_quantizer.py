@@ -84,3 +84,29 @@ def test_more_refinement_never_hurts(type):
     finally:
         k.set_quantizer_knobs(*prev)
     assert errs[1] <= errs[0] * (1 + 1e-6) and errs[2] <= errs[1] * (1 + 1e-6), errs
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_iq4_coarse_then_fine_trials_same_bytes_everywhere(isa):
+    """The two-stage IQ4 trial search (cheap ranking, thorough re-search of the
+    best pairs) must stay deterministic across ISAs and thread counts, and its
+    result must be a valid encoding no worse than encoding nothing."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_t(4, (5, 512)).astype(np.float32)
+    im = rng.chisquare(1, 512).astype(np.float32)
+    k = _dispatch.module()
+    prev = k.set_quantizer_knobs(nflip_coarse=0, trial_keep=4)
+    try:
+        want = iqkt.quantize(x, "iq4_kt", im, threads=1)
+        with _dispatch.use_isa(isa):
+            m = _dispatch.module()
+            p2 = m.set_quantizer_knobs(nflip_coarse=0, trial_keep=4)
+            try:
+                got1 = iqkt.quantize(x, "iq4_kt", im, threads=1)
+                got3 = iqkt.quantize(x, "iq4_kt", im, threads=3)
+            finally:
+                m.set_quantizer_knobs(*p2)
+    finally:
+        k.set_quantizer_knobs(*prev)
+    assert np.array_equal(got1, want) and np.array_equal(got3, want)
+    assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
