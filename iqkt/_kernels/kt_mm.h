@@ -846,11 +846,17 @@ static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
 /* IQ4 seeds (index + 4096 + 32768 * flag) of the 8 blocks of a super-block:
  * seeds[o] lane l = group 8o + l.  Index bits 0..11 (ql byte, qh nibble) are
  * interleaved 16 groups at a time; bits 12..14 and the codebook flag (as bit
- * 15) are spread to the 8 words of a block by two scalar pdeps, which keeps
- * that bit shuffling off the vector pipes. */
+ * 15) are spread to the 8 words of a block with scalar shifts and masks, which
+ * keeps that bit shuffling off the vector pipes.  Not pdep: it is microcoded
+ * (hundreds of cycles) on AMD Zen 1/2, which are AVX2 machines. */
+/* the four 3-bit fields of v (bits 0..11) to bits 12..14 of four 16-bit words */
+static inline uint64_t iqkt_mm_spread_3bit_fields(uint64_t v) {
+    return ((v & 0x007) << 12) | ((v & 0x038) << 25) | ((v & 0x1C0) << 38) | ((v & 0xE00) << 51);
+}
+
 IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[8]) {
     const __m128i NIB = _mm_set1_epi8(15);
-    const uint64_t HI3 = 0x7000700070007000ull, FLAG = 0x8000800080008000ull;
+    const uint64_t FLAG = 0x8000800080008000ull;
     const __m128i qh0 = _mm_loadu_si128((const __m128i *)(sb + 96));
     const __m128i qh1 = _mm_loadu_si128((const __m128i *)(sb + 112));
 #pragma GCC unroll 4
@@ -862,8 +868,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[
         for (int h = 0; h < 2; h++) {
             uint32_t w = iqkt_load_u32(sb + 4 * (2 * p + h));
             uint64_t f = FLAG & ((uint64_t)0 - (w & 1));
-            __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(_pdep_u64(w >> 8, HI3) | f)),
-                                          (long long)(_pdep_u64(w >> 20, HI3) | f), 1);
+            __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(iqkt_mm_spread_3bit_fields(w >> 8) | f)),
+                                          (long long)(iqkt_mm_spread_3bit_fields((w >> 20) & 0xFFF) | f), 1);
             seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32(4096));
         }
     }
