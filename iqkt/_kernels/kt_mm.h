@@ -849,9 +849,12 @@ static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
  * 15) are spread to the 8 words of a block with scalar shifts and masks, which
  * keeps that bit shuffling off the vector pipes.  Not pdep: it is microcoded
  * (hundreds of cycles) on AMD Zen 1/2, which are AVX2 machines. */
-/* the four 3-bit fields of v (bits 0..11) to bits 12..14 of four 16-bit words */
+/* the four 3-bit fields of v (bits 0..11) to bits 12..14 of four 16-bit
+ * words: one multiply places copies of the 12 bits at 12, 25, 38 and 51 (13
+ * apart, so they never overlap or carry), the mask keeps field i of copy i */
 static inline uint64_t iqkt_mm_spread_3bit_fields(uint64_t v) {
-    return ((v & 0x007) << 12) | ((v & 0x038) << 25) | ((v & 0x1C0) << 38) | ((v & 0xE00) << 51);
+    const uint64_t COPIES = (1ull << 12) | (1ull << 25) | (1ull << 38) | (1ull << 51);
+    return ((v & 0xFFF) * COPIES) & 0x7000700070007000ull;
 }
 
 IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[8]) {
@@ -869,7 +872,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[
             uint32_t w = iqkt_load_u32(sb + 4 * (2 * p + h));
             uint64_t f = FLAG & ((uint64_t)0 - (w & 1));
             __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(iqkt_mm_spread_3bit_fields(w >> 8) | f)),
-                                          (long long)(iqkt_mm_spread_3bit_fields((w >> 20) & 0xFFF) | f), 1);
+                                          (long long)(iqkt_mm_spread_3bit_fields(w >> 20) | f), 1);
             seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32(4096));
         }
     }
