@@ -28,7 +28,10 @@
  * instruction itself is slow there); 8 scalar 64-bit loads per 64 weights
  * 1.45 ms (0.82 ms with an L1-resident table, so L2 line traffic is the cap);
  * half lookups / half compute 1.38 ms (the two do not overlap well); AVX2
- * lookups did not beat AVX2 compute either.  Lookups are used where the
+ * lookups did not beat AVX2 compute either (random 8-byte loads from the
+ * 512 KiB table: ~0.7 ns each here, about the cost of computing 8 IQ2 values;
+ * IQ2 with 1/4, 1/2, 3/4 of the vectors looked up was not faster than all
+ * computed).  Lookups are used where the
  * decoded values are reused many times: the AVX512 GEMM batch kernel, and
  * scalar / NEON.
  *
@@ -37,12 +40,12 @@
  * layout the ISA's inner loop wants:
  *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
  *           step-major order of the AVX512 kernels (depends on the weight type)
- *   avx2:   uint32 lane = x16 in both 16-bit halves (IQ2/IQ4, for vpmaddwd on
- *           byte-pair sums) or (x16, 0) (IQ3), in the step-major order of the
- *           AVX2 kernel (iqkt_mm_lane_pos_avx2)
+ *   avx2:   IQ2/IQ4: uint32 lane = x16 in both 16-bit halves (for vpmaddwd on
+ *           byte-pair sums), in the step-major order of the AVX2 kernel
+ *           (iqkt_mm_lane_pos_avx2); IQ3: int16 pairs (below)
  * The batch kernels (AVX512 for 2 <= nb < IQKT_MM_GEMM_MIN, AVX2 for
- * nb > IQKT_MM_NB) use int16 pairs instead (2 bytes per element, see
- * iqkt_mm_prepare); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
+ * nb > IQKT_MM_NB) and the AVX2 IQ3 kernels use int16 pairs instead (2 bytes
+ * per element, see iqkt_mm_prepare, iqkt_mm_pair_pos_avx2); the AVX512 GEMM kernel (nb >= IQKT_MM_GEMM_MIN) interleaves
  * the activation rows (iqkt_mm_prepare_rows).
  *   neon:   per block 32 int8 "hi" then 32 int8 "lo" with x16 = 256*hi + lo
  *   scalar: per block 32 int16 x16
@@ -127,6 +130,26 @@ static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
     return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
 }
 
+/* Position (within its super-block) of the activation at word h (0, 1) of
+ * int32 lane l of vector m (0..15) of the AVX2 "pair" layout: the lane holds
+ * two steps of one group (see iqkt_mm_decode_pairs_avx2).  IQ2 / IQ4 pair
+ * the steps 2kp, 2kp+1 of the step-major row kernel's lanes (m = 4v + kp,
+ * resp. 2o + kp); IQ3 uses block vectors: m = 2b + q holds steps 4q..4q+3 of
+ * the 4 groups of block b, lane l = group 2(l >> 2) + ((l >> 1) & 1), steps
+ * 4q + 2(l & 1) + h (see iqkt_mm_iq3_pairs_avx2). */
+static inline int iqkt_mm_pair_pos_avx2(int type, int m, int l, int h) {
+    if (type == IQKT_MM_IQ3)
+        return 32 * (m >> 1) + 8 * (2 * (l >> 2) + ((l >> 1) & 1)) + 4 * (m & 1) + 2 * (l & 1) + h;
+    int e0 = (type == IQKT_MM_IQ4) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
+    return iqkt_mm_lane_pos_avx2(type, e0 + 8 * h);
+}
+
+/* Whether the AVX2 kernels read activation rows in the pair layout (2 bytes
+ * per element, 512 bytes per super-block) rather than the 4-byte lanes. */
+static inline int iqkt_mm_pairs_avx2(int type, int64_t nb) {
+    return type == IQKT_MM_IQ3 || nb > IQKT_MM_NB;
+}
+
 /* Whether a product with nb activation rows uses the batch kernel (AVX512, AVX2)
  * (decoded int16 weight tiles, "pair" activation layout). */
 static inline int iqkt_mm_use_batch(int64_t nb) {
@@ -194,30 +217,22 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
         }
     }
 #elif defined(IQKT_HAVE_AVX2)
-    if (iqkt_mm_use_batch(nb)) {
-        /* vector m of a super-block, lane l: the activations of steps 2kp and
-         * 2kp+1 of that lane, as an int16 pair (see iqkt_mm_decode_pairs_avx2);
-         * m = 4v + kp (IQ2/IQ3) or 2o + kp (IQ4). */
-        for (int64_t ib = 0; ib < n / 256; ib++) {
-            for (int m = 0; m < 16; m++) {
-                for (int l = 0; l < 8; l++) {
-                    int e0 = (type == IQKT_MM_IQ4) ? 32 * (m >> 1) + 16 * (m & 1) + l
-                                                   : 64 * (m >> 2) + 16 * (m & 3) + l;
-                    int16_t a = x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e0)];
-                    int16_t c = x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e0 + 8)];
-                    memcpy(lanes + 512 * ib + 32 * m + 4 * l, &a, 2);
-                    memcpy(lanes + 512 * ib + 32 * m + 4 * l + 2, &c, 2);
-                }
-            }
-        }
+    if (iqkt_mm_pairs_avx2(type, nb)) {
+        /* vector m of a super-block, lane l: the activations of the lane's two
+         * steps as an int16 pair (iqkt_mm_pair_pos_avx2) */
+        for (int64_t ib = 0; ib < n / 256; ib++)
+            for (int m = 0; m < 16; m++)
+                for (int l = 0; l < 8; l++)
+                    for (int h = 0; h < 2; h++) {
+                        int16_t a = x16[256 * ib + iqkt_mm_pair_pos_avx2(type, m, l, h)];
+                        memcpy(lanes + 512 * ib + 32 * m + 4 * l + 2 * h, &a, 2);
+                    }
         return;
     }
-    /* step-major lanes (iqkt_mm_lane_pos_avx2); IQ3 values are formed signed
-     * in 32-bit lanes, so its lanes carry (x16, 0), the others (x16, x16). */
+    /* IQ2 / IQ4 step-major lanes (iqkt_mm_lane_pos_avx2) carrying (x16, x16) */
     for (int64_t ib = 0; ib < n / 256; ib++) {
         for (int e = 0; e < 256; e++) {
-            uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e)];
-            if (type != IQKT_MM_IQ3) v *= 0x00010001u;
+            uint32_t v = (uint16_t)x16[256 * ib + iqkt_mm_lane_pos_avx2(type, e)] * 0x00010001u;
             memcpy(lanes + 1024 * ib + 4 * e, &v, 4);
         }
     }
@@ -803,56 +818,195 @@ static inline float iqkt_mm_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Byte sums of the masked states of two trellis steps (multipliers ma, mb)
+ * as an int16 pair per lane: word 0 = sum of step a's 4 bytes, word 1 = step
+ * b's (0..252, unbiased).  The two states' bytes are paired by blends and a
+ * word swap, so one vpmaddubsw sums both: on Zen4 vpmulld, vpmaddubsw and
+ * vpmaddwd share two pipes, and this needs one multiply-class op per 16
+ * weights for the sums instead of two per 8. */
+IQKT_ALWAYS_INLINE __m256i iqkt_mm_pair_sums_avx2(__m256i seeds, __m256i ma, __m256i mb) {
+    const __m256i SWAPW = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+                                           2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
+    __m256i a0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, ma), MASK);
+    __m256i a1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, mb), MASK);
+    /* word 0: bytes 0,1 + bytes 2,3 of a0; word 1: bytes 2,3 + bytes 0,1 of a1 */
+    __m256i u = _mm256_add_epi32(_mm256_blend_epi16(a0, a1, 0xAA),
+                                 _mm256_shuffle_epi8(_mm256_blend_epi16(a1, a0, 0xAA), SWAPW));
+    return _mm256_maddubs_epi16(u, _mm256_set1_epi8(1));
+}
+
+/* IQ2 seeds (index + 4096) of vector v of the step-major layout: lane l =
+ * group l & 3 of block 2v + (l >> 2), i.e. index words 8v .. 8v + 7. */
+static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
+    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))),
+                            _mm256_set1_epi32(4096));
+}
+
+/* IQ4 seeds (index + 4096 + 32768 * flag) of the 8 blocks of a super-block:
+ * seeds[o] lane l = group 8o + l.  Index bits 0..11 (ql byte, qh nibble) are
+ * interleaved 16 groups at a time; bits 12..14 and the codebook flag (as bit
+ * 15) are spread to the 8 words of a block with scalar shifts and masks, which
+ * keeps that bit shuffling off the vector pipes.  Not pdep: it is microcoded
+ * (hundreds of cycles) on AMD Zen 1/2, which are AVX2 machines. */
+/* the four 3-bit fields of v (bits 0..11) to bits 12..14 of four 16-bit
+ * words: one multiply places copies of the 12 bits at 12, 25, 38 and 51 (13
+ * apart, so they never overlap or carry), the mask keeps field i of copy i */
+static inline uint64_t iqkt_mm_spread_3bit_fields(uint64_t v) {
+    const uint64_t COPIES = (1ull << 12) | (1ull << 25) | (1ull << 38) | (1ull << 51);
+    return ((v & 0xFFF) * COPIES) & 0x7000700070007000ull;
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[8]) {
+    const __m128i NIB = _mm_set1_epi8(15);
+    const uint64_t FLAG = 0x8000800080008000ull;
+    const __m128i qh0 = _mm_loadu_si128((const __m128i *)(sb + 96));
+    const __m128i qh1 = _mm_loadu_si128((const __m128i *)(sb + 112));
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; p++) {   /* groups 16p .. 16p + 15 = blocks 2p, 2p + 1 */
+        __m128i ql = _mm_loadu_si128((const __m128i *)(sb + 32 + 16 * p));
+        __m128i qh = (p & 1) ? qh1 : qh0;
+        __m128i nib = _mm_and_si128(p >= 2 ? _mm_srli_epi16(qh, 4) : qh, NIB);
+        __m128i lw[2] = {_mm_unpacklo_epi8(ql, nib), _mm_unpackhi_epi8(ql, nib)};
+        for (int h = 0; h < 2; h++) {
+            uint32_t w = iqkt_load_u32(sb + 4 * (2 * p + h));
+            uint64_t f = FLAG & ((uint64_t)0 - (w & 1));
+            __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(iqkt_mm_spread_3bit_fields(w >> 8) | f)),
+                                          (long long)(iqkt_mm_spread_3bit_fields(w >> 20) | f), 1);
+            seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32(4096));
+        }
+    }
+}
+
+/* IQ3 on AVX2, block vectors: vector m = 2b + q of a super-block holds the
+ * 16 signed values of steps 4q..4q+3 of the 4 groups of block b as int16
+ * pairs (lane l: group 2(l >> 2) + ((l >> 1) & 1), steps 4q + 2(l & 1) + h in
+ * word h), so every lane belongs to block b and one vpmaddwd per 16 weights
+ * gives block partial dots.  Why this shape: on Zen4 vpmulld, vpmaddubsw,
+ * vpmaddwd, vpabs* and vpsign* all share two pipes, so the byte sums of both
+ * steps of a lane are paired by blends and one vpmaddubsw, and |value| and the
+ * sign with vpsignw on a word whose sign bit is the weight's sign bit (bit b
+ * of qh[position]): the qh bytes of vectors 2b + q are gathered into the high
+ * bytes of the words once per super-block (iqkt_mm_iq3_sign_bytes_avx2) and
+ * shifted left by 7 - b per block. */
+
+/* seeds (index + 4096) of block b's 4 groups in the lanes above */
+static inline __m256i iqkt_mm_iq3_seeds_avx2(const uint8_t *sb, int b) {
+    const __m256i DUP = _mm256_setr_epi8(0, 1, -1, -1, 0, 1, -1, -1, 2, 3, -1, -1, 2, 3, -1, -1,
+                                         4, 5, -1, -1, 4, 5, -1, -1, 6, 7, -1, -1, 6, 7, -1, -1);
+    int64_t idx;
+    memcpy(&idx, sb + 4 + 8 * b, 8);
+    return _mm256_add_epi32(_mm256_shuffle_epi8(_mm256_set1_epi64x(idx), DUP), _mm256_set1_epi32(4096));
+}
+
+/* The qh bytes of the words of vectors 2b + q (any b) in the words' high bytes,
+ * low bytes zero: (iqkt_mm_iq3_sign_bytes_avx2(sb, q) << (7 - b)) has the sign
+ * of the weight at bit 15 of its word. */
+static inline __m256i iqkt_mm_iq3_sign_bytes_avx2(const uint8_t *sb, const int q) {
+    /* byte of qh (within the 128-bit half) holding the sign of word h of lane l */
+#define IQKT_Q3SEL(q) -1, 4 * (q), -1, 4 * (q) + 1, -1, 4 * (q) + 2, -1, 4 * (q) + 3, \
+                      -1, 8 + 4 * (q), -1, 9 + 4 * (q), -1, 10 + 4 * (q), -1, 11 + 4 * (q)
+    const __m256i SEL = q ? _mm256_setr_epi8(IQKT_Q3SEL(1), IQKT_Q3SEL(1)) : _mm256_setr_epi8(IQKT_Q3SEL(0), IQKT_Q3SEL(0));
+#undef IQKT_Q3SEL
+    return _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), SEL);
+}
+
+/* Signed int16 value pairs of vector 2b + q; sgn: sign of each weight at bit
+ * 15 of its word, low byte zero (see iqkt_mm_iq3_sign_bytes_avx2). */
+IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i sgn, const int q) {
+    /* multiplier of word h of lane l: M^(k + 1), step k = 4q + 2(l & 1) + h */
+    const __m256i M0 = q ? _mm256_setr_epi32(IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7, IQKT_M5, IQKT_M7)
+                         : _mm256_setr_epi32(IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3, IQKT_M1, IQKT_M3);
+    const __m256i M1 = q ? _mm256_setr_epi32(IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8, IQKT_M6, IQKT_M8)
+                         : _mm256_setr_epi32(IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4, IQKT_M2, IQKT_M4);
+    __m256i t = _mm256_sub_epi16(iqkt_mm_pair_sums_avx2(seeds, M0, M1), _mm256_set1_epi16(126));
+    /* s = t ^ sgn: sign bit = t's sign xor the weight's sign, and s == 0 only
+     * where t == 0 (|t| <= 126, sgn's low byte is zero), so vpsignw(t, s) = +-|t| */
+    return _mm256_sign_epi16(t, _mm256_xor_si256(t, sgn));
+}
+
+/* The 8 block scales of a super-block as floats (iqkt_mm_block_scale), in
+ * vector lanes: no scalar int -> float converts or store-forwarding of 8
+ * scalar stores into a vector load. */
+static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb) {
+    if (type == IQKT_MM_IQ4) {   /* ((w & 0xFF) >> 1) - 64 per block word */
+        __m256i w = _mm256_loadu_si256((const __m256i *)sb);
+        w = _mm256_srli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0xFE)), 1);
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(64)));
+    }
+    /* code of block b: nibble b / 4 of scales[b % 4] */
+    __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
+    c = _mm256_and_si256(c, _mm256_set1_epi32(15));
+    if (type == IQKT_MM_IQ3) return _mm256_cvtepi32_ps(c);
+    const __m256 T0 = _mm256_setr_ps(-127, -104, -83, -65, -49, -35, -22, -10);
+    const __m256 T1 = _mm256_setr_ps(1, 13, 25, 38, 53, 69, 89, 113);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(T0, c), _mm256_permutevar8x32_ps(T1, c),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
+}
+
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
  * (lane = group), so the states are seeds * M^k with no per-group
  * broadcast and the per-lane int dot over the steps is a per-group dot.
- *   IQ2/IQ3, vector v (0..3) of a super-block: lane l holds group l & 3 of
+ *   IQ2, vector v (0..3) of a super-block: lane l holds group l & 3 of
  *     block 2v + (l >> 2), i.e. the 8 consecutive index words 8v..8v+7.
  *   IQ4, vector o (0..7): lane l holds group l of block o.
  * IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
  * (x16, x16) lanes adds both pair sums times x16, so a lane gets
  * (sum of 4 bytes) * x16; the -126 bias is added per block once per
  * super-block with the block's sum of x16 (in one lane of the block).
- * IQ3 needs |value|: it forms the signed value in 32-bit lanes (sign bit
- * moved to bit 31 by a per-lane shift, applied by vpsignd) and multiplies
- * with (x16, 0) lanes. */
+ * IQ3 uses block vectors of signed int16 pairs (iqkt_mm_iq3_pairs_avx2) and
+ * the pair layout of the activations.
+ * Measured and not kept (Zen4, one thread): IQ2 / IQ4 on int16 pairs as well
+ * (iqkt_mm_pair_sums_avx2: fewer multiply-class ops but one more op per 16
+ * weights) was 0-10% slower, so these loops are bound by the op count rather
+ * than the two multiply pipes; reducing the 8 block vectors of IQ3 / IQ4 to
+ * one vector of block dots per super-block (one convert + FMA instead of 8)
+ * was 0-25% slower (the shuffles of the reduction cost more). */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,
                                          const int nb, float *out) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
-    /* IQ3: bit 8 * (l & 3) + (l >> 2) of the step word (+ 2v) goes to bit 31 */
-    const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
-    const __m256i ONES16 = _mm256_set1_epi16(1);
-    const __m256i ONE = _mm256_set1_epi32(1);
-    const __m256i B126 = _mm256_set1_epi32(126);
-    const __m256i OFF = _mm256_set1_epi32(4096);
     const int sbb = iqkt_mm_sb_bytes[type];
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
         float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)iqkt_mm_block_scale(type, sb, b);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 scv[IQKT_MM_NB];
+        const __m256 bsv = iqkt_mm_block_scales_avx2(type, sb);
+        for (int bi = 0; bi < nb; bi++) {
+            scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
+            _mm256_storeu_ps(sc[bi], scv[bi]);
         }
+        if (type == IQKT_MM_IQ3) {
+            const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
+            const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; b++) {
+                __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
+                __m256i p0 = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s0, 7 - b), 0);
+                __m256i p1 = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s1, 7 - b), 1);
+                for (int bi = 0; bi < nb; bi++) {
+                    const uint8_t *lb = ls + bi * lstride + 64 * b;
+                    __m256i acc = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_loadu_si256((const __m256i *)lb)),
+                                                   _mm256_madd_epi16(p1, _mm256_loadu_si256((const __m256i *)(lb + 32))));
+                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc[bi][b]), facc[bi]);
+                }
+            }
+            continue;
+        }
+        /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
         if (type == IQKT_MM_IQ4) {
+            __m256i seeds8[8];
+            iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+#pragma GCC unroll 8
             for (int o = 0; o < 8; o++) {
-                uint32_t w;
-                memcpy(&w, sb + 4 * o, 4);
-                __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
-                __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
-                __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
-                __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
-                __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
-                                                                                    _mm256_slli_epi32(hi, 12))),
-                                                 _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
+                __m256i seeds = seeds8[o];
                 __m256i acc[IQKT_MM_NB];
                 for (int bi = 0; bi < nb; bi++)
                     acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
@@ -869,31 +1023,17 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             }
             continue;
         }
-        uint32_t wk[8];   /* IQ3: byte g of wk[k] = qh[8g + k]: signs of step k of group g, bit = block */
-        if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
-        __m256 scv[IQKT_MM_NB];
-        for (int bi = 0; bi < nb; bi++) scv[bi] = _mm256_loadu_ps(sc[bi]);
+#pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
-            __m256i seeds = _mm256_add_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
-            __m256i sgn = _mm256_sub_epi32(SGN, _mm256_set1_epi32(2 * v));
+            __m256i seeds = iqkt_mm_iq2_seeds_avx2(sb, v);
             __m256i acc[IQKT_MM_NB];
             for (int bi = 0; bi < nb; bi++) {
-                if (type == IQKT_MM_IQ3) {
-                    acc[bi] = _mm256_setzero_si256();
-                } else {
-                    const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
-                    acc[bi] = _mm256_setr_epi32(-126 * bs[0], 0, 0, 0, -126 * bs[1], 0, 0, 0);
-                }
+                const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
+                acc[bi] = _mm256_setr_epi32(-126 * bs[0], 0, 0, 0, -126 * bs[1], 0, 0, 0);
             }
             for (int k = 0; k < 8; k++) {
                 __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
                 __m256i p = _mm256_maddubs_epi16(st, ONES8);
-                if (type == IQKT_MM_IQ3) {
-                    __m256i val = _mm256_abs_epi32(_mm256_sub_epi32(_mm256_madd_epi16(p, ONES16), B126));
-                    __m256i s = _mm256_or_si256(_mm256_sllv_epi32(_mm256_set1_epi32((int)wk[k]), sgn), ONE);
-                    p = _mm256_sign_epi32(val, s);   /* low word = signed value; lanes are (x16, 0) */
-                }
                 for (int bi = 0; bi < nb; bi++) {
                     __m256i L = _mm256_loadu_si256((const __m256i *)(ls + bi * lstride + 256 * v + 32 * k));
                     acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(p, L));
@@ -910,63 +1050,33 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
 
 /* Batch kernel (more than IQKT_MM_NB activation rows).  Each super-block of
  * a weight row is decoded once into 16 ymm of int16 pairs (the values of
- * steps 2kp, 2kp+1 of a lane's group; IQ2/IQ4 unbiased byte sums, IQ3 signed
- * values), so the product with one activation row is one vpmaddwd per 16
+ * steps 2kp, 2kp+1 of a lane's group, unbiased byte sums; IQ3: the signed
+ * block vectors of iqkt_mm_iq3_pairs_avx2), so the product with one activation row is one vpmaddwd per 16
  * weights.  Every lane's int32 dot, bias lane, scale and FMA order equal
  * those of iqkt_mm_row_avx2, so the result is bit-for-bit that of the
  * row kernel. */
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
-    const __m256i SH = _mm256_setr_epi32(8, 11, 14, 17, 20, 23, 26, 29);
-    const __m256i SGN = _mm256_setr_epi32(31, 23, 15, 7, 30, 22, 14, 6);
-    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
-    const __m256i ONES8 = _mm256_set1_epi8(1);
-    const __m256i ONES16 = _mm256_set1_epi16(1);
-    const __m256i ONE = _mm256_set1_epi32(1);
-    const __m256i B126 = _mm256_set1_epi32(126);
-    const __m256i OFF = _mm256_set1_epi32(4096);
-    float bsf[8];
-    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    *bsv = _mm256_loadu_ps(bsf);
-    if (type == IQKT_MM_IQ4) {
-        for (int o = 0; o < 8; o++) {
-            uint32_t w;
-            memcpy(&w, sb + 4 * o, 4);
-            __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * o)));
-            __m256i qh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 96 + 8 * (o & 3))));
-            __m256i mid = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * (o >> 2)), _mm256_set1_epi32(15));
-            __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), SH), _mm256_set1_epi32(7));
-            __m256i seeds = _mm256_add_epi32(_mm256_or_si256(lo, _mm256_or_si256(_mm256_slli_epi32(mid, 8),
-                                                                                _mm256_slli_epi32(hi, 12))),
-                                             _mm256_set1_epi32(4096 + 32768 * (int)(w & 1)));
-            __m256i v[4];
-            for (int k = 0; k < 4; k++) {
-                __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-                v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
-            }
-            dst[2 * o] = _mm256_blend_epi16(v[0], _mm256_slli_epi32(v[1], 16), 0xAA);
-            dst[2 * o + 1] = _mm256_blend_epi16(v[2], _mm256_slli_epi32(v[3], 16), 0xAA);
+    *bsv = iqkt_mm_block_scales_avx2(type, sb);
+    if (type == IQKT_MM_IQ3) {   /* block vectors, as in iqkt_mm_row_avx2 */
+        const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
+        for (int b = 0; b < 8; b++) {
+            __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
+            dst[2 * b] = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s0, 7 - b), 0);
+            dst[2 * b + 1] = iqkt_mm_iq3_pairs_avx2(seeds, _mm256_slli_epi16(s1, 7 - b), 1);
         }
         return;
     }
-    uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
-    for (int vv = 0; vv < 4; vv++) {
-        __m256i seeds = _mm256_add_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * vv))), OFF);
-        __m256i sgn = _mm256_sub_epi32(SGN, _mm256_set1_epi32(2 * vv));
-        __m256i v[8];
-        for (int k = 0; k < 8; k++) {
-            __m256i st = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-            v[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(st, ONES8), ONES16);
-            if (type == IQKT_MM_IQ3) {
-                __m256i val = _mm256_abs_epi32(_mm256_sub_epi32(v[k], B126));
-                __m256i s = _mm256_or_si256(_mm256_sllv_epi32(_mm256_set1_epi32((int)wk[k]), sgn), ONE);
-                v[k] = _mm256_sign_epi32(val, s);
-            }
-        }
-        for (int kp = 0; kp < 4; kp++)
-            dst[4 * vv + kp] = _mm256_blend_epi16(v[2 * kp], _mm256_slli_epi32(v[2 * kp + 1], 16), 0xAA);
+    /* IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
+     * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
+    const int nv = (type == IQKT_MM_IQ4) ? 8 : 4, np = (type == IQKT_MM_IQ4) ? 2 : 4;
+    __m256i seeds8[8];
+    if (type == IQKT_MM_IQ4) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+    for (int v = 0; v < nv; v++) {
+        __m256i seeds = (type == IQKT_MM_IQ4) ? seeds8[v] : iqkt_mm_iq2_seeds_avx2(sb, v);
+        for (int kp = 0; kp < np; kp++)
+            dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
+                                                      _mm256_set1_epi32((int)MK[2 * kp + 1]));
     }
 }
 
@@ -992,11 +1102,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                 const uint8_t *lb = lanes + b * lstride + 512 * ib;
                 const int32_t *bs = bsum + b * bstride + 8 * ib;
                 __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
-                if (type == IQKT_MM_IQ4) {
+                if (type != IQKT_MM_IQ2) {   /* one block per vector pair */
                     for (int o = 0; o < 8; o++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o + 32));
-                        __m256i bias = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
+                        __m256i bias = (type == IQKT_MM_IQ3) ? _mm256_setzero_si256()
+                                       : _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
                         __m256i sel = _mm256_set1_epi32(o);
                         for (int r = 0; r < IQKT_MM_TILE; r++) {
                             const __m256i *w = wbuf + (r * IQKT_MM_KC + c) * 16 + 2 * o;
@@ -1010,8 +1121,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                     for (int vv = 0; vv < 4; vv++) {
                         __m256i x[4];
                         for (int kp = 0; kp < 4; kp++) x[kp] = _mm256_loadu_si256((const __m256i *)(lb + 128 * vv + 32 * kp));
-                        __m256i bias = (type == IQKT_MM_IQ3) ? _mm256_setzero_si256()
-                                       : _mm256_setr_epi32(-126 * bs[2 * vv], 0, 0, 0, -126 * bs[2 * vv + 1], 0, 0, 0);
+                        __m256i bias = _mm256_setr_epi32(-126 * bs[2 * vv], 0, 0, 0, -126 * bs[2 * vv + 1], 0, 0, 0);
                         __m256i perm = _mm256_add_epi32(HALF, _mm256_set1_epi32(2 * vv));
                         for (int r = 0; r < IQKT_MM_TILE; r++) {
                             const __m256i *w = wbuf + (r * IQKT_MM_KC + c) * 16 + 4 * vv;
