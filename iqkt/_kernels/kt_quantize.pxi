@@ -314,7 +314,8 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     candidate, so the result is never worse than the hint."""
     cdef SearchState st
     cdef int k, l, own, j, m, lo_l, hi_l
-    cdef float gap, gap2, tk, flip_cost[MAX_DIM]
+    cdef float gap, gap2, tk
+    cdef float flip_cost[MAX_DIM]
     st.sp = sp
     st.t = t
     st.w = w
