@@ -57,6 +57,7 @@ cdef extern from "kt_pool.h" nogil:
     int IQKT_POOL_MAX
     void iqkt_pool_prepare(int nworkers)
     void iqkt_pool_run(int nparts, iqkt_pool_fn fn, void *ctx)
+    int64_t iqkt_atomic_fetch_add(int64_t *p, int64_t v)
 
 cdef extern from "float.h":
     float FLT_MAX
@@ -395,9 +396,11 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
             b0 += nbc
     return KT_OK
 
-# Native threads for the int8 product: part i of nparts computes weight rows
-# [nrows*i/nparts, nrows*(i+1)/nparts).  Rows are independent, so the result
-# is the same for any nparts.
+# Native threads for the int8 product: the parts take chunks of weight rows
+# from a shared counter until none are left, so a part on a slower or busier
+# core simply takes fewer chunks (hybrid P/E cores, shared vCPUs).  Rows are
+# independent, so the result is the same for any number of parts and any
+# assignment of chunks.
 
 ctypedef struct MulMatJob:
     int type_id
@@ -411,14 +414,25 @@ ctypedef struct MulMatJob:
     int64_t ldy
     int64_t row0
     int64_t nrows
+    int64_t chunk
+    int64_t next_row            # shared counter, relative to row0
     int nparts
     int rc[64]
 
 cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
     cdef MulMatJob *j = <MulMatJob *>ctx
-    cdef int64_t r0 = j.row0 + j.nrows * part // j.nparts
-    cdef int64_t r1 = j.row0 + j.nrows * (part + 1) // j.nparts
-    j.rc[part] = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy, r0, r1)
+    cdef int64_t r0, r1
+    cdef int rc = KT_OK
+    while True:
+        r0 = iqkt_atomic_fetch_add(&j.next_row, j.chunk)
+        if r0 >= j.nrows:
+            break
+        r1 = r0 + j.chunk if r0 + j.chunk < j.nrows else j.nrows
+        rc = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy,
+                           j.row0 + r0, j.row0 + r1)
+        if rc != KT_OK:
+            break
+    j.rc[part] = rc
 
 cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
                                const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
@@ -445,6 +459,13 @@ cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
     job.row0 = row0
     job.nrows = row1 - row0
     job.nparts = nthreads
+    job.next_row = 0
+    # ~8 chunks per thread balance uneven cores; multiples of 16 rows keep
+    # the batch kernels' 4-row tiles whole
+    job.chunk = job.nrows if nthreads == 1 else (job.nrows + 8 * nthreads - 1) // (8 * nthreads)
+    job.chunk = (job.chunk + 15) // 16 * 16
+    if job.chunk < 16:
+        job.chunk = 16
     iqkt_pool_run(nthreads, mul_mat_part, &job)
     for i in range(nthreads):
         if job.rc[i] != KT_OK:

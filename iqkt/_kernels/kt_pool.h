@@ -52,6 +52,16 @@ typedef pthread_cond_t iqkt_cond;
 #  define iqkt_getpid() ((long)getpid())
 #endif
 
+/* Atomic fetch-and-add for work counters shared by the parts of one run
+ * (relaxed: the pool's mutex/condvar hand-off orders everything else). */
+static inline int64_t iqkt_atomic_fetch_add(int64_t *p, int64_t v) {
+#if defined(_MSC_VER)
+    return InterlockedExchangeAdd64((volatile LONG64 *)p, v);
+#else
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
 typedef struct {
     iqkt_mutex run;          /* held by the one caller inside iqkt_pool_run */
     iqkt_mutex mu;           /* guards everything below */
