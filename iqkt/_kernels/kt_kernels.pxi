@@ -37,7 +37,6 @@ cdef extern from "kt_simd.h" nogil:
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
-    void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum)
     int iqkt_mm_use_batch(int64_t nb)
     int IQKT_MM_TILE
     int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n)

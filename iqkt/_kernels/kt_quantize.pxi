@@ -20,19 +20,15 @@
 # IQ2/IQ3).  The reference only searches one cluster of candidates.
 
 cdef int NFLIP_TRIAL = 2       # approximate search while trying block scales (IQ2/IQ3)
-# IQ4 searches its trial scales (see IQ4_STEP) at NFLIP_COARSE, then the
-# TRIAL_KEEP best-scoring trials again at NFLIP_FINE (TRIAL_KEEP = 0: off).
-# Effort 2 rather than 3 with the local search of IQ4_STEP: -5% time, but
-# error +1.1% (geometric mean of 6 synthetic cases, 16x4096 rows) and worse
-# than the reference-style fixed list on outliers (+1.7%); at effort 3 every
-# case is better than that list.  Earlier measurements of the two-stage search
-# (AVX2 instruction counts, 16x4096 rows, the fixed trial list): coarse 1 /
-# keep 4: -12% work but +0.6% error (+2.6% on outliers with an imatrix);
-# coarse 0 / keep 4: -37% work, +3.8% error.  So the two-stage search is off
-# by default, kept as a knob for experiments.
-cdef int NFLIP_COARSE = 3
-cdef int NFLIP_FINE = 8
-cdef int TRIAL_KEEP = 0
+# IQ4 searches its trial scales (see IQ4_STEP) at effort 3 rather than 2:
+# 2 was -5% time but +1.1% error (geometric mean of 6 synthetic cases,
+# 16x4096 rows) and worse than the reference-style fixed list on outliers
+# (+1.7%); at 3 every case is better than that list.  A two-stage variant
+# (rank every trial cheaply, re-search the best few thoroughly) measured not
+# worth it with the fixed trial list: coarse 1 / keep 4 -12% work for +0.6%
+# error (+2.6% on outliers with an imatrix), coarse 0 / keep 4 -37% work for
+# +3.8% error.
+cdef int NFLIP_TRIAL_IQ4 = 3
 cdef int NFLIP_REFINE = 8      # exact search in the last refinement pass
 cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before the last
 # Two passes rather than three: -14% / -9% / -6% time for +0.28% / +0.05% /
@@ -381,7 +377,7 @@ cdef int build_spaces() except -1:
         rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
         # IQ4: 6 levels (1296 cells of ~25 codes) rather than 4 (256 cells of
         # ~128): tighter cell bounds; the exact search scans fewer codes and
-        # the approximate one (see NFLIP_COARSE) is better per instruction.
+        # the approximate one (see NFLIP_TRIAL_IQ4) is better per instruction.
         # Measured against 4 levels: 5 levels -9%, 6 levels -14%, 8 levels
         # -2% instructions (AVX2 variant, whole IQ4 quantize).
         rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 6, 0)
@@ -900,16 +896,13 @@ cdef void iq4_trial(RowScratch *s, int64_t b, const float *xb, const float *wb, 
 
 cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
     cdef int64_t nblk = n // 32, b, j, ib
-    cdef int expo, f, k, c, jj, pr, st, side, ntr, cur
-    cdef float amax_row, amax, s0, dl, d, centre, off
-    cdef double sx, s2, score, best_score, best_here
+    cdef int expo, k, jj, pr, st, side, ntr, cur
+    cdef float amax_row, amax, s0, d, centre, off, denom
+    cdef double sx, s2, best_score, best_here
     cdef float *xb
     cdef float *wb
-    cdef int32_t prev[8]
-    cdef int32_t cand[IQ4_MAX_TRIALS][8]
+    cdef int32_t cand[IQ4_MAX_TRIALS][8]   # indices found by each trial (hints for the next)
     cdef double cscore[IQ4_MAX_TRIALS]
-    cdef float cdenom[IQ4_MAX_TRIALS]
-    cdef int cpair[IQ4_MAX_TRIALS]
     cdef uint8_t *sb
     cdef uint32_t word
     cdef int idx
@@ -942,16 +935,11 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
             s0 = 96
         # Every (sign, codebook) pair at denominator s0, then per pair a
         # local search over the denominator (both sides of the best so far,
-        # steps IQ4_STEP), all at search effort NFLIP_COARSE.  Then the
-        # TRIAL_KEEP best trials are searched again at NFLIP_FINE (0: off).
-        ntr = 0
+        # steps IQ4_STEP), all at search effort NFLIP_TRIAL_IQ4.
         for pr in range(IQ4_PAIRS):
-            cpair[ntr] = pr
-            cdenom[ntr] = s0
-            ntr += 1
-        for c in range(ntr):
-            iq4_trial(s, b, xb, wb, amax, cdenom[c], cpair[c], NULL, cand[c], &cscore[c],
-                      &best_score, NFLIP_COARSE)
+            iq4_trial(s, b, xb, wb, amax, s0, pr, NULL, cand[pr], &cscore[pr], &best_score,
+                      NFLIP_TRIAL_IQ4)
+        ntr = IQ4_PAIRS
         for pr in range(IQ4_PAIRS):
             cur = pr
             best_here = cscore[cur]
@@ -959,28 +947,15 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
             for st in range(IQ4_STEPS):
                 off = centre
                 for side in range(2):
-                    cpair[ntr] = pr
-                    cdenom[ntr] = centre + (IQ4_STEP[st] if side else -IQ4_STEP[st])
-                    iq4_trial(s, b, xb, wb, amax, cdenom[ntr], pr, cand[cur], cand[ntr],
-                              &cscore[ntr], &best_score, NFLIP_COARSE)
+                    denom = centre + (IQ4_STEP[st] if side else -IQ4_STEP[st])
+                    iq4_trial(s, b, xb, wb, amax, denom, pr, cand[cur], cand[ntr],
+                              &cscore[ntr], &best_score, NFLIP_TRIAL_IQ4)
                     if cscore[ntr] > best_here:
                         best_here = cscore[ntr]
-                        off = cdenom[ntr]
+                        off = denom
                         cur = ntr
                     ntr += 1
                 centre = off
-        if NFLIP_FINE > NFLIP_COARSE:
-            for jj in range(TRIAL_KEEP if TRIAL_KEEP < ntr else ntr):
-                # The jj-th best trial (ties: the earlier one).
-                c = -1
-                for k in range(ntr):
-                    if cscore[k] >= 0 and (c < 0 or cscore[k] > cscore[c]):
-                        c = k
-                if c < 0:
-                    break
-                cscore[c] = -1
-                iq4_trial(s, b, xb, wb, amax, cdenom[c], cpair[c], cand[c], prev, &score,
-                          &best_score, NFLIP_FINE)
 
     if not choose_row_scale(KT_IQ4, s, nblk, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
@@ -1128,20 +1103,15 @@ def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int n
 
 
 def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
-                        nflip_coarse=None, trial_keep=None, nflip_fine=None):
+                        nflip_trial_iq4=None):
     """Experiment hook (process-wide, not thread-safe): search effort of the
     trial phase, of the refinement passes before the last, the number of
-    passes, the search effort used to rank all trial scales and how many of
-    the best-ranked are searched again (IQ4) and at which effort.  Returns the
+    passes, and the search effort of IQ4's trial scales.  Returns the
     previous values."""
-    global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_COARSE, TRIAL_KEEP, NFLIP_FINE
-    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_COARSE, TRIAL_KEEP, NFLIP_FINE)
-    if nflip_fine is not None:
-        NFLIP_FINE = max(0, int(nflip_fine))
-    if nflip_coarse is not None:
-        NFLIP_COARSE = max(0, int(nflip_coarse))
-    if trial_keep is not None:
-        TRIAL_KEEP = max(0, int(trial_keep))
+    global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4
+    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4)
+    if nflip_trial_iq4 is not None:
+        NFLIP_TRIAL_IQ4 = max(0, int(nflip_trial_iq4))
     if nflip_trial is not None:
         NFLIP_TRIAL = max(0, int(nflip_trial))
     if nflip_early is not None:
