@@ -113,15 +113,13 @@ def _dequantize(q, t: str, n: int, inference: bool) -> np.ndarray:
     if inference and t == "iq2_kt":
         d = (d * np.float32(1.05)).astype(np.float32)  # only ~1.05x is specified
     if t in ("iq2_kt", "iq3_kt"):
-        codes = _nibble_scales(blk[..., 0:4])                    # (rows, nsb, 8)
         idx = blk[..., 4:68].copy().view("<u2").astype(np.int64)  # (rows, nsb, 32)
         vals = codebook(OFFSET, 8, 65536)[idx]                    # (rows, nsb, 32, 8)
         vals = vals.reshape(rows, nsb, 8, 32).astype(np.float32)  # block b = groups 4b..4b+3
+        scale = _scales(d, blk, t)                                # (rows, nsb, 8)
         if t == "iq2_kt":
-            scale = _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[codes])
             out = scale[..., None] * vals
         else:
-            scale = _mul_f32(d, codes)
             qh = blk[..., 68:100].astype(np.int64)                # (rows, nsb, 32): position p
             b = np.arange(8)[:, None]
             neg = ((qh[:, :, None, :] >> b) & 1).astype(bool)     # (rows, nsb, 8, 32)
@@ -139,10 +137,19 @@ def _dequantize(q, t: str, n: int, inference: bool) -> np.ndarray:
         v0 = codebook(OFFSET, 4, 32768)[idx]                      # (rows, nsb, 8, 8, 4)
         v1 = codebook(OFFSET_IQ4_ALT, 4, 32768)[idx]
         vals = np.where(flag[..., None, None], v1, v0).astype(np.float32)
-        ls = ((w & 0xFF) >> 1) - 64
-        scale = _mul_f32(d, ls)
+        scale = _scales(d, blk, t)
         out = scale[..., None, None] * vals.reshape(rows, nsb, 8, 8, 4)
     return np.ascontiguousarray(out.astype(np.float32).reshape(rows, n))
+
+
+def _scales(d: np.ndarray, blk: np.ndarray, t: str) -> np.ndarray:
+    """float32(d * block scale value): (rows, nsb, 8)."""
+    if t == "iq2_kt":
+        return _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[_nibble_scales(blk[..., 0:4])])
+    if t == "iq3_kt":
+        return _mul_f32(d, _nibble_scales(blk[..., 0:4]))
+    w = blk[..., 0:32].copy().view("<u4").astype(np.int64)
+    return _mul_f32(d, ((w & 0xFF) >> 1) - 64)
 
 
 def block_scales(q, t: str, n: int, inference: bool = False) -> np.ndarray:
@@ -152,14 +159,7 @@ def block_scales(q, t: str, n: int, inference: bool = False) -> np.ndarray:
     d, blk, rows = _split(q, t, n)
     if inference and t == "iq2_kt":
         d = (d * np.float32(1.05)).astype(np.float32)
-    if t == "iq2_kt":
-        s = _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[_nibble_scales(blk[..., 0:4])])
-    elif t == "iq3_kt":
-        s = _mul_f32(d, _nibble_scales(blk[..., 0:4]))
-    else:
-        w = blk[..., 0:32].copy().view("<u4").astype(np.int64)
-        s = _mul_f32(d, ((w & 0xFF) >> 1) - 64)
-    return s.reshape(rows, n // 32)
+    return _scales(d, blk, t).reshape(rows, n // 32)
 
 
 def dequantize_scalar(q, t: str, n: int) -> np.ndarray:
