@@ -358,6 +358,15 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
 }
 
 #if defined(IQKT_HAVE_AVX512) || defined(IQKT_HAVE_AVX2)
+/* Sum of the 8 lanes of v in iqkt_mm_sum8's order: ((f0 + f4) + (f2 + f6)) +
+ * ((f1 + f5) + (f3 + f7)), with shuffles instead of a store. */
+static inline float iqkt_mm_sum8_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 /* IQ3 sign bits transposed for the step-major kernels: byte j of wk[k] =
  * qh[8j + k], i.e. the signs of step k of group j of every block (bit = block). */
 static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
@@ -383,12 +392,6 @@ static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
  * bits of one step for the 16 lanes are one pext of a 32-bit word.
  * IQ4: lane l of quarter q holds group 16q + l (blocks 2q, 2q+1). */
 #if defined(IQKT_HAVE_AVX512)
-
-static inline float iqkt_mm_sum8_ps(__m256 v) {
-    float f[8];
-    _mm256_storeu_ps(f, v);
-    return iqkt_mm_sum8(f);
-}
 
 /* Block dots from per-group dots.  Lane 4j + i of v -> lane i (sum over j). */
 static inline __m128i iqkt_mm_sum4x128(__m512i v) {
@@ -811,13 +814,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, in
 /* ---- AVX2: trellis computed in 8 lanes ----------------------------------- */
 #if defined(IQKT_HAVE_AVX2)
 
-static inline float iqkt_mm_hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* Byte sums of the masked states of two trellis steps (multipliers ma, mb)
  * as an int16 pair per lane: word 0 = sum of step a's 4 bytes, word 1 = step
  * b's (0..252, unbiased).  The two states' bytes are paired by blends and a
@@ -1045,7 +1041,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
                                            facc[bi]);
         }
     }
-    for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_hsum256(facc[bi]);
+    for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
 
 /* Batch kernel (more than IQKT_MM_NB activation rows).  Each super-block of
@@ -1139,7 +1135,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
         }
     }
     for (int r = 0; r < nr; r++)
-        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = iqkt_mm_hsum256(facc[b * IQKT_MM_TILE + r]);
+        for (int64_t b = 0; b < nb; b++) out[r * nb + b] = iqkt_mm_sum8_ps(facc[b * IQKT_MM_TILE + r]);
 }
 
 #endif /* IQKT_HAVE_AVX2 */

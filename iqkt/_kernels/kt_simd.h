@@ -245,7 +245,7 @@ static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint
             iqkt_pick16(iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w), idx + 16 * a, best_e, best_i);
         } else {
             __m512 ea, eb;
-            if (dim == 8) {
+            if (dim == 8) {   /* constant dim: the compiler unrolls the 8-D case */
                 ea = iqkt_dist16(vals + (size_t)a * 128, 8, t, w);
                 eb = iqkt_dist16(vals + (size_t)b * 128, 8, t, w);
             } else {
