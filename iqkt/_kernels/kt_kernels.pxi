@@ -31,8 +31,8 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
                           const float *lb, int dim, const float *t, const float *w,
                           float *best_e, int32_t *best_i)
-    uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb, int dim,
-                               const float *t, const float *w, float best, float *lb)
+    uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
+                               const float *w, float best, float *lb)
     # mul_mat helpers (kt_mm.h, included by kt_simd.h)
     int IQKT_MM_XMAX
     int IQKT_MM_NB

@@ -56,8 +56,10 @@ cdef struct SearchSpace:
     int32_t *idx                # codebook index of each slot (padding: a copy of a real slot)
     float *byidx                # code values in codebook index order
     int32_t nblocks             # 16-code blocks in all cells
-    float *blo                  # per coordinate k, per block B: blo[k * nblocks + B] = the
-    float *bhi                  # smallest / largest value of coordinate k in block B
+    int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
+    int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
+                                # values of k, one per block (dim * 32 bytes, contiguous:
+                                # bounding a chunk touches a few cache lines, not 2 * dim)
 
 
 cdef inline int value_level(const SearchSpace *sp, float v) noexcept nogil:
@@ -72,8 +74,8 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     """Index ncodes groups of dim int8 values (absolute values if take_abs)."""
     cdef int64_t hist[256]
     cdef int64_t total, acc, target
-    cdef int i, k, l, v, cell, pos, nslots, b
-    cdef float c
+    cdef int i, j, k, l, v, cell, pos, nslots, b, lo, hi
+    cdef int8_t *box
     cdef int32_t *fill
     cdef int32_t *keys = NULL
     cdef uint8_t level_of[256]
@@ -156,11 +158,20 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     # change any result: the scan's minimum is taken in the total order
     # (distance, index).
     sp.nblocks = sp.cell_start[sp.ncells]
-    # +16: iqkt_block_bounds reads 16 lanes from any block.
-    sp.blo = <float *>calloc(<size_t>sp.nblocks * dim + 16, sizeof(float))
-    sp.bhi = <float *>calloc(<size_t>sp.nblocks * dim + 16, sizeof(float))
+    sp.cell_chunk = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     keys = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
-    if sp.blo == NULL or sp.bhi == NULL or keys == NULL:
+    if sp.cell_chunk == NULL or keys == NULL:
+        free(fill)
+        free(keys)
+        return KT_ERR_NOMEM
+    sp.cell_chunk[0] = 0
+    for cell in range(sp.ncells):
+        sp.cell_chunk[cell + 1] = (sp.cell_chunk[cell]
+                                   + (sp.cell_start[cell + 1] - sp.cell_start[cell] + 15) // 16)
+    # Zeroed: the lanes of a chunk's last blocks past the cell's end are
+    # read but never used.
+    sp.box = <int8_t *>calloc(<size_t>sp.cell_chunk[sp.ncells] * dim * 32, sizeof(int8_t))
+    if sp.box == NULL:
         free(fill)
         free(keys)
         return KT_ERR_NOMEM
@@ -169,22 +180,26 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
                      fill[cell] - sp.cell_start[cell] * 16, keys)
     # A padding slot repeats the first code of its block, index included: a
     # duplicate of (distance, index) never changes the minimum.
-    for b in range(sp.nblocks):
-        for k in range(dim):
-            sp.blo[k * sp.nblocks + b] = HUGE_VALF
-            sp.bhi[k * sp.nblocks + b] = -HUGE_VALF
     for pos in range(nslots):
         if sp.idx[pos] == 0x7FFFFFFF:
             sp.idx[pos] = sp.idx[pos - pos % 16]
         i = sp.idx[pos]
         b = pos // 16
         for k in range(dim):
-            c = sp.byidx[i * dim + k]
-            sp.vals[b * dim * 16 + k * 16 + pos % 16] = <int8_t>c
-            if c < sp.blo[k * sp.nblocks + b]:
-                sp.blo[k * sp.nblocks + b] = c
-            if c > sp.bhi[k * sp.nblocks + b]:
-                sp.bhi[k * sp.nblocks + b] = c
+            sp.vals[b * dim * 16 + k * 16 + pos % 16] = <int8_t>sp.byidx[i * dim + k]
+    for cell in range(sp.ncells):
+        for b in range(sp.cell_start[cell], sp.cell_start[cell + 1]):
+            box = (sp.box + (<size_t>sp.cell_chunk[cell] + (b - sp.cell_start[cell]) // 16) * dim * 32
+                   + (b - sp.cell_start[cell]) % 16)
+            for k in range(dim):
+                lo = 127
+                hi = -128
+                for j in range(16):
+                    v = sp.vals[b * dim * 16 + k * 16 + j]
+                    lo = v if v < lo else lo
+                    hi = v if v > hi else hi
+                box[32 * k] = <int8_t>lo
+                box[32 * k + 16] = <int8_t>hi
     free(fill)
     free(keys)
     return KT_OK
@@ -250,23 +265,32 @@ cdef struct SearchState:
     int32_t best_i
 
 
-cdef inline void scan_cell(SearchState *st, int cell) noexcept nogil:
-    """Scan the blocks of a cell whose bounding-box bound can beat the best."""
+cdef inline void scan_cell_dim(SearchState *st, int cell, int dim) noexcept nogil:
+    """Scan the blocks of a cell whose bounding-box bound can beat the best
+    (dim: the space's, passed as a constant so the helpers unroll)."""
     cdef const SearchSpace *sp = st.sp
-    cdef int32_t b0 = sp.cell_start[cell], b1 = sp.cell_start[cell + 1], b, n, j
+    cdef int32_t b0 = sp.cell_start[cell], b1 = sp.cell_start[cell + 1], n
+    cdef const int8_t *box = sp.box + <size_t>sp.cell_chunk[cell] * dim * 32
     cdef float lb[16]
     cdef uint32_t mask
     if b1 - b0 < BOUND_MIN_BLOCKS:
-        iqkt_scan_codes(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16,
-                        b1 - b0, sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+        iqkt_scan_codes(sp.vals + <size_t>b0 * dim * 16, sp.idx + <size_t>b0 * 16,
+                        b1 - b0, dim, st.t, st.w, &st.best_e, &st.best_i)
         return
     while b0 < b1:
         n = b1 - b0 if b1 - b0 < 16 else 16
-        mask = iqkt_block_bounds(sp.blo + b0, sp.bhi + b0, sp.nblocks, n, sp.dim, st.t, st.w,
-                                 st.best_e, lb)
-        iqkt_scan_masked(sp.vals + <size_t>b0 * sp.dim * 16, sp.idx + <size_t>b0 * 16, mask, lb,
-                         sp.dim, st.t, st.w, &st.best_e, &st.best_i)
+        mask = iqkt_block_bounds(box, n, dim, st.t, st.w, st.best_e, lb)
+        iqkt_scan_masked(sp.vals + <size_t>b0 * dim * 16, sp.idx + <size_t>b0 * 16, mask, lb,
+                         dim, st.t, st.w, &st.best_e, &st.best_i)
         b0 += n
+        box += dim * 32
+
+
+cdef void scan_cell(SearchState *st, int cell) noexcept nogil:
+    if st.sp.dim == 8:
+        scan_cell_dim(st, cell, 8)
+    else:
+        scan_cell_dim(st, cell, 4)
 
 
 cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,

@@ -33,6 +33,15 @@
 #  define IQKT_VARIANT "scalar"
 #endif
 
+/* The search helpers take the group size (8 or 4) as an argument; forcing
+ * them inline lets the caller's constant turn every per-coordinate loop into
+ * straight-line code. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define IQKT_INLINE static inline __attribute__((always_inline))
+#else
+#  define IQKT_INLINE static __forceinline
+#endif
+
 static const char *iqkt_variant_name(void) { return IQKT_VARIANT; }
 
 /* The ISA this translation unit's helpers were compiled for (may be less
@@ -135,7 +144,7 @@ static inline void iqkt_scan_pick_mask(const float *le, const int32_t *idx, uint
 
 /* One 16-code block's distances (AVX512), and the pick of its best lane. */
 #if defined(IQKT_HAVE_AVX512)
-static inline __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const float *w) {
+IQKT_INLINE __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const float *w) {
     __m512 e = _mm512_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m512 ck = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(c + 16 * k))));
@@ -145,7 +154,7 @@ static inline __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const
     return e;
 }
 
-static inline void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
+IQKT_INLINE void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
     __mmask16 m = _mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ);
     if (m) {
         float le[16];
@@ -155,7 +164,7 @@ static inline void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *
 }
 #endif
 
-static inline void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
+IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
     int32_t bi = *best_i;
@@ -227,7 +236,7 @@ static inline void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int n
  * dependent adds, two chains keep the adder busy.  The result is the minimum
  * in (distance, index) order, so it does not depend on the visiting order. */
 
-static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
+IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
                                     const float *lb, int dim, const float *t, const float *w,
                                     float *best_e, int32_t *best_i) {
 #if defined(IQKT_HAVE_AVX512)
@@ -268,23 +277,24 @@ static inline void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint
 
 /* Lower bounds of the scan's distance for nb <= 16 blocks of codes from their
  * bounding boxes: lb[b] = sum_k (w[k] * g) * g with g = the gap between t[k]
- * and [lo[k*stride+b], hi[k*stride+b]] (0 inside).  Same operations in the
- * same order as the scan with |diff| >= g, and float rounding is monotone, so
- * lb[b] <= every distance the scan computes in block b: a block with
- * lb[b] > best cannot hold the minimum.  Only which blocks get scanned depends
- * on lb, never the result.  lo and hi must be readable for 16 lanes past any
- * b (the caller pads them); lanes >= nb are garbage.  Returns the mask of the
- * blocks b < nb with lb[b] <= best. */
-static inline uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_t stride, int nb,
-                                         int dim, const float *t, const float *w, float best,
-                                         float *lb) {
+ * and [lo, hi] = [box[32*k + b], box[32*k + 16 + b]] (0 inside).  Same
+ * operations in the same order as the scan with |diff| >= g, and float
+ * rounding is monotone, so lb[b] <= every distance the scan computes in block
+ * b: a block with lb[b] > best cannot hold the minimum.  Only which blocks get
+ * scanned depends on lb, never the result.  The box of 16 blocks is one
+ * contiguous run of dim * 32 int8 (a few cache lines; the values are integers,
+ * exact in float); lanes >= nb are garbage.  Returns the mask of the blocks
+ * b < nb with lb[b] <= best. */
+IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
+                                       const float *w, float best, float *lb) {
     uint32_t valid = (nb >= 16) ? 0xFFFFu : ((1u << nb) - 1u);
 #if defined(IQKT_HAVE_AVX512)
     __m512 e = _mm512_setzero_ps(), zero = _mm512_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m512 tk = _mm512_set1_ps(t[k]);
-        __m512 g = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(lo + k * stride), tk),
-                                 _mm512_sub_ps(tk, _mm512_loadu_ps(hi + k * stride)));
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(box + 32 * k))));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(box + 32 * k + 16))));
+        __m512 g = _mm512_max_ps(_mm512_sub_ps(lo, tk), _mm512_sub_ps(tk, hi));
         g = _mm512_max_ps(g, zero);
         e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[k]), g), g));
     }
@@ -294,9 +304,14 @@ static inline uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_
     __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
-        const float *l = lo + k * stride, *h = hi + k * stride;
-        __m256 g0 = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(l), tk), _mm256_sub_ps(tk, _mm256_loadu_ps(h)));
-        __m256 g1 = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(l + 8), tk), _mm256_sub_ps(tk, _mm256_loadu_ps(h + 8)));
+        __m128i l = _mm_loadu_si128((const __m128i *)(box + 32 * k));
+        __m128i h = _mm_loadu_si128((const __m128i *)(box + 32 * k + 16));
+        __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(l));
+        __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(l, 8)));
+        __m256 h0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h));
+        __m256 h1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(h, 8)));
+        __m256 g0 = _mm256_max_ps(_mm256_sub_ps(l0, tk), _mm256_sub_ps(tk, h0));
+        __m256 g1 = _mm256_max_ps(_mm256_sub_ps(l1, tk), _mm256_sub_ps(tk, h1));
         g0 = _mm256_max_ps(g0, zero);
         g1 = _mm256_max_ps(g1, zero);
         e0 = _mm256_add_ps(e0, _mm256_mul_ps(_mm256_mul_ps(wk, g0), g0));
@@ -312,14 +327,19 @@ static inline uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_
     for (int h = 0; h < 4; h++) e[h] = zero;
     for (int k = 0; k < dim; k++) {
         float32x4_t tk = vdupq_n_f32(t[k]), wk = vdupq_n_f32(w[k]);
-        for (int h = 0; h < 4; h++) {
-            float32x4_t g = vmaxq_f32(vsubq_f32(vld1q_f32(lo + k * stride + 4 * h), tk),
-                                      vsubq_f32(tk, vld1q_f32(hi + k * stride + 4 * h)));
+        int8x16_t l8 = vld1q_s8(box + 32 * k), h8 = vld1q_s8(box + 32 * k + 16);
+        int16x8_t l16[2] = { vmovl_s8(vget_low_s8(l8)), vmovl_s8(vget_high_s8(l8)) };
+        int16x8_t h16[2] = { vmovl_s8(vget_low_s8(h8)), vmovl_s8(vget_high_s8(h8)) };
+        for (int q = 0; q < 4; q++) {
+            int16x4_t l4 = (q & 1) ? vget_high_s16(l16[q >> 1]) : vget_low_s16(l16[q >> 1]);
+            int16x4_t h4 = (q & 1) ? vget_high_s16(h16[q >> 1]) : vget_low_s16(h16[q >> 1]);
+            float32x4_t g = vmaxq_f32(vsubq_f32(vcvtq_f32_s32(vmovl_s16(l4)), tk),
+                                      vsubq_f32(tk, vcvtq_f32_s32(vmovl_s16(h4))));
             g = vmaxq_f32(g, zero);
-            e[h] = vaddq_f32(e[h], vmulq_f32(vmulq_f32(wk, g), g));
+            e[q] = vaddq_f32(e[q], vmulq_f32(vmulq_f32(wk, g), g));
         }
     }
-    for (int h = 0; h < 4; h++) vst1q_f32(lb + 4 * h, e[h]);
+    for (int q = 0; q < 4; q++) vst1q_f32(lb + 4 * q, e[q]);
     (void)valid;
     uint32_t m = 0;
     for (int b = 0; b < nb; b++) m |= (uint32_t)(lb[b] <= best) << b;
@@ -329,7 +349,7 @@ static inline uint32_t iqkt_block_bounds(const float *lo, const float *hi, size_
     for (int b = 0; b < nb; b++) {
         float e = 0.0f;
         for (int k = 0; k < dim; k++) {
-            float g1 = lo[k * stride + b] - t[k], g2 = t[k] - hi[k * stride + b];
+            float g1 = (float)box[32 * k + b] - t[k], g2 = t[k] - (float)box[32 * k + 16 + b];
             float g = g1 > g2 ? g1 : g2;
             if (!(g > 0.0f)) g = 0.0f;
             e = e + (w[k] * g) * g;
