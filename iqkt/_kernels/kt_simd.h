@@ -157,9 +157,11 @@ IQKT_INLINE __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const f
 IQKT_INLINE void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
     __mmask16 m = _mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ);
     if (m) {
-        float le[16];
-        _mm512_storeu_ps(le, e);
-        iqkt_scan_pick_mask(le, ib, m, be, bi);
+        /* The lanes' minimum in (e, index) order, then against the best. */
+        float mn = _mm512_mask_reduce_min_ps(m, e);
+        __mmask16 eq = _mm512_mask_cmp_ps_mask(m, e, _mm512_set1_ps(mn), _CMP_EQ_OQ);
+        int32_t i = _mm512_mask_reduce_min_epi32(eq, _mm512_loadu_si512((const void *)ib));
+        if (mn < *be || i < *bi) { *be = mn; *bi = i; }
     }
 }
 #endif
@@ -240,30 +242,22 @@ IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32
                                     const float *lb, int dim, const float *t, const float *w,
                                     float *best_e, int32_t *best_i) {
 #if defined(IQKT_HAVE_AVX512)
+    __m512 lbv = _mm512_loadu_ps(lb);
     while (mask) {
         int a = iqkt_lowest_bit(mask);
         mask &= mask - 1;
-        if (!(lb[a] <= *best_e)) continue;
-        int b = -1;
-        while (mask) {
-            int c = iqkt_lowest_bit(mask);
-            mask &= mask - 1;
-            if (lb[c] <= *best_e) { b = c; break; }
-        }
-        if (b < 0) {
+        if (!mask) {
             iqkt_pick16(iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w), idx + 16 * a, best_e, best_i);
-        } else {
-            __m512 ea, eb;
-            if (dim == 8) {   /* constant dim: the compiler unrolls the 8-D case */
-                ea = iqkt_dist16(vals + (size_t)a * 128, 8, t, w);
-                eb = iqkt_dist16(vals + (size_t)b * 128, 8, t, w);
-            } else {
-                ea = iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w);
-                eb = iqkt_dist16(vals + (size_t)b * dim * 16, dim, t, w);
-            }
-            iqkt_pick16(ea, idx + 16 * a, best_e, best_i);
-            iqkt_pick16(eb, idx + 16 * b, best_e, best_i);
+            break;
         }
+        int b = iqkt_lowest_bit(mask);
+        mask &= mask - 1;
+        __m512 ea = iqkt_dist16(vals + (size_t)a * dim * 16, dim, t, w);
+        __m512 eb = iqkt_dist16(vals + (size_t)b * dim * 16, dim, t, w);
+        iqkt_pick16(ea, idx + 16 * a, best_e, best_i);
+        iqkt_pick16(eb, idx + 16 * b, best_e, best_i);
+        /* Drop the blocks the improved best now excludes, all at once. */
+        mask &= (uint32_t)_mm512_cmp_ps_mask(lbv, _mm512_set1_ps(*best_e), _CMP_LE_OQ);
     }
 #else
     while (mask) {
