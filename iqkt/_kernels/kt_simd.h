@@ -130,18 +130,6 @@ static inline int iqkt_lowest_bit(uint32_t m) {
 #endif
 }
 
-/* The same pick, visiting only the lanes set in le_mask (those with
- * le[l] <= *be on entry): the best only decreases, so no other lane could
- * ever be picked, and lanes are still taken in ascending order. */
-static inline void iqkt_scan_pick_mask(const float *le, const int32_t *idx, uint32_t le_mask,
-                                       float *be, int32_t *bi) {
-    while (le_mask) {
-        int l = iqkt_lowest_bit(le_mask);
-        le_mask &= le_mask - 1;
-        if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
-    }
-}
-
 /* One 16-code block's distances (AVX512), and the pick of its best lane. */
 #if defined(IQKT_HAVE_AVX512)
 IQKT_INLINE __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const float *w) {
@@ -166,6 +154,51 @@ IQKT_INLINE void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi
 }
 #endif
 
+#if defined(IQKT_HAVE_AVX2)
+/* The AVX2 pick: the same (e, index) minimum as iqkt_pick16, by reductions.
+ * Lanes above the best (or NaN) are replaced by +inf first, so the minimum
+ * is taken over exactly the lanes that could win. */
+IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const int32_t *ib, float *be, int32_t *bi) {
+    __m256 vbe = _mm256_set1_ps(*be), inf = _mm256_set1_ps(HUGE_VALF);
+    __m256 le0 = _mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), le1 = _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ);
+    if (!_mm256_movemask_ps(_mm256_or_ps(le0, le1))) return;
+    e0 = _mm256_blendv_ps(inf, e0, le0);
+    e1 = _mm256_blendv_ps(inf, e1, le1);
+    __m256 m8 = _mm256_min_ps(e0, e1);
+    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float mn = _mm_cvtss_f32(m4);
+    __m256 vmn = _mm256_set1_ps(mn);
+    __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i i0 = _mm256_blendv_epi8(big, _mm256_loadu_si256((const __m256i *)ib),
+                                    _mm256_castps_si256(_mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ)));
+    __m256i i1 = _mm256_blendv_epi8(big, _mm256_loadu_si256((const __m256i *)(ib + 8)),
+                                    _mm256_castps_si256(_mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ)));
+    __m256i j8 = _mm256_min_epi32(i0, i1);
+    __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(j8), _mm256_extracti128_si256(j8, 1));
+    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
+    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0xb1));
+    int32_t i = _mm_cvtsi128_si32(j4);
+    if (mn < *be || i < *bi) { *be = mn; *bi = i; }
+}
+#endif
+
+/* Mask of the lanes b < 16 of lb with lb[b] <= best. */
+IQKT_INLINE uint32_t iqkt_le_mask16(const float *lb, float best) {
+#if defined(IQKT_HAVE_AVX512)
+    return (uint32_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(lb), _mm512_set1_ps(best), _CMP_LE_OQ);
+#elif defined(IQKT_HAVE_AVX2)
+    __m256 vb = _mm256_set1_ps(best);
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(lb), vb, _CMP_LE_OQ))
+         | ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(lb + 8), vb, _CMP_LE_OQ)) << 8);
+#else
+    uint32_t m = 0;
+    for (int b = 0; b < 16; b++) m |= (uint32_t)(lb[b] <= best) << b;
+    return m;
+#endif
+}
+
 IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
@@ -185,15 +218,7 @@ IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nbl
             e0 = _mm256_add_ps(e0, _mm256_mul_ps(_mm256_mul_ps(wk, d0), d0));
             e1 = _mm256_add_ps(e1, _mm256_mul_ps(_mm256_mul_ps(wk, d1), d1));
         }
-        __m256 vbe = _mm256_set1_ps(be);
-        uint32_t le_mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e0, vbe, _CMP_LE_OQ))
-                         | ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(e1, vbe, _CMP_LE_OQ)) << 8);
-        if (le_mask) {
-            float le[16];
-            _mm256_storeu_ps(le, e0);
-            _mm256_storeu_ps(le + 8, e1);
-            iqkt_scan_pick_mask(le, ib, le_mask, &be, &bi);
-        }
+        iqkt_pick16_avx2(e0, e1, ib, &be, &bi);
 #elif defined(IQKT_HAVE_NEON)
         float32x4_t e[4];
         for (int h = 0; h < 4; h++) e[h] = vdupq_n_f32(0.0f);
@@ -258,6 +283,15 @@ IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32
         iqkt_pick16(eb, idx + 16 * b, best_e, best_i);
         /* Drop the blocks the improved best now excludes, all at once. */
         mask &= (uint32_t)_mm512_cmp_ps_mask(lbv, _mm512_set1_ps(*best_e), _CMP_LE_OQ);
+    }
+#elif defined(IQKT_HAVE_AVX2)
+    while (mask) {
+        int a = iqkt_lowest_bit(mask);
+        mask &= mask - 1;
+        float before = *best_e;
+        iqkt_scan_codes(vals + (size_t)a * dim * 16, idx + 16 * a, 1, dim, t, w, best_e, best_i);
+        if (*best_e != before)      /* drop the blocks the improved best excludes, at once */
+            mask &= iqkt_le_mask16(lb, *best_e);
     }
 #else
     while (mask) {
