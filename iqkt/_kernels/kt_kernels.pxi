@@ -31,6 +31,7 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
                           const float *lb, int dim, const float *t, const float *w,
                           float *best_e, int32_t *best_i)
+    void iqkt_prefetch(const void *p)
     uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
                                const float *w, float best, float *lb)
     # mul_mat helpers (kt_mm.h, included by kt_simd.h)

@@ -54,7 +54,8 @@ cdef struct SearchSpace:
     int8_t *vals                # per 16-code block: dim rows of 16 values (small: the scan
                                 # is bound by memory traffic once blocks are pruned)
     int32_t *idx                # codebook index of each slot (padding: a copy of a real slot)
-    float *byidx                # code values in codebook index order
+    int8_t *byidx               # code values in codebook index order (absolute values if
+                                # the space takes them; int8: a quarter of the cache lines)
     int32_t nblocks             # 16-code blocks in all cells
     int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
     int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
@@ -121,7 +122,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     # Count codes per cell, round each cell up to whole 16-code blocks.
     sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
-    sp.byidx = <float *>malloc(<size_t>ncodes * dim * sizeof(float))
+    sp.byidx = <int8_t *>malloc(<size_t>ncodes * dim * sizeof(int8_t))
     if sp.cell_start == NULL or fill == NULL or sp.byidx == NULL:
         free(fill)
         return KT_ERR_NOMEM
@@ -152,7 +153,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
             v = cb[i * dim + k]
             if take_abs and v < 0:
                 v = -v
-            sp.byidx[i * dim + k] = <float>v
+            sp.byidx[i * dim + k] = <int8_t>v
     # ... then each cell reordered so that its 16-code blocks are spatially
     # tight (their bounding boxes prune well); the order of codes does not
     # change any result: the scan's minimum is taken in the total order
@@ -186,7 +187,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         i = sp.idx[pos]
         b = pos // 16
         for k in range(dim):
-            sp.vals[b * dim * 16 + k * 16 + pos % 16] = <int8_t>sp.byidx[i * dim + k]
+            sp.vals[b * dim * 16 + k * 16 + pos % 16] = sp.byidx[i * dim + k]
     for cell in range(sp.ncells):
         for b in range(sp.cell_start[cell], sp.cell_start[cell + 1]):
             box = (sp.box + (<size_t>sp.cell_chunk[cell] + (b - sp.cell_start[cell]) // 16) * dim * 32
@@ -205,7 +206,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     return KT_OK
 
 
-cdef void split_blocks(const float *byidx, int dim, int32_t *ids, int m, int32_t *keys) noexcept nogil:
+cdef void split_blocks(const int8_t *byidx, int dim, int32_t *ids, int m, int32_t *keys) noexcept nogil:
     """Order the m codebook indices ids[] so that consecutive runs of 16 are
     compact: split along the coordinate of largest spread (variance), the first
     part taking half of the whole blocks, and recurse (a k-d split)."""
@@ -298,9 +299,9 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
     """The distance scan_cell computes, for codebook index i."""
     cdef float e = 0, diff
     cdef int k
-    cdef const float *c = sp.byidx + i * sp.dim
+    cdef const int8_t *c = sp.byidx + i * sp.dim
     for k in range(sp.dim):
-        diff = t[k] - c[k]
+        diff = t[k] - <float>c[k]
         e = e + (w[k] * diff) * diff
     return e
 
@@ -512,15 +513,21 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
     cdef float inv = 1.0 / dl if dl != 0 else 0.0
     cdef int32_t i
     cdef double sx = 0, s2 = 0
+    if hints != NULL:
+        # The hints' codes are read at the start of each search: fetch them
+        # all now rather than miss on each in turn.
+        for g in range(ng):
+            if hints[g] >= 0:
+                iqkt_prefetch(sp.byidx + <size_t>hints[g] * dim)
     for g in range(ng):
         for k in range(dim):
             target[k] = xb[g * dim + k] * inv
         i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
+        # sp.byidx holds cb's values (absolute if take_abs), and the line the
+        # hint's distance just loaded: usually the same code.
         for k in range(dim):
-            q = cb[i * dim + k]
-            if take_abs and q < 0:
-                q = -q
+            q = sp.byidx[i * dim + k]
             sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
             s2 += <double>wb[g * dim + k] * q * q
     sumqx[0] = sx

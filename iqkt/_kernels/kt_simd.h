@@ -58,6 +58,15 @@ static const char *iqkt_simd_name(void) {
 #endif
 }
 
+/* A hint that *p will be read soon (no effect on results). */
+static inline void iqkt_prefetch(const void *p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+}
+
 /* Little-endian loads; every supported target is little-endian. */
 static inline uint16_t iqkt_load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t iqkt_load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
