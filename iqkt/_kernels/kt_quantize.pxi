@@ -54,8 +54,8 @@ cdef struct SearchSpace:
     int8_t *vals                # per 16-code block: dim rows of 16 values (small: the scan
                                 # is bound by memory traffic once blocks are pruned)
     int32_t *idx                # codebook index of each slot (padding: a copy of a real slot)
-    int8_t *byidx               # code values in codebook index order (absolute values if
-                                # the space takes them; int8: a quarter of the cache lines)
+    const int8_t *cb            # the codebook itself, index order (the lines the quantizer
+    int take_abs                # reads for the chosen codes): values, absolute if take_abs
     int32_t nblocks             # 16-code blocks in all cells
     int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
     int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
@@ -77,6 +77,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     cdef int64_t total, acc, target
     cdef int i, j, k, l, v, cell, pos, nslots, b, lo, hi
     cdef int8_t *box
+    cdef int8_t *byidx = NULL
     cdef int32_t *fill
     cdef int32_t *keys = NULL
     cdef uint8_t level_of[256]
@@ -122,9 +123,12 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     # Count codes per cell, round each cell up to whole 16-code blocks.
     sp.cell_start = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
-    sp.byidx = <int8_t *>malloc(<size_t>ncodes * dim * sizeof(int8_t))
-    if sp.cell_start == NULL or fill == NULL or sp.byidx == NULL:
+    sp.cb = cb
+    sp.take_abs = take_abs
+    byidx = <int8_t *>malloc(<size_t>ncodes * dim * sizeof(int8_t))
+    if sp.cell_start == NULL or fill == NULL or byidx == NULL:
         free(fill)
+        free(byidx)
         return KT_ERR_NOMEM
     memset(fill, 0, (sp.ncells + 1) * sizeof(int32_t))
     for i in range(ncodes):
@@ -137,6 +141,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     sp.idx = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
     if sp.vals == NULL or sp.idx == NULL:
         free(fill)
+        free(byidx)
         return KT_ERR_NOMEM
     # Padding slots (marked INT32_MAX until filled below).
     for i in range(nslots):
@@ -153,7 +158,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
             v = cb[i * dim + k]
             if take_abs and v < 0:
                 v = -v
-            sp.byidx[i * dim + k] = <int8_t>v
+            byidx[i * dim + k] = <int8_t>v
     # ... then each cell reordered so that its 16-code blocks are spatially
     # tight (their bounding boxes prune well); the order of codes does not
     # change any result: the scan's minimum is taken in the total order
@@ -164,6 +169,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     if sp.cell_chunk == NULL or keys == NULL:
         free(fill)
         free(keys)
+        free(byidx)
         return KT_ERR_NOMEM
     sp.cell_chunk[0] = 0
     for cell in range(sp.ncells):
@@ -175,9 +181,10 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     if sp.box == NULL:
         free(fill)
         free(keys)
+        free(byidx)
         return KT_ERR_NOMEM
     for cell in range(sp.ncells):
-        split_blocks(sp.byidx, dim, sp.idx + sp.cell_start[cell] * 16,
+        split_blocks(byidx, dim, sp.idx + sp.cell_start[cell] * 16,
                      fill[cell] - sp.cell_start[cell] * 16, keys)
     # A padding slot repeats the first code of its block, index included: a
     # duplicate of (distance, index) never changes the minimum.
@@ -187,7 +194,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         i = sp.idx[pos]
         b = pos // 16
         for k in range(dim):
-            sp.vals[b * dim * 16 + k * 16 + pos % 16] = sp.byidx[i * dim + k]
+            sp.vals[b * dim * 16 + k * 16 + pos % 16] = byidx[i * dim + k]
     for cell in range(sp.ncells):
         for b in range(sp.cell_start[cell], sp.cell_start[cell + 1]):
             box = (sp.box + (<size_t>sp.cell_chunk[cell] + (b - sp.cell_start[cell]) // 16) * dim * 32
@@ -203,6 +210,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
                 box[32 * k + 16] = <int8_t>hi
     free(fill)
     free(keys)
+    free(byidx)
     return KT_OK
 
 
@@ -299,9 +307,13 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
     """The distance scan_cell computes, for codebook index i."""
     cdef float e = 0, diff
     cdef int k
-    cdef const int8_t *c = sp.byidx + i * sp.dim
+    cdef const int8_t *c = sp.cb + i * sp.dim
+    cdef int v
     for k in range(sp.dim):
-        diff = t[k] - <float>c[k]
+        v = c[k]
+        if sp.take_abs and v < 0:
+            v = -v
+        diff = t[k] - <float>v
         e = e + (w[k] * diff) * diff
     return e
 
@@ -518,16 +530,16 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
         # all now rather than miss on each in turn.
         for g in range(ng):
             if hints[g] >= 0:
-                iqkt_prefetch(sp.byidx + <size_t>hints[g] * dim)
+                iqkt_prefetch(cb + <size_t>hints[g] * dim)
     for g in range(ng):
         for k in range(dim):
             target[k] = xb[g * dim + k] * inv
         i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
-        # sp.byidx holds cb's values (absolute if take_abs), and the line the
-        # hint's distance just loaded: usually the same code.
         for k in range(dim):
-            q = sp.byidx[i * dim + k]
+            q = cb[i * dim + k]
+            if take_abs and q < 0:
+                q = -q
             sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
             s2 += <double>wb[g * dim + k] * q * q
     sumqx[0] = sx
