@@ -370,9 +370,10 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
             gap2 = tk - sp.hi[l]
             gap = gap if gap > gap2 else gap2
             gap = gap if gap > 0 else 0
-            st.pen[k][l] = w[k] * gap * gap
-            if l != own and st.pen[k][l] < flip_cost[k]:
-                flip_cost[k] = st.pen[k][l]
+            gap = w[k] * gap * gap
+            st.pen[k][l] = gap
+            # Branch-free (the minimum is unpredictable); NaN never wins.
+            flip_cost[k] = gap if (l != own) & (gap < flip_cost[k]) else flip_cost[k]
         # Own level first (finds a good bound early), then the others in
         # increasing penalty, so walk can stop at the first that fails.
         # Penalties grow outward on each side of the own level (when no level
