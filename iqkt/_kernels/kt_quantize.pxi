@@ -53,7 +53,7 @@ cdef struct SearchSpace:
     int32_t *cell_start         # ncells + 1 offsets, in blocks of 16 codes
     int8_t *vals                # per 16-code block: dim rows of 16 values (small: the scan
                                 # is bound by memory traffic once blocks are pruned)
-    int32_t *idx                # codebook index of each slot (padding: a copy of a real slot)
+    uint16_t *idx               # codebook index of each slot (padding: a copy of a real slot)
     const int8_t *cb            # the codebook itself, index order (the lines the quantizer
     int take_abs                # reads for the chosen codes): values, absolute if take_abs
     int32_t nblocks             # 16-code blocks in all cells
@@ -78,6 +78,9 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     cdef int i, j, k, l, v, cell, pos, nslots, b, lo, hi
     cdef int8_t *box
     cdef int8_t *byidx = NULL
+    cdef int32_t *slot = NULL
+    if ncodes > 65536:          # indices are stored as uint16
+        return KT_ERR_ARG
     cdef int32_t *fill
     cdef int32_t *keys = NULL
     cdef uint8_t level_of[256]
@@ -129,6 +132,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     if sp.cell_start == NULL or fill == NULL or byidx == NULL:
         free(fill)
         free(byidx)
+        free(slot)
         return KT_ERR_NOMEM
     memset(fill, 0, (sp.ncells + 1) * sizeof(int32_t))
     for i in range(ncodes):
@@ -138,14 +142,15 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         sp.cell_start[cell + 1] = sp.cell_start[cell] + (fill[cell] + 15) // 16
     nslots = sp.cell_start[sp.ncells] * 16
     sp.vals = <int8_t *>malloc(<size_t>nslots * dim * sizeof(int8_t))
-    sp.idx = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
-    if sp.vals == NULL or sp.idx == NULL:
+    slot = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
+    if sp.vals == NULL or slot == NULL:
         free(fill)
         free(byidx)
+        free(slot)
         return KT_ERR_NOMEM
     # Padding slots (marked INT32_MAX until filled below).
     for i in range(nslots):
-        sp.idx[i] = 0x7FFFFFFF
+        slot[i] = 0x7FFFFFFF
     for cell in range(sp.ncells):
         fill[cell] = sp.cell_start[cell] * 16
     # First ascending index order inside a cell ...
@@ -153,7 +158,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         cell = code_cell(sp, level_of, cb + i * dim, take_abs)
         pos = fill[cell]
         fill[cell] += 1
-        sp.idx[pos] = i
+        slot[pos] = i
         for k in range(dim):
             v = cb[i * dim + k]
             if take_abs and v < 0:
@@ -170,6 +175,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         free(fill)
         free(keys)
         free(byidx)
+        free(slot)
         return KT_ERR_NOMEM
     sp.cell_chunk[0] = 0
     for cell in range(sp.ncells):
@@ -182,16 +188,17 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
         free(fill)
         free(keys)
         free(byidx)
+        free(slot)
         return KT_ERR_NOMEM
     for cell in range(sp.ncells):
-        split_blocks(byidx, dim, sp.idx + sp.cell_start[cell] * 16,
+        split_blocks(byidx, dim, slot + sp.cell_start[cell] * 16,
                      fill[cell] - sp.cell_start[cell] * 16, keys)
     # A padding slot repeats the first code of its block, index included: a
     # duplicate of (distance, index) never changes the minimum.
     for pos in range(nslots):
-        if sp.idx[pos] == 0x7FFFFFFF:
-            sp.idx[pos] = sp.idx[pos - pos % 16]
-        i = sp.idx[pos]
+        if slot[pos] == 0x7FFFFFFF:
+            slot[pos] = slot[pos - pos % 16]
+        i = slot[pos]
         b = pos // 16
         for k in range(dim):
             sp.vals[b * dim * 16 + k * 16 + pos % 16] = byidx[i * dim + k]
@@ -208,10 +215,17 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
                     hi = v if v > hi else hi
                 box[32 * k] = <int8_t>lo
                 box[32 * k + 16] = <int8_t>hi
+    # Indices as uint16 (every codebook here has at most 65536 codes): half
+    # the cache lines of int32 for the picks.
+    sp.idx = <uint16_t *>malloc(<size_t>nslots * sizeof(uint16_t))
+    if sp.idx != NULL:
+        for pos in range(nslots):
+            sp.idx[pos] = <uint16_t>slot[pos]
     free(fill)
     free(keys)
     free(byidx)
-    return KT_OK
+    free(slot)
+    return KT_OK if sp.idx != NULL else KT_ERR_NOMEM
 
 
 cdef void split_blocks(const int8_t *byidx, int dim, int32_t *ids, int m, int32_t *keys) noexcept nogil:

@@ -123,7 +123,7 @@ static inline int iqkt_better(float e, int32_t i, float be, int32_t bi) {
 /* Lanes whose distance could beat (be, bi) are re-checked one by one in
  * lane order; a block with no lane at or below be (the common case) costs no
  * reduction at all. */
-static inline void iqkt_scan_pick(const float *le, const int32_t *idx, float *be, int32_t *bi) {
+static inline void iqkt_scan_pick(const float *le, const uint16_t *idx, float *be, int32_t *bi) {
     for (int l = 0; l < 16; l++)
         if (iqkt_better(le[l], idx[l], *be, *bi)) { *be = le[l]; *bi = idx[l]; }
 }
@@ -151,13 +151,13 @@ IQKT_INLINE __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const f
     return e;
 }
 
-IQKT_INLINE void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi) {
+IQKT_INLINE void iqkt_pick16(__m512 e, const uint16_t *ib, float *be, int32_t *bi) {
     __mmask16 m = _mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ);
     if (m) {
         /* The lanes' minimum in (e, index) order, then against the best. */
         float mn = _mm512_mask_reduce_min_ps(m, e);
         __mmask16 eq = _mm512_mask_cmp_ps_mask(m, e, _mm512_set1_ps(mn), _CMP_EQ_OQ);
-        int32_t i = _mm512_mask_reduce_min_epi32(eq, _mm512_loadu_si512((const void *)ib));
+        int32_t i = _mm512_mask_reduce_min_epi32(eq, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)ib)));
         if (mn < *be || i < *bi) { *be = mn; *bi = i; }
     }
 }
@@ -167,7 +167,7 @@ IQKT_INLINE void iqkt_pick16(__m512 e, const int32_t *ib, float *be, int32_t *bi
 /* The AVX2 pick: the same (e, index) minimum as iqkt_pick16, by reductions.
  * Lanes above the best (or NaN) are replaced by +inf first, so the minimum
  * is taken over exactly the lanes that could win. */
-IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const int32_t *ib, float *be, int32_t *bi) {
+IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const uint16_t *ib, float *be, int32_t *bi) {
     __m256 vbe = _mm256_set1_ps(*be), inf = _mm256_set1_ps(HUGE_VALF);
     __m256 le0 = _mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), le1 = _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ);
     if (!_mm256_movemask_ps(_mm256_or_ps(le0, le1))) return;
@@ -180,9 +180,9 @@ IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const int32_t *ib, float
     float mn = _mm_cvtss_f32(m4);
     __m256 vmn = _mm256_set1_ps(mn);
     __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
-    __m256i i0 = _mm256_blendv_epi8(big, _mm256_loadu_si256((const __m256i *)ib),
+    __m256i i0 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)ib)),
                                     _mm256_castps_si256(_mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ)));
-    __m256i i1 = _mm256_blendv_epi8(big, _mm256_loadu_si256((const __m256i *)(ib + 8)),
+    __m256i i1 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ib + 8))),
                                     _mm256_castps_si256(_mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ)));
     __m256i j8 = _mm256_min_epi32(i0, i1);
     __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(j8), _mm256_extracti128_si256(j8, 1));
@@ -208,13 +208,13 @@ IQKT_INLINE uint32_t iqkt_le_mask16(const float *lb, float best) {
 #endif
 }
 
-IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nblk, int dim,
+IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
     int32_t bi = *best_i;
     for (int b = 0; b < nblk; b++) {
         const int8_t *c = vals + (size_t)b * dim * 16;
-        const int32_t *ib = idx + 16 * b;
+        const uint16_t *ib = idx + 16 * b;
 #if defined(IQKT_HAVE_AVX512)
         iqkt_pick16(iqkt_dist16(c, dim, t, w), ib, &be, &bi);
 #elif defined(IQKT_HAVE_AVX2)
@@ -272,7 +272,7 @@ IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const int32_t *idx, int nbl
  * dependent adds, two chains keep the adder busy.  The result is the minimum
  * in (distance, index) order, so it does not depend on the visiting order. */
 
-IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const int32_t *idx, uint32_t mask,
+IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const uint16_t *idx, uint32_t mask,
                                     const float *lb, int dim, const float *t, const float *w,
                                     float *best_e, int32_t *best_i) {
 #if defined(IQKT_HAVE_AVX512)
