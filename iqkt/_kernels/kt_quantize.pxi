@@ -351,6 +351,44 @@ cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
             break       # the remaining levels have larger penalties: they fail too
 
 
+cdef void walk4(SearchState *st) noexcept nogil:
+    """walk for 4-D spaces as four nested loops (same cells, same order, same
+    bounds as the recursion; no calls, and the cell scan inlines)."""
+    cdef const SearchSpace *sp = st.sp
+    cdef int L = sp.levels, j0, j1, j2, j3, l0, l1, l2, l3
+    cdef bint mono = sp.monotone
+    cdef float p0, p1, p2, p3
+    for j0 in range(st.nlev[0]):
+        l0 = st.order[0][j0]
+        p0 = 0 + st.pen[0][l0]
+        if not (p0 * 0.99999 <= st.best_e):
+            if mono:
+                break
+            continue
+        for j1 in range(st.nlev[1]):
+            l1 = st.order[1][j1]
+            p1 = p0 + st.pen[1][l1]
+            if not (p1 * 0.99999 <= st.best_e):
+                if mono:
+                    break
+                continue
+            for j2 in range(st.nlev[2]):
+                l2 = st.order[2][j2]
+                p2 = p1 + st.pen[2][l2]
+                if not (p2 * 0.99999 <= st.best_e):
+                    if mono:
+                        break
+                    continue
+                for j3 in range(st.nlev[3]):
+                    l3 = st.order[3][j3]
+                    p3 = p2 + st.pen[3][l3]
+                    if not (p3 * 0.99999 <= st.best_e):
+                        if mono:
+                            break
+                        continue
+                    scan_cell_dim(st, ((l0 * L + l1) * L + l2) * L + l3, 4)
+
+
 cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
                           int32_t hint, int nflip) noexcept nogil:
     """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.
@@ -412,7 +450,10 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
                     m += 1
             if m >= nflip:
                 st.nlev[k] = 1
-    walk(&st, 0, 0, 0)
+    if sp.dim == 4:
+        walk4(&st)
+    else:
+        walk(&st, 0, 0, 0)
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
         st.best_i = 0
     return st.best_i
