@@ -110,3 +110,66 @@ def test_iq4_cheap_trial_search_same_bytes_everywhere(isa):
         k.set_quantizer_knobs(*prev)
     assert np.array_equal(got1, want) and np.array_equal(got3, want)
     assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
+
+
+def _exact_f32_nearest(cb: np.ndarray, t: np.ndarray, w: np.ndarray) -> int:
+    """The search's own definition: e = sum_k (w_k * d_k) * d_k accumulated in
+    float32 in coordinate order, the minimum in (e, index) order (NaN never
+    wins)."""
+    e = np.zeros(cb.shape[0], dtype=np.float32)
+    for k in range(cb.shape[1]):
+        d = np.float32(t[k]) - cb[:, k]
+        e = e + (np.float32(w[k]) * d) * d
+    e = np.where(np.isnan(e), np.float32(np.inf), e)
+    return int(np.argmin(e))                          # first index of the minimum
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_exact_search_ties_and_zero_weights(isa, space):
+    """Exact search returns exactly the (distance, index) minimum, ties
+    included: targets on codes and half-way between integers, weights with
+    zeros (many codes at the same distance), coarse integer weights."""
+    cb = SPACES[space]()
+    dim = cb.shape[1]
+    rng = np.random.default_rng(300 + space)
+    m = 30
+    t = np.round(rng.standard_normal((m, dim)) * 40).astype(np.float32)
+    t[m // 3:] += 0.5                                 # half-way: ties between neighbours
+    if space == 1:
+        t = np.abs(t)
+    w = rng.integers(0, 3, (m, dim)).astype(np.float32)
+    w[::5] = 0
+    w[1::5, 0] = 1
+    with _dispatch.use_isa(isa):
+        got = _dispatch.module().nearest_codes(space, t, w)
+    for r in range(m):
+        assert got[r] == _exact_f32_nearest(cb, t[r], w[r]), (space, r)
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_search_non_finite_targets_same_on_every_isa(space):
+    """Infinite or NaN targets (a tiny block scale can overflow 1/scale)
+    with zero or huge weights: every ISA picks the same code."""
+    dim = 8 if space < 2 else 4
+    rng = np.random.default_rng(400 + space)
+    m = 400
+    t = (rng.standard_normal((m, dim)) * 37).astype(np.float32)
+    u = rng.random((m, dim))
+    t[u < 0.05] = np.inf
+    t[(u >= 0.05) & (u < 0.1)] = -np.inf
+    t[(u >= 0.1) & (u < 0.13)] = np.nan
+    t[(u >= 0.13) & (u < 0.16)] = 3e38
+    w = rng.chisquare(1, (m, dim)).astype(np.float32)
+    w[rng.random((m, dim)) < 0.2] = 0
+    w[rng.random((m, dim)) < 0.02] = 3e38
+    t[:40] = np.inf
+    w[:20] = 0
+    t[40:60] = np.nan
+    for nflip in (0, 2, 3, 8):
+        outs = []
+        for isa in ISAS:
+            with _dispatch.use_isa(isa):
+                outs.append(_dispatch.module().nearest_codes(space, t, w, nflip))
+        for isa, o in zip(ISAS, outs):
+            assert np.array_equal(o, outs[0]), (isa, nflip)

@@ -180,10 +180,12 @@ IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const uint16_t *ib, floa
     float mn = _mm_cvtss_f32(m4);
     __m256 vmn = _mm256_set1_ps(mn);
     __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
+    /* Only lanes that were at or below the best (a NaN lane became +inf
+     * above and must not tie with an all-inf minimum). */
     __m256i i0 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)ib)),
-                                    _mm256_castps_si256(_mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ)));
+                                    _mm256_castps_si256(_mm256_and_ps(le0, _mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ))));
     __m256i i1 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ib + 8))),
-                                    _mm256_castps_si256(_mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ)));
+                                    _mm256_castps_si256(_mm256_and_ps(le1, _mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ))));
     __m256i j8 = _mm256_min_epi32(i0, i1);
     __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(j8), _mm256_extracti128_si256(j8, 1));
     j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
