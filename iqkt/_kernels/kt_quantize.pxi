@@ -389,8 +389,8 @@ cdef void walk4(SearchState *st) noexcept nogil:
                     scan_cell_dim(st, ((l0 * L + l1) * L + l2) * L + l3, 4)
 
 
-cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
-                          int32_t hint, int nflip) noexcept nogil:
+cdef inline int32_t nearest_code_shape(const SearchSpace *sp, const float *t, const float *w,
+                                      int32_t hint, int nflip, int dim, int levels) noexcept nogil:
     """Codebook index minimising sum_k w[k] * (t[k] - code[k])**2.
 
     nflip >= dim: exact.  Smaller nflip searches only the cells that differ
@@ -409,15 +409,15 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     if hint >= 0:
         st.best_i = hint
         st.best_e = code_distance(sp, t, w, hint)
-    for k in range(sp.dim):
+    for k in range(dim):
         tk = t[k]
         # Branch-free forms of value_level and of the gap to [lo, hi] (the
         # same values: thresholds ascend; lo <= hi, or both +inf when empty).
         own = 0
-        for l in range(sp.levels - 1):
+        for l in range(levels - 1):
             own += tk > sp.thr[l]
         flip_cost[k] = HUGE_VALF
-        for l in range(sp.levels):
+        for l in range(levels):
             gap = sp.lo[l] - tk
             gap2 = tk - sp.hi[l]
             gap = gap if gap > gap2 else gap2
@@ -433,19 +433,19 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
         st.order[k][0] = own
         lo_l = own - 1
         hi_l = own + 1
-        for j in range(1, sp.levels):
-            if hi_l >= sp.levels or (lo_l >= 0 and st.pen[k][lo_l] <= st.pen[k][hi_l]):
+        for j in range(1, levels):
+            if hi_l >= levels or (lo_l >= 0 and st.pen[k][lo_l] <= st.pen[k][hi_l]):
                 st.order[k][j] = lo_l
                 lo_l -= 1
             else:
                 st.order[k][j] = hi_l
                 hi_l += 1
-        st.nlev[k] = sp.levels
-    if nflip < sp.dim:
+        st.nlev[k] = levels
+    if nflip < dim:
         # Freeze all but the nflip cheapest coordinates (ties: lower k).
-        for k in range(sp.dim):
+        for k in range(dim):
             m = 0
-            for j in range(sp.dim):
+            for j in range(dim):
                 if flip_cost[j] < flip_cost[k] or (flip_cost[j] == flip_cost[k] and j < k):
                     m += 1
             if m >= nflip:
@@ -457,6 +457,17 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
         st.best_i = 0
     return st.best_i
+
+
+cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
+                          int32_t hint, int nflip) noexcept nogil:
+    """nearest_code_shape for the space's shape; the shapes in use are passed
+    as constants so the per-coordinate and per-level loops unroll."""
+    if sp.dim == 8 and sp.levels == 2:
+        return nearest_code_shape(sp, t, w, hint, nflip, 8, 2)
+    if sp.dim == 4 and sp.levels == 6:
+        return nearest_code_shape(sp, t, w, hint, nflip, 4, 6)
+    return nearest_code_shape(sp, t, w, hint, nflip, sp.dim, sp.levels)
 
 
 cdef SearchSpace SPACE_IQ2          # signed 8-value groups
