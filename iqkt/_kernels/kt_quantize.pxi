@@ -351,6 +351,23 @@ cdef void walk(SearchState *st, int k, int cell, float lb) noexcept nogil:
             break       # the remaining levels have larger penalties: they fail too
 
 
+cdef void walk_8x2(SearchState *st, int k, int cell, float lb) noexcept nogil:
+    """walk for 8-D spaces of 2 levels (IQ2/IQ3), the shape as constants."""
+    cdef int j, l
+    cdef float p
+    cell = cell * 2
+    for j in range(st.nlev[k]):
+        l = st.order[k][j]
+        p = lb + st.pen[k][l]
+        if p * 0.99999 <= st.best_e:
+            if k == 7:
+                scan_cell_dim(st, cell + l, 8)
+            else:
+                walk_8x2(st, k + 1, cell + l, p)
+        elif st.sp.monotone:
+            break
+
+
 cdef void walk4(SearchState *st) noexcept nogil:
     """walk for 4-D spaces as four nested loops (same cells, same order, same
     bounds as the recursion; no calls, and the cell scan inlines)."""
@@ -450,8 +467,10 @@ cdef inline int32_t nearest_code_shape(const SearchSpace *sp, const float *t, co
                     m += 1
             if m >= nflip:
                 st.nlev[k] = 1
-    if sp.dim == 4:
+    if dim == 4:
         walk4(&st)
+    elif dim == 8 and levels == 2:
+        walk_8x2(&st, 0, 0, 0)
     else:
         walk(&st, 0, 0, 0)
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input
