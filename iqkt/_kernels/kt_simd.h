@@ -343,12 +343,11 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
     __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
-        __m128i l = _mm_loadu_si128((const __m128i *)(box + 32 * k));
-        __m128i h = _mm_loadu_si128((const __m128i *)(box + 32 * k + 16));
-        __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(l));
-        __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(l, 8)));
-        __m256 h0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h));
-        __m256 h1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(h, 8)));
+        const int8_t *bk = box + 32 * k;     /* 8-byte loads: sign-extended straight from memory */
+        __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)bk)));
+        __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(bk + 8))));
+        __m256 h0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(bk + 16))));
+        __m256 h1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(bk + 24))));
         __m256 g0 = _mm256_max_ps(_mm256_sub_ps(l0, tk), _mm256_sub_ps(tk, h0));
         __m256 g1 = _mm256_max_ps(_mm256_sub_ps(l1, tk), _mm256_sub_ps(tk, h1));
         g0 = _mm256_max_ps(g0, zero);
