@@ -439,10 +439,14 @@ cdef inline int32_t nearest_code_shape(const SearchSpace *sp, const float *t, co
             gap2 = tk - sp.hi[l]
             gap = gap if gap > gap2 else gap2
             gap = gap if gap > 0 else 0
-            gap = w[k] * gap * gap
-            st.pen[k][l] = gap
-            # Branch-free (the minimum is unpredictable); NaN never wins.
-            flip_cost[k] = gap if (l != own) & (gap < flip_cost[k]) else flip_cost[k]
+            st.pen[k][l] = w[k] * gap * gap
+        # The cheapest other level: the own level's penalty is set aside for
+        # the minimum (a branch-free chain of min ops; NaN never wins).
+        gap2 = st.pen[k][own]
+        st.pen[k][own] = HUGE_VALF
+        for l in range(levels):
+            flip_cost[k] = st.pen[k][l] if st.pen[k][l] < flip_cost[k] else flip_cost[k]
+        st.pen[k][own] = gap2
         # Own level first (finds a good bound early), then the others in
         # increasing penalty, so walk can stop at the first that fails.
         # Penalties grow outward on each side of the own level (when no level
