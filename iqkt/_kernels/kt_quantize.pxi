@@ -1013,19 +1013,6 @@ IQ4_STEP[0] = 24
 IQ4_STEP[1] = 12
 
 
-cdef extern from *:
-    """
-    static inline void iqkt_prefetch(const void *p) {
-    #if defined(__GNUC__) || defined(__clang__)
-        __builtin_prefetch(p);
-    #else
-        (void)p;
-    #endif
-    }
-    """
-    void iqkt_prefetch(const void *p) noexcept nogil
-
-
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
                            int32_t *out, double *sumqx, double *sumq2) noexcept nogil:
