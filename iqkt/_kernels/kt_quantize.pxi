@@ -35,6 +35,7 @@ cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before 
 cdef int REFINE_PASSES = 2
 
 cdef enum:
+    IQ4_LEVELS = 6              # grid levels per coordinate of the IQ4 search spaces
     # Cells with fewer 16-code blocks are scanned whole: bounding the blocks
     # would cost about as much as scanning them (IQ4 cells hold ~2 blocks).
     BOUND_MIN_BLOCKS = 3
@@ -506,8 +507,8 @@ cdef int build_spaces() except -1:
         # the approximate one (see NFLIP_TRIAL_IQ4) is better per instruction.
         # Measured against 4 levels: 5 levels -9%, 6 levels -14%, 8 levels
         # -2% instructions (AVX2 variant, whole IQ4 quantize).
-        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, 6, 0)
-        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, 6, 0)
+        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, IQ4_LEVELS, 0)
+        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, IQ4_LEVELS, 0)
     if rc != 0:
         raise MemoryError("iqkt: cannot allocate the codebook search index")
     return 0
@@ -704,6 +705,7 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
     cdef int32_t old[8]
     cdef int f, j, best_f
     cdef int32_t cand[2][8]
+    cdef uint32_t proven
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
     if type_id != KT_IQ4:
@@ -725,7 +727,16 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
             if f != s.bflag[b]:
                 continue
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, s.gidx + 8 * b,
-                             cand[f], &sx, &s2)
+                             cand[f], &sx, &s2, NULL)
+        elif IQ4_PROVEN_SKIP:
+            # The batched search, then nearest_code only where its code is not
+            # proven exact (the same result as searching every group).
+            iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl,
+                             s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2,
+                             &proven)
+            if proven != 0xFF:
+                iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[f], proven,
+                             nflip, &sx, &s2)
         else:
             search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
                          s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, nflip)
@@ -996,7 +1007,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
 
 cdef enum:
     IQ4_PAIRS = 4               # (sign, codebook) pairs: sign = pair >> 1, codebook = pair & 1
-    IQ4_STEPS = 2               # local-search steps per pair
+    IQ4_STEPS = 3               # local-search steps per pair (most)
     IQ4_MAX_TRIALS = IQ4_PAIRS * (1 + 2 * IQ4_STEPS)
 
 # Denominator steps of the local search over each pair's trial scale
@@ -1011,11 +1022,16 @@ cdef enum:
 cdef int IQ4_STEP[IQ4_STEPS]
 IQ4_STEP[0] = 24
 IQ4_STEP[1] = 12
+IQ4_STEP[2] = 6
+cdef int IQ4_NSTEPS = 2
+cdef int IQ4_LOCAL_PAIRS = 4
+cdef int IQ4_ONE_SIDE = 0
 
 
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
-                           int32_t *out, double *sumqx, double *sumq2) noexcept nogil:
+                           int32_t *out, double *sumqx, double *sumq2,
+                           uint32_t *proven) noexcept nogil:
     """Approximate nearest codes of the 8 groups of one IQ4 block at scale dl
     (never worse than hints[g] when hints is not NULL); sum w*x*q and
     sum w*q^2 of the result.  Each group scans its target's own cell and,
@@ -1026,47 +1042,81 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     groups overlap instead of following one another: a search here is
     bound by memory latency far more than by arithmetic.  The cells are
     scanned in coordinate order; their bounds are valid lower bounds, so
-    the order cannot change the result."""
+    the order cannot change the result.
+    proven (if not NULL): bit g set when group g's code is the exact
+    (distance, index) minimum over the whole codebook, i.e. when every cell
+    not scanned has a lower bound above the best distance found: cells that
+    change the unflipped coordinate (at least its cheapest level change),
+    change a flipped coordinate to any other level, or change
+    two or more coordinates (at least the two cheapest level changes)."""
     cdef float t[32]
     cdef int cells[8][4]
     cdef float cpen[8][4]
     cdef int ncell[8]
     cdef float inv = 1.0 / dl
-    cdef int g, k, l, own, lv, cell, c, q, skip, stride
-    cdef int ownl[4]
-    cdef int flev[4]
-    cdef float fpen[4]
+    cdef int g, k, l, i, own, fl, cell, c, q, skip, stride
+    cdef float lo_v[IQ4_LEVELS]
+    cdef float hi_v[IQ4_LEVELS]
+    cdef float thr_v[IQ4_LEVELS - 1]
+    cdef int ownv[32]
+    cdef int flv[32]
+    cdef float fpv[32]
+    cdef float spv[32]
+    cdef float *fpen
+    cdef float ti, fp, a1, a2, pn
     cdef float gap, gap2, pk, best_e, diff
+    cdef float rest[8]
+    cdef float m1, m2
+    cdef uint32_t pmask = 0
     cdef int32_t best_i, b0, b1
     cdef double sx = 0, s2 = 0
     cdef float *tg
     cdef const float *wg
+    # Per coordinate of the 32 (the block's 8 groups x 4), as straight-line
+    # arithmetic over the space's IQ4_LEVELS levels so that the compiler can
+    # vectorise it (the same operations on each value as a scalar loop, hence
+    # the same results on every ISA): the target, its own level, the
+    # cheapest neighbouring level (same penalty as nearest_code: squared gap
+    # to that level's value interval; ties: the lower level) and the two
+    # smallest penalties over the levels other than the own one.
+    for l in range(IQ4_LEVELS):
+        lo_v[l] = sp.lo[l]
+        hi_v[l] = sp.hi[l]
+    for l in range(IQ4_LEVELS - 1):
+        thr_v[l] = sp.thr[l]
+    for i in range(32):
+        ti = xb[i] * inv
+        t[i] = ti
+        own = 0
+        for l in range(IQ4_LEVELS - 1):
+            own += ti > thr_v[l]
+        fp = HUGE_VALF
+        fl = own
+        a1 = HUGE_VALF
+        a2 = HUGE_VALF
+        for l in range(IQ4_LEVELS):
+            gap = lo_v[l] - ti
+            gap2 = ti - hi_v[l]
+            gap = gap if gap > gap2 else gap2
+            gap = gap if gap > 0 else 0
+            pk = wb[i] * gap * gap
+            pn = pk if (l == own - 1 or l == own + 1) else HUGE_VALF
+            fl = l if pn < fp else fl
+            fp = pn if pn < fp else fp
+            pk = pk if l != own else HUGE_VALF
+            gap = pk if pk > a1 else a1
+            a2 = gap if gap < a2 else a2
+            a1 = pk if pk < a1 else a1
+        ownv[i] = own
+        flv[i] = fl
+        fpv[i] = fp
+        # With monotone penalties the cheapest neighbour is the cheapest
+        # other level (fp == a1), so every other level costs at least a2.
+        spv[i] = a2
     for g in range(8):
-        tg = t + 4 * g
-        wg = wb + 4 * g
-        cell = 0
-        for k in range(4):
-            tg[k] = xb[4 * g + k] * inv
-            own = 0
-            for l in range(sp.levels - 1):
-                own += tg[k] > sp.thr[l]
-            ownl[k] = own
-            cell = cell * sp.levels + own
-            # The cheapest neighbouring level of coordinate k (same penalty
-            # as nearest_code: squared gap to that level's value interval).
-            fpen[k] = HUGE_VALF
-            flev[k] = own
-            for lv in range(own - 1, own + 2, 2):
-                if lv < 0 or lv >= sp.levels:
-                    continue
-                gap = sp.lo[lv] - tg[k]
-                gap2 = tg[k] - sp.hi[lv]
-                gap = gap if gap > gap2 else gap2
-                gap = gap if gap > 0 else 0
-                pk = wg[k] * gap * gap
-                if pk < fpen[k]:
-                    fpen[k] = pk
-                    flev[k] = lv
+        fpen = fpv + 4 * g
+        cell = ((ownv[4 * g] * IQ4_LEVELS + ownv[4 * g + 1]) * IQ4_LEVELS
+                + ownv[4 * g + 2]) * IQ4_LEVELS + ownv[4 * g + 3]
         cells[g][0] = cell
         cpen[g][0] = 0
         ncell[g] = 1
@@ -1077,11 +1127,25 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
                 skip = k
         stride = 1
         for k in range(3, -1, -1):
-            if k != skip and flev[k] != ownl[k]:
-                cells[g][ncell[g]] = cell + (flev[k] - ownl[k]) * stride
+            if k != skip and flv[4 * g + k] != ownv[4 * g + k]:
+                cells[g][ncell[g]] = cell + (flv[4 * g + k] - ownv[4 * g + k]) * stride
                 cpen[g][ncell[g]] = fpen[k]
                 ncell[g] += 1
-            stride *= sp.levels
+            stride *= IQ4_LEVELS
+        # Lower bound of every cell not in the list (see proven).
+        rest[g] = fpen[skip]
+        m1 = HUGE_VALF
+        m2 = HUGE_VALF
+        for k in range(4):
+            if k != skip and spv[4 * g + k] < rest[g]:
+                rest[g] = spv[4 * g + k]
+            if fpen[k] < m1:
+                m2 = m1
+                m1 = fpen[k]
+            elif fpen[k] < m2:
+                m2 = fpen[k]
+        if m1 + m2 < rest[g]:
+            rest[g] = m1 + m2
         for c in range(ncell[g]):
             iqkt_prefetch(sp.cell_start + cells[g][c])
         if hints != NULL:
@@ -1116,11 +1180,44 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
                                 tg, wg, &best_e, &best_i)
         if best_i == 0x7FFFFFFF:    # empty cells, no hint (or NaN distances)
             best_i = 0
+        elif rest[g] * 0.99999 > best_e:
+            pmask |= 1u << g
         out[g] = best_i
         iqkt_prefetch(cb + 4 * best_i)
     for g in range(8):
         for k in range(4):
             q = cb[4 * out[g] + k]
+            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
+            s2 += <double>wb[g * 4 + k] * q * q
+    sumqx[0] = sx
+    sumq2[0] = s2
+    if proven != NULL:
+        proven[0] = pmask if sp.monotone else 0
+
+
+cdef void iq4_complete(const SearchSpace *sp, const int8_t *cb, const float *xb, const float *wb,
+                       float dl, int32_t *idx, uint32_t proven, int nflip, double *sumqx,
+                       double *sumq2) noexcept nogil:
+    """Re-search at effort nflip (hinted by idx[g]) the groups of a block
+    whose batched-search code is not proven exact (bit g of proven clear);
+    sum w*x*q and sum w*q^2 of the result.  At an exact effort the result is
+    the same as an exact search of every group: a proven code already is
+    the (distance, index) minimum, and the hint never changes that minimum."""
+    cdef float t[4]
+    cdef float inv = 1.0 / dl if dl != 0 else 0.0
+    cdef int g, k, q
+    cdef double sx = 0, s2 = 0
+    for g in range(8):
+        if not (proven >> g) & 1:
+            iqkt_prefetch(cb + 4 * idx[g])
+    for g in range(8):
+        if not (proven >> g) & 1:
+            for k in range(4):
+                t[k] = xb[4 * g + k] * inv
+            idx[g] = nearest_code(sp, t, wb + 4 * g, idx[g], nflip)
+    for g in range(8):
+        for k in range(4):
+            q = cb[4 * idx[g] + k]
             sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
             s2 += <double>wb[g * 4 + k] * q * q
     sumqx[0] = sx
@@ -1162,17 +1259,19 @@ cdef void iq4_trial(RowScratch *s, int64_t b, const float *xb, const float *wb, 
 cdef int IQ4_TWO_STAGE = 1
 cdef int IQ4_KEEP = 4
 cdef int IQ4_EARLY_OWN_CODEBOOK = 1
+cdef int IQ4_PROVEN_SKIP = 1
 
 
 cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax, float denom,
-                         const int32_t *hint, int32_t *idx, double *score) noexcept nogil:
+                         const int32_t *hint, int32_t *idx, double *score,
+                         uint32_t *proven) noexcept nogil:
     """iq4_trial's ranking twin: the batched approximate search, only the score."""
     cdef int f = pair & 1
     cdef double sx, s2
     cdef float dl = amax / denom
     if pair >> 1:
         dl = -dl
-    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2)
+    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
 
@@ -1185,24 +1284,50 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef float cden[IQ4_MAX_TRIALS]
     cdef int cpair[IQ4_MAX_TRIALS]
     cdef bint taken[IQ4_MAX_TRIALS]
-    cdef int pr, st, side, ntr, cur, t, kk, pick
-    cdef float centre, off, denom
+    cdef uint32_t cproven[IQ4_MAX_TRIALS]
+    cdef int pr, st, side, ntr, cur, t, kk, pick, f
+    cdef float dl
+    cdef double sx, s2
+    cdef float centre, off, denom, prevc = 0
+    cdef int lastlo, lasthi
     cdef double best_here, sc, best_score = -1
     # The same trial list as the one-stage search (quantize_row_iq4).
     for pr in range(IQ4_PAIRS):
-        iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr])
+        iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr], &cproven[pr])
         cden[pr] = s0
         cpair[pr] = pr
     ntr = IQ4_PAIRS
-    for pr in range(IQ4_PAIRS):
+    for t in range(IQ4_PAIRS):
+        taken[t] = False
+    for kk in range(IQ4_LOCAL_PAIRS):
+        pr = -1
+        for t in range(IQ4_PAIRS):
+            if not taken[t] and (pr < 0 or cscore[t] > cscore[pr]):
+                pr = t
+        taken[pr] = True
         cur = pr
         best_here = cscore[cur]
         centre = s0
-        for st in range(IQ4_STEPS):
+        lastlo = -1
+        lasthi = -1
+        for st in range(IQ4_NSTEPS):
             off = centre
             for side in range(2):
+                if st > 0 and IQ4_ONE_SIDE:
+                    # one side only: toward the better neighbour of the
+                    # previous step when its centre stayed best, else outward
+                    if centre == prevc:
+                        if (side == 1) != (cscore[lasthi] > cscore[lastlo]):
+                            continue
+                    elif (side == 1) != (centre > prevc):
+                        continue
                 denom = centre + (IQ4_STEP[st] if side else -IQ4_STEP[st])
-                iq4_rank_trial(pr, xb, wb, amax, denom, cand[cur], cand[ntr], &cscore[ntr])
+                if side:
+                    lasthi = ntr
+                else:
+                    lastlo = ntr
+                iq4_rank_trial(pr, xb, wb, amax, denom, cand[cur], cand[ntr], &cscore[ntr],
+                               &cproven[ntr])
                 cden[ntr] = denom
                 cpair[ntr] = pr
                 if cscore[ntr] > best_here:
@@ -1210,6 +1335,7 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
                     off = denom
                     cur = ntr
                 ntr += 1
+            prevc = centre
             centre = off
     for t in range(ntr):
         taken[t] = False
@@ -1219,8 +1345,25 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
             if not taken[t] and (pick < 0 or cscore[t] > cscore[pick]):
                 pick = t
         taken[pick] = True
-        iq4_trial(s, b, xb, wb, amax, cden[pick], cpair[pick], cand[pick], idx, &sc,
-                  &best_score, NFLIP_TRIAL_IQ4)
+        if not IQ4_PROVEN_SKIP:
+            iq4_trial(s, b, xb, wb, amax, cden[pick], cpair[pick], cand[pick], idx, &sc,
+                      &best_score, NFLIP_TRIAL_IQ4)
+            continue
+        # Only the groups whose ranking code is not proven exact.
+        f = cpair[pick] & 1
+        dl = amax / cden[pick]
+        if cpair[pick] >> 1:
+            dl = -dl
+        iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[pick], cproven[pick],
+                     NFLIP_TRIAL_IQ4, &sx, &s2)
+        sc = sx * sx / s2 if s2 > 0 else -1
+        if s2 > 0 and sc > best_score:
+            best_score = sc
+            s.bscale[b] = <float>(sx / s2)
+            s.bcurv[b] = <float>s2
+            s.bflag[b] = f
+            for t in range(8):
+                s.gidx[8 * b + t] = cand[pick][t]
 
 
 cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
@@ -1276,7 +1419,7 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
             cur = pr
             best_here = cscore[cur]
             centre = s0
-            for st in range(IQ4_STEPS):
+            for st in range(IQ4_NSTEPS):
                 off = centre
                 for side in range(2):
                     denom = centre + (IQ4_STEP[st] if side else -IQ4_STEP[st])
@@ -1436,7 +1579,8 @@ def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int n
 
 def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
                         nflip_trial_iq4=None, iq4_two_stage=None, iq4_keep=None,
-                        iq4_early_own_codebook=None):
+                        iq4_early_own_codebook=None, iq4_proven_skip=None, iq4_nsteps=None,
+                        iq4_steps=None, iq4_local_pairs=None, iq4_one_side=None):
     """Experiment hook (process-wide, not thread-safe): search effort of the
     trial phase, of the refinement passes before the last, the number of
     passes, the search effort of IQ4's trial scales, IQ4's two-stage trial
@@ -1444,9 +1588,21 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
     early refinement passes search only each block's own codebook.  Returns
     the previous values (pass them back positionally to restore)."""
     global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4
-    global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK
+    global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP
     prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4, IQ4_TWO_STAGE, IQ4_KEEP,
-            IQ4_EARLY_OWN_CODEBOOK)
+            IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP)
+    global IQ4_NSTEPS, IQ4_LOCAL_PAIRS, IQ4_ONE_SIDE
+    if iq4_nsteps is not None:
+        IQ4_NSTEPS = min(max(0, int(iq4_nsteps)), IQ4_STEPS)
+    if iq4_steps is not None:
+        for i, v in enumerate(iq4_steps[:IQ4_STEPS]):
+            IQ4_STEP[i] = int(v)
+    if iq4_local_pairs is not None:
+        IQ4_LOCAL_PAIRS = min(max(0, int(iq4_local_pairs)), IQ4_PAIRS)
+    if iq4_one_side is not None:
+        IQ4_ONE_SIDE = 1 if iq4_one_side else 0
+    if iq4_proven_skip is not None:
+        IQ4_PROVEN_SKIP = 1 if iq4_proven_skip else 0
     if iq4_two_stage is not None:
         IQ4_TWO_STAGE = 1 if iq4_two_stage else 0
     if iq4_keep is not None:
