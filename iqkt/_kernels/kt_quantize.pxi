@@ -718,7 +718,14 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
         return changed
     best_err = HUGE_VALF
     best_f = 0
-    for f in range(2):
+    cdef double own_err = HUGE_VALF
+    cdef int fi
+    for fi in range(2):
+        # The own codebook first when the other is only completed if its
+        # approximate codes are already close (IQ4_FINAL_OTHER_MARGIN).
+        f = fi
+        if IQ4_FINAL_OTHER_MARGIN > 0:
+            f = s.bflag[b] if fi == 0 else 1 - s.bflag[b]
         if IQ4_EARLY_OWN_CODEBOOK and nflip < NFLIP_REFINE:
             # Passes before the last: only the block's own codebook, with the
             # batched approximate search (the last pass tries both exactly).
@@ -727,13 +734,19 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
             if f != s.bflag[b]:
                 continue
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, s.gidx + 8 * b,
-                             cand[f], &sx, &s2, NULL)
+                             cand[f], &sx, &s2, NULL, 3)
         elif IQ4_PROVEN_SKIP:
             # The batched search, then nearest_code only where its code is not
             # proven exact (the same result as searching every group).
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl,
                              s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2,
-                             &proven)
+                             &proven, 3)
+            err = <double>dl * dl * s2 - 2 * <double>dl * sx
+            if f == s.bflag[b]:
+                own_err = err
+            elif IQ4_FINAL_OTHER_MARGIN > 0 and (err - own_err > IQ4_FINAL_OTHER_MARGIN
+                                                  * (own_err if own_err > 0 else -own_err)):
+                proven = 0xFF       # approximate: too far behind to win
             if proven != 0xFF:
                 iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[f], proven,
                              nflip, &sx, &s2)
@@ -1024,14 +1037,12 @@ IQ4_STEP[0] = 24
 IQ4_STEP[1] = 12
 IQ4_STEP[2] = 6
 cdef int IQ4_NSTEPS = 2
-cdef int IQ4_LOCAL_PAIRS = 4
-cdef int IQ4_ONE_SIDE = 0
 
 
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
                            int32_t *out, double *sumqx, double *sumq2,
-                           uint32_t *proven) noexcept nogil:
+                           uint32_t *proven, int nflips) noexcept nogil:
     """Approximate nearest codes of the 8 groups of one IQ4 block at scale dl
     (never worse than hints[g] when hints is not NULL); sum w*x*q and
     sum w*q^2 of the result.  Each group scans its target's own cell and,
@@ -1054,7 +1065,9 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     cdef float cpen[8][4]
     cdef int ncell[8]
     cdef float inv = 1.0 / dl
-    cdef int g, k, l, i, own, fl, cell, c, q, skip, stride
+    cdef int g, k, j, m, l, i, own, fl, cell, c, q, stride
+    cdef bint flip[4]
+    cdef float bnd
     cdef float lo_v[IQ4_LEVELS]
     cdef float hi_v[IQ4_LEVELS]
     cdef float thr_v[IQ4_LEVELS - 1]
@@ -1120,25 +1133,28 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
         cells[g][0] = cell
         cpen[g][0] = 0
         ncell[g] = 1
-        # The most expensive coordinate (ties: the higher k) is not flipped.
-        skip = 0
-        for k in range(1, 4):
-            if fpen[k] >= fpen[skip]:
-                skip = k
+        # The nflips cheapest coordinates are flipped (ties: the lower k; with
+        # 3, the most expensive one, ties the higher k, is not).
+        for k in range(4):
+            m = 0
+            for j in range(4):
+                m += fpen[j] < fpen[k] or (fpen[j] == fpen[k] and j < k)
+            flip[k] = m < nflips
         stride = 1
         for k in range(3, -1, -1):
-            if k != skip and flv[4 * g + k] != ownv[4 * g + k]:
+            if flip[k] and flv[4 * g + k] != ownv[4 * g + k]:
                 cells[g][ncell[g]] = cell + (flv[4 * g + k] - ownv[4 * g + k]) * stride
                 cpen[g][ncell[g]] = fpen[k]
                 ncell[g] += 1
             stride *= IQ4_LEVELS
         # Lower bound of every cell not in the list (see proven).
-        rest[g] = fpen[skip]
+        rest[g] = HUGE_VALF
         m1 = HUGE_VALF
         m2 = HUGE_VALF
         for k in range(4):
-            if k != skip and spv[4 * g + k] < rest[g]:
-                rest[g] = spv[4 * g + k]
+            bnd = spv[4 * g + k] if flip[k] else fpen[k]
+            if bnd < rest[g]:
+                rest[g] = bnd
             if fpen[k] < m1:
                 m2 = m1
                 m1 = fpen[k]
@@ -1260,6 +1276,13 @@ cdef int IQ4_TWO_STAGE = 1
 cdef int IQ4_KEEP = 4
 cdef int IQ4_EARLY_OWN_CODEBOOK = 1
 cdef int IQ4_PROVEN_SKIP = 1
+cdef double IQ4_STEP_MARGIN[IQ4_STEPS]
+IQ4_STEP_MARGIN[0] = 0
+IQ4_STEP_MARGIN[1] = 0
+IQ4_STEP_MARGIN[2] = 0
+cdef double IQ4_KEEP_MARGIN = 0
+cdef double IQ4_FINAL_OTHER_MARGIN = 0
+cdef int IQ4_RANK_FLIPS = 3
 
 
 cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax, float denom,
@@ -1271,7 +1294,8 @@ cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax,
     cdef float dl = amax / denom
     if pair >> 1:
         dl = -dl
-    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven)
+    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven,
+                     IQ4_RANK_FLIPS)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
 
@@ -1288,55 +1312,55 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef int pr, st, side, ntr, cur, t, kk, pick, f
     cdef float dl
     cdef double sx, s2
-    cdef float centre, off, denom, prevc = 0
-    cdef int lastlo, lasthi
-    cdef double best_here, sc, best_score = -1
+    cdef float off, denom
+    cdef int pcur[IQ4_PAIRS]
+    cdef double pbest[IQ4_PAIRS]
+    cdef float pcen[IQ4_PAIRS]
+    cdef bint active[IQ4_PAIRS]
+    cdef double sc, best_score = -1, top = 0, energy
     # The same trial list as the one-stage search (quantize_row_iq4).
+    energy = 0
+    for t in range(32):
+        energy += <double>wb[t] * xb[t] * xb[t]
     for pr in range(IQ4_PAIRS):
         iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr], &cproven[pr])
         cden[pr] = s0
         cpair[pr] = pr
     ntr = IQ4_PAIRS
-    for t in range(IQ4_PAIRS):
-        taken[t] = False
-    for kk in range(IQ4_LOCAL_PAIRS):
-        pr = -1
-        for t in range(IQ4_PAIRS):
-            if not taken[t] and (pr < 0 or cscore[t] > cscore[pr]):
-                pr = t
-        taken[pr] = True
-        cur = pr
-        best_here = cscore[cur]
-        centre = s0
-        lastlo = -1
-        lasthi = -1
-        for st in range(IQ4_NSTEPS):
-            off = centre
+    top = -1
+    for pr in range(IQ4_PAIRS):
+        pcur[pr] = pr
+        pbest[pr] = cscore[pr]
+        pcen[pr] = s0
+        active[pr] = True
+        if cscore[pr] > top:
+            top = cscore[pr]
+    # Breadth first: every pair's step st before any pair's step st + 1, so
+    # that a pair whose best error is far behind the best of all pairs so far
+    # (IQ4_STEP_MARGIN[st]) stops there.
+    for st in range(IQ4_NSTEPS):
+        for pr in range(IQ4_PAIRS):
+            if not active[pr]:
+                continue
+            if (st > 0 and IQ4_STEP_MARGIN[st] > 0
+                    and energy - pbest[pr] > IQ4_STEP_MARGIN[st] * (energy - top)):
+                active[pr] = False
+                continue
+            off = pcen[pr]
             for side in range(2):
-                if st > 0 and IQ4_ONE_SIDE:
-                    # one side only: toward the better neighbour of the
-                    # previous step when its centre stayed best, else outward
-                    if centre == prevc:
-                        if (side == 1) != (cscore[lasthi] > cscore[lastlo]):
-                            continue
-                    elif (side == 1) != (centre > prevc):
-                        continue
-                denom = centre + (IQ4_STEP[st] if side else -IQ4_STEP[st])
-                if side:
-                    lasthi = ntr
-                else:
-                    lastlo = ntr
-                iq4_rank_trial(pr, xb, wb, amax, denom, cand[cur], cand[ntr], &cscore[ntr],
+                denom = pcen[pr] + (IQ4_STEP[st] if side else -IQ4_STEP[st])
+                iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr], &cscore[ntr],
                                &cproven[ntr])
                 cden[ntr] = denom
                 cpair[ntr] = pr
-                if cscore[ntr] > best_here:
-                    best_here = cscore[ntr]
+                if cscore[ntr] > pbest[pr]:
+                    pbest[pr] = cscore[ntr]
                     off = denom
-                    cur = ntr
+                    pcur[pr] = ntr
+                    if cscore[ntr] > top:
+                        top = cscore[ntr]
                 ntr += 1
-            prevc = centre
-            centre = off
+            pcen[pr] = off
     for t in range(ntr):
         taken[t] = False
     for kk in range(IQ4_KEEP if IQ4_KEEP < ntr else ntr):
@@ -1345,6 +1369,10 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
             if not taken[t] and (pick < 0 or cscore[t] > cscore[pick]):
                 pick = t
         taken[pick] = True
+        if kk == 0:
+            top = cscore[pick]
+        elif IQ4_KEEP_MARGIN > 0 and energy - cscore[pick] > IQ4_KEEP_MARGIN * (energy - top):
+            break
         if not IQ4_PROVEN_SKIP:
             iq4_trial(s, b, xb, wb, amax, cden[pick], cpair[pick], cand[pick], idx, &sc,
                       &best_score, NFLIP_TRIAL_IQ4)
@@ -1580,7 +1608,8 @@ def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int n
 def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
                         nflip_trial_iq4=None, iq4_two_stage=None, iq4_keep=None,
                         iq4_early_own_codebook=None, iq4_proven_skip=None, iq4_nsteps=None,
-                        iq4_steps=None, iq4_local_pairs=None, iq4_one_side=None):
+                        iq4_steps=None, iq4_rank_flips=None, iq4_step_margin=None,
+                        iq4_keep_margin=None, iq4_final_other_margin=None):
     """Experiment hook (process-wide, not thread-safe): search effort of the
     trial phase, of the refinement passes before the last, the number of
     passes, the search effort of IQ4's trial scales, IQ4's two-stage trial
@@ -1591,16 +1620,24 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
     global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP
     prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4, IQ4_TWO_STAGE, IQ4_KEEP,
             IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP)
-    global IQ4_NSTEPS, IQ4_LOCAL_PAIRS, IQ4_ONE_SIDE
+    global IQ4_NSTEPS
     if iq4_nsteps is not None:
         IQ4_NSTEPS = min(max(0, int(iq4_nsteps)), IQ4_STEPS)
     if iq4_steps is not None:
         for i, v in enumerate(iq4_steps[:IQ4_STEPS]):
             IQ4_STEP[i] = int(v)
-    if iq4_local_pairs is not None:
-        IQ4_LOCAL_PAIRS = min(max(0, int(iq4_local_pairs)), IQ4_PAIRS)
-    if iq4_one_side is not None:
-        IQ4_ONE_SIDE = 1 if iq4_one_side else 0
+    global IQ4_RANK_FLIPS
+    if iq4_rank_flips is not None:
+        IQ4_RANK_FLIPS = min(max(0, int(iq4_rank_flips)), 4)
+    if iq4_step_margin is not None:
+        for i, v in enumerate(iq4_step_margin[:IQ4_STEPS]):
+            IQ4_STEP_MARGIN[i] = float(v)
+    global IQ4_KEEP_MARGIN
+    if iq4_keep_margin is not None:
+        IQ4_KEEP_MARGIN = float(iq4_keep_margin)
+    global IQ4_FINAL_OTHER_MARGIN
+    if iq4_final_other_margin is not None:
+        IQ4_FINAL_OTHER_MARGIN = float(iq4_final_other_margin)
     if iq4_proven_skip is not None:
         IQ4_PROVEN_SKIP = 1 if iq4_proven_skip else 0
     if iq4_two_stage is not None:
