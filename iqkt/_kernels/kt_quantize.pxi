@@ -718,8 +718,11 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
         return changed
     best_err = HUGE_VALF
     best_f = 0
-    cdef double own_err = HUGE_VALF
+    cdef double own_err = HUGE_VALF, energy = 0
     cdef int fi
+    if IQ4_FINAL_OTHER_MARGIN > 0:
+        for j in range(32):
+            energy += <double>wb[j] * xb[j] * xb[j]
     for fi in range(2):
         # The own codebook first when the other is only completed if its
         # approximate codes are already close (IQ4_FINAL_OTHER_MARGIN).
@@ -734,18 +737,18 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
             if f != s.bflag[b]:
                 continue
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, s.gidx + 8 * b,
-                             cand[f], &sx, &s2, NULL, 3)
+                             cand[f], &sx, &s2, NULL, 3, NULL)
         elif IQ4_PROVEN_SKIP:
             # The batched search, then nearest_code only where its code is not
             # proven exact (the same result as searching every group).
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl,
                              s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2,
-                             &proven, 3)
+                             &proven, 3, NULL)
             err = <double>dl * dl * s2 - 2 * <double>dl * sx
             if f == s.bflag[b]:
                 own_err = err
-            elif IQ4_FINAL_OTHER_MARGIN > 0 and (err - own_err > IQ4_FINAL_OTHER_MARGIN
-                                                  * (own_err if own_err > 0 else -own_err)):
+            elif IQ4_FINAL_OTHER_MARGIN > 0 and (err + energy > IQ4_FINAL_OTHER_MARGIN
+                                                  * (own_err + energy)):
                 proven = 0xFF       # approximate: too far behind to win
             if proven != 0xFF:
                 iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[f], proven,
@@ -1042,7 +1045,8 @@ cdef int IQ4_NSTEPS = 2
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
                            int32_t *out, double *sumqx, double *sumq2,
-                           uint32_t *proven, int nflips) noexcept nogil:
+                           uint32_t *proven, int nflips,
+                           const int32_t *hints2) noexcept nogil:
     """Approximate nearest codes of the 8 groups of one IQ4 block at scale dl
     (never worse than hints[g] when hints is not NULL); sum w*x*q and
     sum w*q^2 of the result.  Each group scans its target's own cell and,
@@ -1065,7 +1069,7 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     cdef float cpen[8][4]
     cdef int ncell[8]
     cdef float inv = 1.0 / dl
-    cdef int g, k, j, m, l, i, own, fl, cell, c, q, stride
+    cdef int g, k, j, m, l, i, own, fl, cell, c, q, stride, skip
     cdef bint flip[4]
     cdef float bnd
     cdef float lo_v[IQ4_LEVELS]
@@ -1135,11 +1139,19 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
         ncell[g] = 1
         # The nflips cheapest coordinates are flipped (ties: the lower k; with
         # 3, the most expensive one, ties the higher k, is not).
-        for k in range(4):
-            m = 0
-            for j in range(4):
-                m += fpen[j] < fpen[k] or (fpen[j] == fpen[k] and j < k)
-            flip[k] = m < nflips
+        if nflips == 3:
+            skip = 0
+            for k in range(1, 4):
+                if fpen[k] >= fpen[skip]:
+                    skip = k
+            for k in range(4):
+                flip[k] = k != skip
+        else:
+            for k in range(4):
+                m = 0
+                for j in range(4):
+                    m += fpen[j] < fpen[k] or (fpen[j] == fpen[k] and j < k)
+                flip[k] = m < nflips
         stride = 1
         for k in range(3, -1, -1):
             if flip[k] and flv[4 * g + k] != ownv[4 * g + k]:
@@ -1166,6 +1178,8 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             iqkt_prefetch(sp.cell_start + cells[g][c])
         if hints != NULL:
             iqkt_prefetch(cb + 4 * hints[g])
+            if hints2 != NULL:
+                iqkt_prefetch(cb + 4 * hints2[g])
     for g in range(8):
         for c in range(ncell[g]):
             b0 = sp.cell_start[cells[g][c]]
@@ -1184,6 +1198,14 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             for k in range(4):
                 diff = tg[k] - <float>cb[4 * best_i + k]
                 best_e = best_e + (wg[k] * diff) * diff
+            if hints2 != NULL:
+                e2 = 0
+                for k in range(4):
+                    diff = tg[k] - <float>cb[4 * hints2[g] + k]
+                    e2 = e2 + (wg[k] * diff) * diff
+                if e2 < best_e or (e2 == best_e and hints2[g] < best_i):
+                    best_e = e2
+                    best_i = hints2[g]
         for c in range(ncell[g]):
             # The slack keeps float rounding of the bound from ever skipping
             # the true minimum (as in walk).
@@ -1283,11 +1305,12 @@ IQ4_STEP_MARGIN[2] = 0
 cdef double IQ4_KEEP_MARGIN = 0
 cdef double IQ4_FINAL_OTHER_MARGIN = 0
 cdef int IQ4_RANK_FLIPS = 3
+cdef int IQ4_INNER_FLIPS = -1
 
 
 cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax, float denom,
                          const int32_t *hint, int32_t *idx, double *score,
-                         uint32_t *proven) noexcept nogil:
+                         uint32_t *proven, int nflips, const int32_t *hint2) noexcept nogil:
     """iq4_trial's ranking twin: the batched approximate search, only the score."""
     cdef int f = pair & 1
     cdef double sx, s2
@@ -1295,7 +1318,7 @@ cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax,
     if pair >> 1:
         dl = -dl
     iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven,
-                     IQ4_RANK_FLIPS)
+                     nflips, hint2)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
 
@@ -1313,6 +1336,7 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef float dl
     cdef double sx, s2
     cdef float off, denom
+    cdef int other
     cdef int pcur[IQ4_PAIRS]
     cdef double pbest[IQ4_PAIRS]
     cdef float pcen[IQ4_PAIRS]
@@ -1323,7 +1347,8 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     for t in range(32):
         energy += <double>wb[t] * xb[t] * xb[t]
     for pr in range(IQ4_PAIRS):
-        iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr], &cproven[pr])
+        iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr], &cproven[pr],
+                       IQ4_RANK_FLIPS, NULL)
         cden[pr] = s0
         cpair[pr] = pr
     ntr = IQ4_PAIRS
@@ -1342,15 +1367,26 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
         for pr in range(IQ4_PAIRS):
             if not active[pr]:
                 continue
-            if (st > 0 and IQ4_STEP_MARGIN[st] > 0
+            if (IQ4_STEP_MARGIN[st] > 0
                     and energy - pbest[pr] > IQ4_STEP_MARGIN[st] * (energy - top)):
                 active[pr] = False
                 continue
             off = pcen[pr]
             for side in range(2):
                 denom = pcen[pr] + (IQ4_STEP[st] if side else -IQ4_STEP[st])
-                iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr], &cscore[ntr],
-                               &cproven[ntr])
+                # Between the centre and a scale this pair already tried: both
+                # their codes are candidates (IQ4_INNER_FLIPS).
+                other = -1
+                if st > 0 and IQ4_INNER_FLIPS >= 0:
+                    for t in range(IQ4_PAIRS, ntr):
+                        if cpair[t] == pr and fabsf(cden[t] - (2 * denom - pcen[pr])) < 0.01:
+                            other = t
+                if other >= 0:
+                    iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr],
+                                   &cscore[ntr], &cproven[ntr], IQ4_INNER_FLIPS, cand[other])
+                else:
+                    iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr],
+                                   &cscore[ntr], &cproven[ntr], IQ4_RANK_FLIPS, NULL)
                 cden[ntr] = denom
                 cpair[ntr] = pr
                 if cscore[ntr] > pbest[pr]:
@@ -1609,7 +1645,8 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
                         nflip_trial_iq4=None, iq4_two_stage=None, iq4_keep=None,
                         iq4_early_own_codebook=None, iq4_proven_skip=None, iq4_nsteps=None,
                         iq4_steps=None, iq4_rank_flips=None, iq4_step_margin=None,
-                        iq4_keep_margin=None, iq4_final_other_margin=None):
+                        iq4_keep_margin=None, iq4_final_other_margin=None,
+                        iq4_inner_flips=None):
     """Experiment hook (process-wide, not thread-safe): search effort of the
     trial phase, of the refinement passes before the last, the number of
     passes, the search effort of IQ4's trial scales, IQ4's two-stage trial
@@ -1626,7 +1663,9 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
     if iq4_steps is not None:
         for i, v in enumerate(iq4_steps[:IQ4_STEPS]):
             IQ4_STEP[i] = int(v)
-    global IQ4_RANK_FLIPS
+    global IQ4_RANK_FLIPS, IQ4_INNER_FLIPS
+    if iq4_inner_flips is not None:
+        IQ4_INNER_FLIPS = min(max(-1, int(iq4_inner_flips)), 4)
     if iq4_rank_flips is not None:
         IQ4_RANK_FLIPS = min(max(0, int(iq4_rank_flips)), 4)
     if iq4_step_margin is not None:
