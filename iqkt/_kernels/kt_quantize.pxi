@@ -870,6 +870,10 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
     cdef int64_t b, pick
     cdef float amax, u, inv_d, best_inv = 0
     cdef double num, den, score, best_score = -1, best_num = 0, best_den = 1
+    cdef int ncand, ci
+    cdef float cinv[4]
+    cdef double cnum[4]
+    cdef double cden[4]
     # The ROW_SCALE_ANCHORS blocks of largest |scale| (ties: lower block).
     for a in range(ROW_SCALE_ANCHORS):
         pick = -1
@@ -891,24 +895,36 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
     lo = 0 if type_id != KT_IQ4 else -64
     hi = 15 if type_id != KT_IQ4 else 63
     for a in range(na):
-        for c in range(lo, hi + 1):
-            v = code_value(type_id, c)
-            if v == 0:
-                continue
-            inv_d = <float>v / s.bscale[anchors[a]]
-            num = 0
-            den = 0
+        c = lo
+        while c <= hi:
+            # Up to 4 candidates at once: independent sums (each in the same
+            # order as alone, so the same values) overlap their latencies.
+            ncand = 0
+            while c <= hi and ncand < 4:
+                v = code_value(type_id, c)
+                c += 1
+                if v == 0:
+                    continue
+                cinv[ncand] = <float>v / s.bscale[anchors[a]]
+                ncand += 1
+            for ci in range(4):
+                cnum[ci] = 0
+                cden[ci] = 0
             for b in range(nblk):
-                v = code_value(type_id, nearest_scale_code(type_id, s.bscale[b] * inv_d))
-                num += <double>s.bcurv[b] * s.bscale[b] * v
-                den += <double>s.bcurv[b] * v * v
-            if den > 0:
-                score = num * num / den
-                if score > best_score:
-                    best_score = score
-                    best_inv = inv_d
-                    best_num = num
-                    best_den = den
+                for ci in range(ncand):
+                    v = code_value(type_id, nearest_scale_code(type_id, s.bscale[b] * cinv[ci]))
+                    cnum[ci] += <double>s.bcurv[b] * s.bscale[b] * v
+                    cden[ci] += <double>s.bcurv[b] * v * v
+            for ci in range(ncand):
+                num = cnum[ci]
+                den = cden[ci]
+                if den > 0:
+                    score = num * num / den
+                    if score > best_score:
+                        best_score = score
+                        best_inv = cinv[ci]
+                        best_num = num
+                        best_den = den
     if best_score < 0:
         return False
     for b in range(nblk):
