@@ -645,31 +645,6 @@ cdef inline float block_amax(const float *x, int len) noexcept nogil:
     return a
 
 
-cdef inline void prefetch_own_cell(const SearchSpace *sp, const float *t, int dim,
-                                   int levels) noexcept nogil:
-    """Start fetching what a search for target t reads first: its own cell's
-    block boxes and first blocks of codes (a hint only; no effect on results)."""
-    cdef int k, l, own, cell = 0
-    cdef int32_t b0, nb
-    cdef const int8_t *box
-    cdef const int8_t *v
-    for k in range(dim):
-        own = 0
-        for l in range(levels - 1):
-            own += t[k] > sp.thr[l]
-        cell = cell * levels + own
-    b0 = sp.cell_start[cell]
-    nb = sp.cell_start[cell + 1] - b0
-    if nb >= BOUND_MIN_BLOCKS:
-        box = sp.box + <size_t>sp.cell_chunk[cell] * dim * 32
-        for k in range(0, dim * 32, 64):
-            iqkt_prefetch(box + k)
-    v = sp.vals + <size_t>b0 * dim * 16
-    iqkt_prefetch(v)
-    iqkt_prefetch(v + 64)
-    iqkt_prefetch(sp.idx + <size_t>b0 * 16)
-
-
 # Search every group of one 32-block at scale dl; returns sum w*x*q and sum w*q^2.
 cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, const float *xb,
                        const float *wb, float dl, float *target, const int32_t *hints,
@@ -687,16 +662,10 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
         for g in range(ng):
             if hints[g] >= 0:
                 iqkt_prefetch(cb + <size_t>hints[g] * dim)
-    # All targets first, and the data of each target's own cell (the first
-    # cell every search scans) fetched before the searches run: the groups'
-    # misses overlap instead of following one another.
-    for g in range(32):
-        target[g] = xb[g] * inv
-    if dim == 8 and sp.levels == 2:
-        for g in range(ng):
-            prefetch_own_cell(sp, target + g * dim, 8, 2)
     for g in range(ng):
-        i = nearest_code(sp, target + g * dim, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
+        for k in range(dim):
+            target[k] = xb[g * dim + k] * inv
+        i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
         if sp.trellis8:
             trellis8_code(<uint32_t>i, take_abs, qv)
