@@ -32,6 +32,7 @@ cdef extern from "kt_simd.h" nogil:
                           const float *lb, int dim, const float *t, const float *w,
                           float *best_e, int32_t *best_i)
     void iqkt_prefetch(const void *p)
+    void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, uint32_t mask, int dim)
     uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
                                const float *w, float best, float *lb)
     # mul_mat helpers (kt_mm.h, included by kt_simd.h)

@@ -56,6 +56,8 @@ cdef struct SearchSpace:
     uint16_t *idx               # codebook index of each slot (padding: a copy of a real slot)
     const int8_t *cb            # the codebook itself, index order (the lines the quantizer
     int take_abs                # reads for the chosen codes): values, absolute if take_abs
+    int trellis8                # cb is CB8: the quantizer computes a code from its index
+                                # (trellis8_code) instead of reading cb
     int32_t nblocks             # 16-code blocks in all cells
     int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
     int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
@@ -128,6 +130,7 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     sp.cb = cb
     sp.take_abs = take_abs
+    sp.trellis8 = 0
     byidx = <int8_t *>malloc(<size_t>ncodes * dim * sizeof(int8_t))
     if sp.cell_start == NULL or fill == NULL or byidx == NULL:
         free(fill)
@@ -303,6 +306,7 @@ cdef inline void scan_cell_dim(SearchState *st, int cell, int dim) noexcept nogi
     while b0 < b1:
         n = b1 - b0 if b1 - b0 < 16 else 16
         mask = iqkt_block_bounds(box, n, dim, st.t, st.w, st.best_e, lb)
+        iqkt_prefetch_blocks(sp.vals + <size_t>b0 * dim * 16, sp.idx + <size_t>b0 * 16, mask, dim)
         iqkt_scan_masked(sp.vals + <size_t>b0 * dim * 16, sp.idx + <size_t>b0 * 16, mask, lb,
                          dim, st.t, st.w, &st.best_e, &st.best_i)
         b0 += n
@@ -316,6 +320,22 @@ cdef void scan_cell(SearchState *st, int cell) noexcept nogil:
         scan_cell_dim(st, cell, 4)
 
 
+cdef inline void trellis8_code(uint32_t i, int take_abs, int *q) noexcept nogil:
+    """q = line i of CB8 (absolute values if take_abs), computed: the 8
+    trellis steps from seed i + 4096 (kt_trellis, constants spelled out).
+    A few multiplies instead of a likely cache miss: the codebook is 512 KiB
+    and read at random, and leaving it out of the searches' working set
+    leaves the cache to the search space."""
+    cdef uint32_t state = i + 4096u
+    cdef int k, v
+    for k in range(8):
+        state = state * 0xCBAC1FEDu
+        v = <int>(((state & 0x3F3F3F3Fu) * 0x01010101u) >> 24) - 126
+        if take_abs and v < 0:
+            v = -v
+        q[k] = v
+
+
 cdef inline float code_distance(const SearchSpace *sp, const float *t, const float *w,
                                 int32_t i) noexcept nogil:
     """The distance scan_cell computes, for codebook index i."""
@@ -323,6 +343,13 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
     cdef int k
     cdef const int8_t *c = sp.cb + i * sp.dim
     cdef int v
+    cdef int q[8]
+    if sp.trellis8:
+        trellis8_code(<uint32_t>i, sp.take_abs, q)
+        for k in range(8):
+            diff = t[k] - <float>q[k]
+            e = e + (w[k] * diff) * diff
+        return e
     for k in range(sp.dim):
         v = c[k]
         if sp.take_abs and v < 0:
@@ -493,6 +520,17 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     return nearest_code_shape(sp, t, w, hint, nflip, sp.dim, sp.levels)
 
 
+cdef int trellis8_matches(const int8_t *cb, int ncodes) noexcept nogil:
+    cdef int i, k
+    cdef int q[8]
+    for i in range(ncodes):
+        trellis8_code(<uint32_t>i, 0, q)
+        for k in range(8):
+            if q[k] != cb[8 * i + k]:
+                return 0
+    return 1
+
+
 cdef SearchSpace SPACE_IQ2          # signed 8-value groups
 cdef SearchSpace SPACE_IQ3          # magnitudes of 8-value groups
 cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
@@ -502,6 +540,9 @@ cdef int build_spaces() except -1:
     with nogil:
         rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 2, 0)
         rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
+        # Computed codes only where they are the codebook's (checked once).
+        SPACE_IQ2.trellis8 = trellis8_matches(CB8, KT_CODEBOOK_SIZE)
+        SPACE_IQ3.trellis8 = SPACE_IQ2.trellis8
         # IQ4: 6 levels (1296 cells of ~25 codes) rather than 4 (256 cells of
         # ~128): tighter cell bounds; the exact search scans fewer codes and
         # the approximate one (see NFLIP_TRIAL_IQ4) is better per instruction.
@@ -615,7 +656,8 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
     cdef float inv = 1.0 / dl if dl != 0 else 0.0
     cdef int32_t i
     cdef double sx = 0, s2 = 0
-    if hints != NULL:
+    cdef int qv[8]
+    if hints != NULL and not sp.trellis8:
         # The hints' codes are read at the start of each search: fetch them
         # all now rather than miss on each in turn.
         for g in range(ng):
@@ -626,10 +668,15 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
             target[k] = xb[g * dim + k] * inv
         i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
+        if sp.trellis8:
+            trellis8_code(<uint32_t>i, take_abs, qv)
         for k in range(dim):
-            q = cb[i * dim + k]
-            if take_abs and q < 0:
-                q = -q
+            if sp.trellis8:
+                q = qv[k]
+            else:
+                q = cb[i * dim + k]
+                if take_abs and q < 0:
+                    q = -q
             sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
             s2 += <double>wb[g * dim + k] * q * q
     sumqx[0] = sx
@@ -689,9 +736,12 @@ cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx,
     cdef double sx = 0, s2 = 0
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
+    cdef int qv[8]
     for g in range(32 // dim):
+        if type_id != KT_IQ4:
+            trellis8_code(<uint32_t>s.gidx[4 * b + g], type_id == KT_IQ3, qv)
         for k in range(dim):
-            q = group_value(type_id, s, b, g, k)
+            q = group_value(type_id, s, b, g, k) if type_id == KT_IQ4 else qv[k]
             sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
             s2 += <double>wb[g * dim + k] * q * q
     sumqx[0] = sx

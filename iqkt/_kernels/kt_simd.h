@@ -314,6 +314,20 @@ IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const uint16_t *idx, uint3
 #endif
 }
 
+/* Start fetching the codes and indices of the blocks set in mask (a hint:
+ * the scan that follows reads them in turn, each miss would otherwise wait
+ * for the previous block's pick). */
+IQKT_INLINE void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, uint32_t mask, int dim) {
+    while (mask) {
+        int a = iqkt_lowest_bit(mask);
+        mask &= mask - 1;
+        const int8_t *c = vals + (size_t)a * dim * 16;
+        for (int k = 0; k < dim * 16; k += 64)
+            iqkt_prefetch(c + k);
+        iqkt_prefetch(idx + 16 * a);
+    }
+}
+
 /* Lower bounds of the scan's distance for nb <= 16 blocks of codes from their
  * bounding boxes: lb[b] = sum_k (w[k] * g) * g with g = the gap between t[k]
  * and [lo, hi] = [box[32*k + b], box[32*k + 16 + b]] (0 inside).  Same
