@@ -768,17 +768,7 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
         return changed
     best_err = HUGE_VALF
     best_f = 0
-    cdef double own_err = HUGE_VALF, energy = 0
-    cdef int fi
-    if IQ4_FINAL_OTHER_MARGIN > 0:
-        for j in range(32):
-            energy += <double>wb[j] * xb[j] * xb[j]
-    for fi in range(2):
-        # The own codebook first when the other is only completed if its
-        # approximate codes are already close (IQ4_FINAL_OTHER_MARGIN).
-        f = fi
-        if IQ4_FINAL_OTHER_MARGIN > 0:
-            f = s.bflag[b] if fi == 0 else 1 - s.bflag[b]
+    for f in range(2):
         if IQ4_EARLY_OWN_CODEBOOK and nflip < NFLIP_REFINE:
             # Passes before the last: only the block's own codebook, with the
             # batched approximate search (the last pass tries both exactly).
@@ -787,19 +777,13 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
             if f != s.bflag[b]:
                 continue
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, s.gidx + 8 * b,
-                             cand[f], &sx, &s2, NULL, 3, NULL)
+                             cand[f], &sx, &s2, NULL, 3)
         elif IQ4_PROVEN_SKIP:
             # The batched search, then nearest_code only where its code is not
             # proven exact (the same result as searching every group).
             iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl,
                              s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2,
-                             &proven, 3, NULL)
-            err = <double>dl * dl * s2 - 2 * <double>dl * sx
-            if f == s.bflag[b]:
-                own_err = err
-            elif IQ4_FINAL_OTHER_MARGIN > 0 and (err + energy > IQ4_FINAL_OTHER_MARGIN
-                                                  * (own_err + energy)):
-                proven = 0xFF       # approximate: too far behind to win
+                             &proven, 3)
             if proven != 0xFF:
                 iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[f], proven,
                              nflip, &sx, &s2)
@@ -1111,14 +1095,13 @@ cdef int IQ4_NSTEPS = 2
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
                            int32_t *out, double *sumqx, double *sumq2,
-                           uint32_t *proven, int nflips,
-                           const int32_t *hints2) noexcept nogil:
+                           uint32_t *proven, int nflips) noexcept nogil:
     """Approximate nearest codes of the 8 groups of one IQ4 block at scale dl
     (never worse than hints[g] when hints is not NULL); sum w*x*q and
     sum w*q^2 of the result.  Each group scans its target's own cell and,
     while their lower bound can still win, the cells one level away in each
-    of its 3 coordinates cheapest to change (its cheapest neighbouring level
-    there).  The groups are processed in stages (cells, cell ranges, scans,
+    of its nflips (3 everywhere by default; see IQ4_RANK_FLIPS) coordinates
+    cheapest to change (its cheapest neighbouring level there).  The groups are processed in stages (cells, cell ranges, scans,
     sums) with prefetches in between, so that the memory accesses of the 8
     groups overlap instead of following one another: a search here is
     bound by memory latency far more than by arithmetic.  The cells are
@@ -1244,8 +1227,6 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             iqkt_prefetch(sp.cell_start + cells[g][c])
         if hints != NULL:
             iqkt_prefetch(cb + 4 * hints[g])
-            if hints2 != NULL:
-                iqkt_prefetch(cb + 4 * hints2[g])
     for g in range(8):
         for c in range(ncell[g]):
             b0 = sp.cell_start[cells[g][c]]
@@ -1264,14 +1245,6 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             for k in range(4):
                 diff = tg[k] - <float>cb[4 * best_i + k]
                 best_e = best_e + (wg[k] * diff) * diff
-            if hints2 != NULL:
-                e2 = 0
-                for k in range(4):
-                    diff = tg[k] - <float>cb[4 * hints2[g] + k]
-                    e2 = e2 + (wg[k] * diff) * diff
-                if e2 < best_e or (e2 == best_e and hints2[g] < best_i):
-                    best_e = e2
-                    best_i = hints2[g]
         for c in range(ncell[g]):
             # The slack keeps float rounding of the bound from ever skipping
             # the true minimum (as in walk).
@@ -1382,14 +1355,15 @@ IQ4_STEP_MARGIN[0] = 4.0
 IQ4_STEP_MARGIN[1] = 1.3
 IQ4_STEP_MARGIN[2] = 0
 cdef double IQ4_KEEP_MARGIN = 1.2
-cdef double IQ4_FINAL_OTHER_MARGIN = 0
+# Coordinates flipped by the ranking's batched search.  Measured: 2 is x1.07
+# for +0.7% error (max +2%), 4 is slower and worse (+1.3%; the ranking then
+# favours trials the re-search at NFLIP_TRIAL_IQ4 cannot match).
 cdef int IQ4_RANK_FLIPS = 3
-cdef int IQ4_INNER_FLIPS = -1
 
 
 cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax, float denom,
                          const int32_t *hint, int32_t *idx, double *score,
-                         uint32_t *proven, int nflips, const int32_t *hint2) noexcept nogil:
+                         uint32_t *proven, int nflips) noexcept nogil:
     """iq4_trial's ranking twin: the batched approximate search, only the score."""
     cdef int f = pair & 1
     cdef double sx, s2
@@ -1397,7 +1371,7 @@ cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax,
     if pair >> 1:
         dl = -dl
     iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven,
-                     nflips, hint2)
+                     nflips)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
 
@@ -1415,7 +1389,6 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef float dl
     cdef double sx, s2
     cdef float off, denom
-    cdef int other
     cdef int pcur[IQ4_PAIRS]
     cdef double pbest[IQ4_PAIRS]
     cdef float pcen[IQ4_PAIRS]
@@ -1427,7 +1400,7 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
         energy += <double>wb[t] * xb[t] * xb[t]
     for pr in range(IQ4_PAIRS):
         iq4_rank_trial(pr, xb, wb, amax, s0, NULL, cand[pr], &cscore[pr], &cproven[pr],
-                       IQ4_RANK_FLIPS, NULL)
+                       IQ4_RANK_FLIPS)
         cden[pr] = s0
         cpair[pr] = pr
     ntr = IQ4_PAIRS
@@ -1453,19 +1426,8 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
             off = pcen[pr]
             for side in range(2):
                 denom = pcen[pr] + (IQ4_STEP[st] if side else -IQ4_STEP[st])
-                # Between the centre and a scale this pair already tried: both
-                # their codes are candidates (IQ4_INNER_FLIPS).
-                other = -1
-                if st > 0 and IQ4_INNER_FLIPS >= 0:
-                    for t in range(IQ4_PAIRS, ntr):
-                        if cpair[t] == pr and fabsf(cden[t] - (2 * denom - pcen[pr])) < 0.01:
-                            other = t
-                if other >= 0:
-                    iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr],
-                                   &cscore[ntr], &cproven[ntr], IQ4_INNER_FLIPS, cand[other])
-                else:
-                    iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr],
-                                   &cscore[ntr], &cproven[ntr], IQ4_RANK_FLIPS, NULL)
+                iq4_rank_trial(pr, xb, wb, amax, denom, cand[pcur[pr]], cand[ntr],
+                               &cscore[ntr], &cproven[ntr], IQ4_RANK_FLIPS)
                 cden[ntr] = denom
                 cpair[ntr] = pr
                 if cscore[ntr] > pbest[pr]:
@@ -1724,14 +1686,18 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
                         nflip_trial_iq4=None, iq4_two_stage=None, iq4_keep=None,
                         iq4_early_own_codebook=None, iq4_proven_skip=None, iq4_nsteps=None,
                         iq4_steps=None, iq4_rank_flips=None, iq4_step_margin=None,
-                        iq4_keep_margin=None, iq4_final_other_margin=None,
-                        iq4_inner_flips=None):
+                        iq4_keep_margin=None):
     """Experiment hook (process-wide, not thread-safe): search effort of the
     trial phase, of the refinement passes before the last, the number of
     passes, the search effort of IQ4's trial scales, IQ4's two-stage trial
     search and how many trials it re-searches (IQ4_KEEP), and whether IQ4's
-    early refinement passes search only each block's own codebook.  Returns
-    the previous values (pass them back positionally to restore)."""
+    early refinement passes search only each block's own codebook; IQ4 trial
+    list experiments: re-search only groups not proven exact
+    (iq4_proven_skip), local-search steps (iq4_nsteps, iq4_steps), flips of
+    the ranking search (iq4_rank_flips), error margins of the local-search
+    steps and the re-search (iq4_step_margin, iq4_keep_margin).  Returns
+    the first eight previous values (pass them back positionally to
+    restore those)."""
     global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4
     global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP
     prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4, IQ4_TWO_STAGE, IQ4_KEEP,
@@ -1742,9 +1708,7 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
     if iq4_steps is not None:
         for i, v in enumerate(iq4_steps[:IQ4_STEPS]):
             IQ4_STEP[i] = int(v)
-    global IQ4_RANK_FLIPS, IQ4_INNER_FLIPS
-    if iq4_inner_flips is not None:
-        IQ4_INNER_FLIPS = min(max(-1, int(iq4_inner_flips)), 4)
+    global IQ4_RANK_FLIPS
     if iq4_rank_flips is not None:
         IQ4_RANK_FLIPS = min(max(0, int(iq4_rank_flips)), 4)
     if iq4_step_margin is not None:
@@ -1753,9 +1717,6 @@ def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
     global IQ4_KEEP_MARGIN
     if iq4_keep_margin is not None:
         IQ4_KEEP_MARGIN = float(iq4_keep_margin)
-    global IQ4_FINAL_OTHER_MARGIN
-    if iq4_final_other_margin is not None:
-        IQ4_FINAL_OTHER_MARGIN = float(iq4_final_other_margin)
     if iq4_proven_skip is not None:
         IQ4_PROVEN_SKIP = 1 if iq4_proven_skip else 0
     if iq4_two_stage is not None:
