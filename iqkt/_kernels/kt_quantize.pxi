@@ -1344,17 +1344,18 @@ cdef int IQ4_PROVEN_SKIP = 1
 # ranked trial is re-searched only while its error is within IQ4_KEEP_MARGIN
 # times the best ranked error.  0 = no margin.  Measured on the 6 synthetic
 # cases against no margins (same trials, same bytes as main 5bc96a5):
-# (4, 1.3) + 1.2: x1.23-1.25 speed, error +1.5% geometric mean (max +3.1%,
-# Student-t imatrix); against main at 206a211 +3.4% (max +5.7%, outliers
-# with imatrix).  Tried: s0 margin 1.3 or 2 (x1.38 / x1.32 but +6% / +2.6%),
+# (4, 1.4) + 1.15: x1.28 speed, error +1.3% geometric mean (max +3.1%,
+# Student-t imatrix); against main at 206a211 +3.2% (max +5.4%, outliers
+# with imatrix).  (4, 1.3) + 1.2 is as fast but +0.2% error and loses 18% on
+# the heavy-tailed golden case (0.632 -> 0.748 of the reference).  Tried: s0 margin 1.3 or 2 (x1.38 / x1.32 but +6% / +2.6%),
 # step margin 1.15 or 1.08 (x1.16 / x1.15, +2-2.4%), a third step (6) for the
 # best pair only (x1.06 for -0.9%, then the others cost more), re-search
 # margin 1.05 (+3% on one case).
 cdef double IQ4_STEP_MARGIN[IQ4_STEPS]
 IQ4_STEP_MARGIN[0] = 4.0
-IQ4_STEP_MARGIN[1] = 1.3
+IQ4_STEP_MARGIN[1] = 1.4
 IQ4_STEP_MARGIN[2] = 0
-cdef double IQ4_KEEP_MARGIN = 1.2
+cdef double IQ4_KEEP_MARGIN = 1.15
 # Coordinates flipped by the ranking's batched search.  Measured: 2 is x1.07
 # for +0.7% error (max +2%), 4 is slower and worse (+1.3%; the ranking then
 # favours trials the re-search at NFLIP_TRIAL_IQ4 cannot match).
