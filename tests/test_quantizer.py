@@ -82,7 +82,7 @@ def test_more_refinement_never_hurts(type):
             q = iqkt.quantize(x, type, im, threads=1)
             errs.append(pyref.rel_err(x, pyref.dequantize(q, type, 512), im))
     finally:
-        k.set_quantizer_knobs(*prev)
+        k.set_quantizer_knobs(**prev)
     assert errs[1] <= errs[0] * (1 + 1e-6) and errs[2] <= errs[1] * (1 + 1e-6), errs
 
 
@@ -105,11 +105,47 @@ def test_iq4_cheap_trial_search_same_bytes_everywhere(isa):
                 got1 = iqkt.quantize(x, "iq4_kt", im, threads=1)
                 got3 = iqkt.quantize(x, "iq4_kt", im, threads=3)
             finally:
-                m.set_quantizer_knobs(*p2)
+                m.set_quantizer_knobs(**p2)
     finally:
-        k.set_quantizer_knobs(*prev)
+        k.set_quantizer_knobs(**prev)
     assert np.array_equal(got1, want) and np.array_equal(got3, want)
     assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
+
+
+@pytest.mark.parametrize("knobs", [dict(iq4_two_stage=0), dict(iq4_proven_skip=0),
+                                   dict(iq4_keep=1, iq4_keep_margin=1.0), dict(iq4_rank_flips=0)])
+@pytest.mark.parametrize("isa", ISAS)
+def test_iq4_trial_variants_same_bytes_everywhere(isa, knobs):
+    """The non-default IQ4 trial strategies (kept as experiment knobs) stay
+    deterministic across ISAs, and restoring the knobs restores the bytes."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    im = rng.chisquare(1, 512).astype(np.float32)
+    default = iqkt.quantize(x, "iq4_kt", im, threads=1)
+    k = _dispatch.module()
+    prev = k.set_quantizer_knobs(**knobs)
+    try:
+        want = iqkt.quantize(x, "iq4_kt", im, threads=1)
+        with _dispatch.use_isa(isa):
+            m = _dispatch.module()
+            p2 = m.set_quantizer_knobs(**knobs)
+            try:
+                got = iqkt.quantize(x, "iq4_kt", im, threads=2)
+            finally:
+                m.set_quantizer_knobs(**p2)
+    finally:
+        k.set_quantizer_knobs(**prev)
+    assert np.array_equal(got, want)
+    assert np.array_equal(iqkt.quantize(x, "iq4_kt", im, threads=1), default)
+    assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
+
+
+def test_quantizer_knobs_reject_unknown_names():
+    k = _dispatch.module()
+    with pytest.raises(TypeError, match="no_such_knob"):
+        k.set_quantizer_knobs(no_such_knob=1)
+    before = k.set_quantizer_knobs()
+    assert k.set_quantizer_knobs(**before) == before
 
 
 def _exact_f32_nearest(cb: np.ndarray, t: np.ndarray, w: np.ndarray) -> int:

@@ -1683,55 +1683,70 @@ def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int n
     return out
 
 
-def set_quantizer_knobs(nflip_trial=None, nflip_early=None, refine_passes=None,
-                        nflip_trial_iq4=None, iq4_two_stage=None, iq4_keep=None,
-                        iq4_early_own_codebook=None, iq4_proven_skip=None, iq4_nsteps=None,
-                        iq4_steps=None, iq4_rank_flips=None, iq4_step_margin=None,
-                        iq4_keep_margin=None):
-    """Experiment hook (process-wide, not thread-safe): search effort of the
-    trial phase, of the refinement passes before the last, the number of
-    passes, the search effort of IQ4's trial scales, IQ4's two-stage trial
-    search and how many trials it re-searches (IQ4_KEEP), and whether IQ4's
-    early refinement passes search only each block's own codebook; IQ4 trial
-    list experiments: re-search only groups not proven exact
-    (iq4_proven_skip), local-search steps (iq4_nsteps, iq4_steps), flips of
-    the ranking search (iq4_rank_flips), error margins of the local-search
-    steps and the re-search (iq4_step_margin, iq4_keep_margin).  Returns
-    the first eight previous values (pass them back positionally to
-    restore those)."""
+def set_quantizer_knobs(**changes):
+    """Experiment hook (process-wide, not thread-safe): set quantizer knobs by
+    name and return a dict of the previous values of ALL knobs (pass it back
+    as keyword arguments to restore them).  Knobs: nflip_trial (search
+    effort of the IQ2/IQ3 trial phase), nflip_early (refinement passes before
+    the last), refine_passes, and for IQ4: nflip_trial_iq4 (effort of the
+    re-searched trials), iq4_two_stage (rank every trial with the batched
+    search, re-search the best), iq4_keep (how many), iq4_keep_margin (only
+    those within this error factor of the best), iq4_early_own_codebook,
+    iq4_proven_skip (re-search only groups not proven exact), iq4_nsteps /
+    iq4_steps / iq4_step_margin (local search over the scale denominator),
+    iq4_rank_flips (coordinates the batched search may flip)."""
     global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4
     global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP
-    prev = (NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4, IQ4_TWO_STAGE, IQ4_KEEP,
-            IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP)
-    global IQ4_NSTEPS
-    if iq4_nsteps is not None:
-        IQ4_NSTEPS = min(max(0, int(iq4_nsteps)), IQ4_STEPS)
-    if iq4_steps is not None:
-        for i, v in enumerate(iq4_steps[:IQ4_STEPS]):
-            IQ4_STEP[i] = int(v)
-    global IQ4_RANK_FLIPS
-    if iq4_rank_flips is not None:
-        IQ4_RANK_FLIPS = min(max(0, int(iq4_rank_flips)), 4)
-    if iq4_step_margin is not None:
-        for i, v in enumerate(iq4_step_margin[:IQ4_STEPS]):
-            IQ4_STEP_MARGIN[i] = float(v)
-    global IQ4_KEEP_MARGIN
-    if iq4_keep_margin is not None:
-        IQ4_KEEP_MARGIN = float(iq4_keep_margin)
-    if iq4_proven_skip is not None:
-        IQ4_PROVEN_SKIP = 1 if iq4_proven_skip else 0
-    if iq4_two_stage is not None:
-        IQ4_TWO_STAGE = 1 if iq4_two_stage else 0
-    if iq4_keep is not None:
-        IQ4_KEEP = min(max(1, int(iq4_keep)), IQ4_MAX_TRIALS)
-    if iq4_early_own_codebook is not None:
-        IQ4_EARLY_OWN_CODEBOOK = 1 if iq4_early_own_codebook else 0
-    if nflip_trial_iq4 is not None:
-        NFLIP_TRIAL_IQ4 = max(0, int(nflip_trial_iq4))
-    if nflip_trial is not None:
-        NFLIP_TRIAL = max(0, int(nflip_trial))
-    if nflip_early is not None:
-        NFLIP_EARLY = max(0, int(nflip_early))
-    if refine_passes is not None:
-        REFINE_PASSES = max(1, int(refine_passes))
+    global IQ4_NSTEPS, IQ4_RANK_FLIPS, IQ4_KEEP_MARGIN
+    prev = dict(nflip_trial=NFLIP_TRIAL, nflip_early=NFLIP_EARLY, refine_passes=REFINE_PASSES,
+                nflip_trial_iq4=NFLIP_TRIAL_IQ4, iq4_two_stage=IQ4_TWO_STAGE, iq4_keep=IQ4_KEEP,
+                iq4_keep_margin=IQ4_KEEP_MARGIN, iq4_early_own_codebook=IQ4_EARLY_OWN_CODEBOOK,
+                iq4_proven_skip=IQ4_PROVEN_SKIP, iq4_nsteps=IQ4_NSTEPS,
+                iq4_steps=[IQ4_STEP[i] for i in range(IQ4_STEPS)],
+                iq4_step_margin=[IQ4_STEP_MARGIN[i] for i in range(IQ4_STEPS)],
+                iq4_rank_flips=IQ4_RANK_FLIPS)
+    unknown = set(changes) - set(prev)
+    if unknown:
+        raise TypeError("set_quantizer_knobs: unknown knob(s) %s" % ", ".join(sorted(unknown)))
+    v = changes.get("nflip_trial")
+    if v is not None:
+        NFLIP_TRIAL = max(0, int(v))
+    v = changes.get("nflip_early")
+    if v is not None:
+        NFLIP_EARLY = max(0, int(v))
+    v = changes.get("refine_passes")
+    if v is not None:
+        REFINE_PASSES = max(1, int(v))
+    v = changes.get("nflip_trial_iq4")
+    if v is not None:
+        NFLIP_TRIAL_IQ4 = max(0, int(v))
+    v = changes.get("iq4_two_stage")
+    if v is not None:
+        IQ4_TWO_STAGE = 1 if v else 0
+    v = changes.get("iq4_keep")
+    if v is not None:
+        IQ4_KEEP = min(max(1, int(v)), IQ4_MAX_TRIALS)
+    v = changes.get("iq4_keep_margin")
+    if v is not None:
+        IQ4_KEEP_MARGIN = float(v)
+    v = changes.get("iq4_early_own_codebook")
+    if v is not None:
+        IQ4_EARLY_OWN_CODEBOOK = 1 if v else 0
+    v = changes.get("iq4_proven_skip")
+    if v is not None:
+        IQ4_PROVEN_SKIP = 1 if v else 0
+    v = changes.get("iq4_nsteps")
+    if v is not None:
+        IQ4_NSTEPS = min(max(0, int(v)), IQ4_STEPS)
+    v = changes.get("iq4_steps")
+    if v is not None:
+        for i, x in enumerate(list(v)[:IQ4_STEPS]):
+            IQ4_STEP[i] = int(x)
+    v = changes.get("iq4_step_margin")
+    if v is not None:
+        for i, x in enumerate(list(v)[:IQ4_STEPS]):
+            IQ4_STEP_MARGIN[i] = float(x)
+    v = changes.get("iq4_rank_flips")
+    if v is not None:
+        IQ4_RANK_FLIPS = min(max(0, int(v)), 4)
     return prev
