@@ -210,6 +210,30 @@ IQKT_INLINE uint32_t iqkt_le_mask16(const float *lb, float best) {
 #endif
 }
 
+#if !defined(IQKT_HAVE_AVX512) && !defined(IQKT_HAVE_AVX2) && !defined(IQKT_HAVE_NEON)
+/* int8 -> float by table in the portable build: a plain conversion there is
+ * a sign extension plus cvtsi2ss with a false dependency, and the scan and
+ * the bounds convert 16 and 2 values per coordinate of a block. */
+static const float iqkt_i8_f32[256] = {
+    -128.f, -127.f, -126.f, -125.f, -124.f, -123.f, -122.f, -121.f, -120.f, -119.f, -118.f, -117.f, -116.f, -115.f, -114.f, -113.f,
+    -112.f, -111.f, -110.f, -109.f, -108.f, -107.f, -106.f, -105.f, -104.f, -103.f, -102.f, -101.f, -100.f, -99.f, -98.f, -97.f,
+    -96.f, -95.f, -94.f, -93.f, -92.f, -91.f, -90.f, -89.f, -88.f, -87.f, -86.f, -85.f, -84.f, -83.f, -82.f, -81.f,
+    -80.f, -79.f, -78.f, -77.f, -76.f, -75.f, -74.f, -73.f, -72.f, -71.f, -70.f, -69.f, -68.f, -67.f, -66.f, -65.f,
+    -64.f, -63.f, -62.f, -61.f, -60.f, -59.f, -58.f, -57.f, -56.f, -55.f, -54.f, -53.f, -52.f, -51.f, -50.f, -49.f,
+    -48.f, -47.f, -46.f, -45.f, -44.f, -43.f, -42.f, -41.f, -40.f, -39.f, -38.f, -37.f, -36.f, -35.f, -34.f, -33.f,
+    -32.f, -31.f, -30.f, -29.f, -28.f, -27.f, -26.f, -25.f, -24.f, -23.f, -22.f, -21.f, -20.f, -19.f, -18.f, -17.f,
+    -16.f, -15.f, -14.f, -13.f, -12.f, -11.f, -10.f, -9.f, -8.f, -7.f, -6.f, -5.f, -4.f, -3.f, -2.f, -1.f,
+    0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, 8.f, 9.f, 10.f, 11.f, 12.f, 13.f, 14.f, 15.f,
+    16.f, 17.f, 18.f, 19.f, 20.f, 21.f, 22.f, 23.f, 24.f, 25.f, 26.f, 27.f, 28.f, 29.f, 30.f, 31.f,
+    32.f, 33.f, 34.f, 35.f, 36.f, 37.f, 38.f, 39.f, 40.f, 41.f, 42.f, 43.f, 44.f, 45.f, 46.f, 47.f,
+    48.f, 49.f, 50.f, 51.f, 52.f, 53.f, 54.f, 55.f, 56.f, 57.f, 58.f, 59.f, 60.f, 61.f, 62.f, 63.f,
+    64.f, 65.f, 66.f, 67.f, 68.f, 69.f, 70.f, 71.f, 72.f, 73.f, 74.f, 75.f, 76.f, 77.f, 78.f, 79.f,
+    80.f, 81.f, 82.f, 83.f, 84.f, 85.f, 86.f, 87.f, 88.f, 89.f, 90.f, 91.f, 92.f, 93.f, 94.f, 95.f,
+    96.f, 97.f, 98.f, 99.f, 100.f, 101.f, 102.f, 103.f, 104.f, 105.f, 106.f, 107.f, 108.f, 109.f, 110.f, 111.f,
+    112.f, 113.f, 114.f, 115.f, 116.f, 117.f, 118.f, 119.f, 120.f, 121.f, 122.f, 123.f, 124.f, 125.f, 126.f, 127.f,
+};
+#endif
+
 IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nblk, int dim,
                                    const float *t, const float *w, float *best_e, int32_t *best_i) {
     float be = *best_e;
@@ -257,7 +281,7 @@ IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nb
         for (int l = 0; l < 16; l++) {
             float e = 0.0f;
             for (int k = 0; k < dim; k++) {
-                float diff = t[k] - (float)c[16 * k + l];
+                float diff = t[k] - iqkt_i8_f32[c[16 * k + l] + 128];
                 e = e + (w[k] * diff) * diff;
             }
             if (iqkt_better(e, ib[l], be, bi)) { be = e; bi = ib[l]; }
@@ -401,7 +425,8 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
     for (int b = 0; b < nb; b++) {
         float e = 0.0f;
         for (int k = 0; k < dim; k++) {
-            float g1 = (float)box[32 * k + b] - t[k], g2 = t[k] - (float)box[32 * k + 16 + b];
+            float g1 = iqkt_i8_f32[box[32 * k + b] + 128] - t[k];
+            float g2 = t[k] - iqkt_i8_f32[box[32 * k + 16 + b] + 128];
             float g = g1 > g2 ? g1 : g2;
             if (!(g > 0.0f)) g = 0.0f;
             e = e + (w[k] * g) * g;
