@@ -1101,10 +1101,11 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     sum w*q^2 of the result.  Each group scans its target's own cell and,
     while their lower bound can still win, the cells one level away in each
     of its nflips (3 everywhere by default; see IQ4_RANK_FLIPS) coordinates
-    cheapest to change (its cheapest neighbouring level there).  The groups are processed in stages (cells, cell ranges, scans,
-    sums) with prefetches in between, so that the memory accesses of the 8
-    groups overlap instead of following one another: a search here is
-    bound by memory latency far more than by arithmetic.  The cells are
+    cheapest to change (its cheapest neighbouring level there).  The groups
+    are processed in stages (cells, cell ranges, scans, sums) with
+    prefetches in between, so that the memory accesses of the 8 groups
+    overlap instead of following one another (this was measured to matter
+    more than the arithmetic before the setup was vectorised).  The cells are
     scanned in coordinate order; their bounds are valid lower bounds, so
     the order cannot change the result.
     proven (if not NULL): bit g set when group g's code is the exact
@@ -1347,9 +1348,9 @@ cdef int IQ4_PROVEN_SKIP = 1
 # (4, 1.4) + 1.15: x1.28 speed, error +1.3% geometric mean (max +3.1%,
 # Student-t imatrix); against main at 206a211 +3.2% (max +5.4%, outliers
 # with imatrix).  (4, 1.3) + 1.2 is as fast but +0.2% error and loses 18% on
-# the heavy-tailed golden case (0.632 -> 0.748 of the reference).  Tried: s0 margin 1.3 or 2 (x1.38 / x1.32 but +6% / +2.6%),
-# step margin 1.15 or 1.08 (x1.16 / x1.15, +2-2.4%), a third step (6) for the
-# best pair only (x1.06 for -0.9%, then the others cost more), re-search
+# the heavy-tailed golden case (0.632 -> 0.748 of the reference).  Tried:
+# s0 margin 1.3 or 2 (x1.38 / x1.32 but +6% / +2.6%), step margin 1.15 or
+# 1.08 (x1.16 / x1.15, +2-2.4%), a third step (6) for the best pair only (x1.06 for -0.9%, then the others cost more), re-search
 # margin 1.05 (+3% on one case).
 cdef double IQ4_STEP_MARGIN[IQ4_STEPS]
 IQ4_STEP_MARGIN[0] = 4.0
