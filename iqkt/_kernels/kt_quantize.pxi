@@ -56,8 +56,6 @@ cdef struct SearchSpace:
     uint16_t *idx               # codebook index of each slot (padding: a copy of a real slot)
     const int8_t *cb            # the codebook itself, index order (the lines the quantizer
     int take_abs                # reads for the chosen codes): values, absolute if take_abs
-    int trellis8                # cb is CB8: the quantizer computes a code from its index
-                                # (trellis8_code) instead of reading cb
     int32_t nblocks             # 16-code blocks in all cells
     int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
     int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
@@ -130,7 +128,6 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     fill = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     sp.cb = cb
     sp.take_abs = take_abs
-    sp.trellis8 = 0
     byidx = <int8_t *>malloc(<size_t>ncodes * dim * sizeof(int8_t))
     if sp.cell_start == NULL or fill == NULL or byidx == NULL:
         free(fill)
@@ -321,16 +318,15 @@ cdef void scan_cell(SearchState *st, int cell) noexcept nogil:
 
 
 cdef inline void trellis8_code(uint32_t i, int take_abs, int *q) noexcept nogil:
-    """q = line i of CB8 (absolute values if take_abs), computed: the 8
-    trellis steps from seed i + 4096 (kt_trellis, constants spelled out).
-    A few multiplies instead of a likely cache miss: the codebook is 512 KiB
-    and read at random, and leaving it out of the searches' working set
-    leaves the cache to the search space."""
-    cdef uint32_t state = i + 4096u
+    """q = line i of CB8 (absolute values if take_abs), computed by the same
+    trellis steps that build CB8.  A few multiplies instead of a likely cache
+    miss: the codebook is 512 KiB and read at random, and leaving it out of
+    the searches' working set leaves the cache to the search space.  The
+    8-D spaces (IQ2/IQ3) are the ones built on CB8."""
+    cdef uint32_t state = i + TRELLIS_OFFSET
     cdef int k, v
     for k in range(8):
-        state = state * 0xCBAC1FEDu
-        v = <int>(((state & 0x3F3F3F3Fu) * 0x01010101u) >> 24) - 126
+        v = trellis_step(&state)
         if take_abs and v < 0:
             v = -v
         q[k] = v
@@ -344,7 +340,7 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
     cdef const int8_t *c = sp.cb + i * sp.dim
     cdef int v
     cdef int q[8]
-    if sp.trellis8:
+    if sp.dim == 8:
         trellis8_code(<uint32_t>i, sp.take_abs, q)
         for k in range(8):
             diff = t[k] - <float>q[k]
@@ -520,17 +516,6 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
     return nearest_code_shape(sp, t, w, hint, nflip, sp.dim, sp.levels)
 
 
-cdef int trellis8_matches(const int8_t *cb, int ncodes) noexcept nogil:
-    cdef int i, k
-    cdef int q[8]
-    for i in range(ncodes):
-        trellis8_code(<uint32_t>i, 0, q)
-        for k in range(8):
-            if q[k] != cb[8 * i + k]:
-                return 0
-    return 1
-
-
 cdef SearchSpace SPACE_IQ2          # signed 8-value groups
 cdef SearchSpace SPACE_IQ3          # magnitudes of 8-value groups
 cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
@@ -540,9 +525,6 @@ cdef int build_spaces() except -1:
     with nogil:
         rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 2, 0)
         rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
-        # Computed codes only where they are the codebook's (checked once).
-        SPACE_IQ2.trellis8 = trellis8_matches(CB8, KT_CODEBOOK_SIZE)
-        SPACE_IQ3.trellis8 = SPACE_IQ2.trellis8
         # IQ4: 6 levels (1296 cells of ~25 codes) rather than 4 (256 cells of
         # ~128): tighter cell bounds; the exact search scans fewer codes and
         # the approximate one (see NFLIP_TRIAL_IQ4) is better per instruction.
@@ -657,7 +639,7 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
     cdef int32_t i
     cdef double sx = 0, s2 = 0
     cdef int qv[8]
-    if hints != NULL and not sp.trellis8:
+    if hints != NULL and dim != 8:
         # The hints' codes are read at the start of each search: fetch them
         # all now rather than miss on each in turn.
         for g in range(ng):
@@ -668,10 +650,10 @@ cdef void search_block(const SearchSpace *sp, const int8_t *cb, int take_abs, co
             target[k] = xb[g * dim + k] * inv
         i = nearest_code(sp, target, wb + g * dim, hints[g] if hints != NULL else -1, nflip)
         out_idx[g] = i
-        if sp.trellis8:
+        if dim == 8:
             trellis8_code(<uint32_t>i, take_abs, qv)
         for k in range(dim):
-            if sp.trellis8:
+            if dim == 8:
                 q = qv[k]
             else:
                 q = cb[i * dim + k]
@@ -1092,6 +1074,44 @@ IQ4_STEP[2] = 6
 cdef int IQ4_NSTEPS = 2
 
 
+cdef inline void iq4_block_sums(const int8_t *cb, const int32_t *idx, const float *xb,
+                                const float *wb, double *sumqx, double *sumq2) noexcept nogil:
+    """sum w*x*q and sum w*q^2 over the 8 groups of an IQ4 block with codes
+    idx[g] of codebook cb."""
+    cdef int g, k, q
+    cdef double sx = 0, s2 = 0
+    for g in range(8):
+        for k in range(4):
+            q = cb[4 * idx[g] + k]
+            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
+            s2 += <double>wb[g * 4 + k] * q * q
+    sumqx[0] = sx
+    sumq2[0] = s2
+
+
+cdef inline float iq4_trial_scale(int pair, float amax, float denom) noexcept nogil:
+    """Block scale of a trial: amax / denom, negative for the pairs of sign 1."""
+    cdef float dl = amax / denom
+    return -dl if pair >> 1 else dl
+
+
+cdef inline void iq4_keep_if_better(RowScratch *s, int64_t b, int f, const int32_t *idx,
+                                    double sx, double s2, double *score,
+                                    double *best_score) noexcept nogil:
+    """score = the least-squares score of a trial's sums (-1 if none); the
+    trial becomes block b's choice (codebook f, codes idx) if it beats
+    best_score."""
+    cdef int k
+    score[0] = sx * sx / s2 if s2 > 0 else -1
+    if s2 > 0 and score[0] > best_score[0]:
+        best_score[0] = score[0]
+        s.bscale[b] = <float>(sx / s2)
+        s.bcurv[b] = <float>s2
+        s.bflag[b] = f
+        for k in range(8):
+            s.gidx[8 * b + k] = idx[k]
+
+
 cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float *xb,
                            const float *wb, float dl, const int32_t *hints,
                            int32_t *out, double *sumqx, double *sumq2,
@@ -1119,7 +1139,7 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     cdef float cpen[8][4]
     cdef int ncell[8]
     cdef float inv = 1.0 / dl
-    cdef int g, k, j, m, l, i, own, fl, cell, c, q, stride, skip
+    cdef int g, k, j, m, l, i, own, fl, cell, c, stride, skip
     cdef bint flip[4]
     cdef float bnd
     cdef float lo_v[IQ4_LEVELS]
@@ -1136,7 +1156,6 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
     cdef float m1, m2
     cdef uint32_t pmask = 0
     cdef int32_t best_i, b0, b1
-    cdef double sx = 0, s2 = 0
     cdef float *tg
     cdef const float *wg
     # Per coordinate of the 32 (the block's 8 groups x 4), as straight-line
@@ -1262,13 +1281,7 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             pmask |= 1u << g
         out[g] = best_i
         iqkt_prefetch(cb + 4 * best_i)
-    for g in range(8):
-        for k in range(4):
-            q = cb[4 * out[g] + k]
-            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
-            s2 += <double>wb[g * 4 + k] * q * q
-    sumqx[0] = sx
-    sumq2[0] = s2
+    iq4_block_sums(cb, out, xb, wb, sumqx, sumq2)
     if proven != NULL:
         proven[0] = pmask if sp.monotone else 0
 
@@ -1283,8 +1296,7 @@ cdef void iq4_complete(const SearchSpace *sp, const int8_t *cb, const float *xb,
     the (distance, index) minimum, and the hint never changes that minimum."""
     cdef float t[4]
     cdef float inv = 1.0 / dl if dl != 0 else 0.0
-    cdef int g, k, q
-    cdef double sx = 0, s2 = 0
+    cdef int g, k
     for g in range(8):
         if not (proven >> g) & 1:
             iqkt_prefetch(cb + 4 * idx[g])
@@ -1293,13 +1305,7 @@ cdef void iq4_complete(const SearchSpace *sp, const int8_t *cb, const float *xb,
             for k in range(4):
                 t[k] = xb[4 * g + k] * inv
             idx[g] = nearest_code(sp, t, wb + 4 * g, idx[g], nflip)
-    for g in range(8):
-        for k in range(4):
-            q = cb[4 * idx[g] + k]
-            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
-            s2 += <double>wb[g * 4 + k] * q * q
-    sumqx[0] = sx
-    sumq2[0] = s2
+    iq4_block_sums(cb, idx, xb, wb, sumqx, sumq2)
 
 
 cdef void iq4_trial(RowScratch *s, int64_t b, const float *xb, const float *wb, float amax,
@@ -1309,20 +1315,10 @@ cdef void iq4_trial(RowScratch *s, int64_t b, const float *xb, const float *wb, 
     pair) into idx; score = its least-squares score (-1 if none).  Makes it
     the block's choice if the score beats best_score."""
     cdef double sx, s2
-    cdef int k, f = pair & 1
-    cdef float dl = amax / denom
-    if pair >> 1:
-        dl = -dl
-    search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target, hint, idx,
-                 &sx, &s2, nflip)
-    score[0] = sx * sx / s2 if s2 > 0 else -1
-    if s2 > 0 and score[0] > best_score[0]:
-        best_score[0] = score[0]
-        s.bscale[b] = <float>(sx / s2)
-        s.bcurv[b] = <float>s2
-        s.bflag[b] = f
-        for k in range(8):
-            s.gidx[8 * b + k] = idx[k]
+    cdef int f = pair & 1
+    search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb,
+                 iq4_trial_scale(pair, amax, denom), s.target, hint, idx, &sx, &s2, nflip)
+    iq4_keep_if_better(s, b, f, idx, sx, s2, score, best_score)
 
 
 # The trial list is searched in two stages: every trial with the batched
@@ -1350,8 +1346,9 @@ cdef int IQ4_PROVEN_SKIP = 1
 # with imatrix).  (4, 1.3) + 1.2 is as fast but +0.2% error and loses 18% on
 # the heavy-tailed golden case (0.632 -> 0.748 of the reference).  Tried:
 # s0 margin 1.3 or 2 (x1.38 / x1.32 but +6% / +2.6%), step margin 1.15 or
-# 1.08 (x1.16 / x1.15, +2-2.4%), a third step (6) for the best pair only (x1.06 for -0.9%, then the others cost more), re-search
-# margin 1.05 (+3% on one case).
+# 1.08 (x1.16 / x1.15, +2-2.4%), a third step (6) for the best pair only
+# (x1.06 for -0.9%, then the others cost more), re-search margin 1.05 (+3% on
+# one case).
 cdef double IQ4_STEP_MARGIN[IQ4_STEPS]
 IQ4_STEP_MARGIN[0] = 4.0
 IQ4_STEP_MARGIN[1] = 1.4
@@ -1369,11 +1366,8 @@ cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax,
     """iq4_trial's ranking twin: the batched approximate search, only the score."""
     cdef int f = pair & 1
     cdef double sx, s2
-    cdef float dl = amax / denom
-    if pair >> 1:
-        dl = -dl
-    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, hint, idx, &sx, &s2, proven,
-                     nflips)
+    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb,
+                     iq4_trial_scale(pair, amax, denom), hint, idx, &sx, &s2, proven, nflips)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
 
@@ -1388,7 +1382,6 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef bint taken[IQ4_MAX_TRIALS]
     cdef uint32_t cproven[IQ4_MAX_TRIALS]
     cdef int pr, st, side, ntr, cur, t, kk, pick, f
-    cdef float dl
     cdef double sx, s2
     cdef float off, denom
     cdef int pcur[IQ4_PAIRS]
@@ -1458,19 +1451,10 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
             continue
         # Only the groups whose ranking code is not proven exact.
         f = cpair[pick] & 1
-        dl = amax / cden[pick]
-        if cpair[pick] >> 1:
-            dl = -dl
-        iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[pick], cproven[pick],
+        iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb,
+                     iq4_trial_scale(cpair[pick], amax, cden[pick]), cand[pick], cproven[pick],
                      NFLIP_TRIAL_IQ4, &sx, &s2)
-        sc = sx * sx / s2 if s2 > 0 else -1
-        if s2 > 0 and sc > best_score:
-            best_score = sc
-            s.bscale[b] = <float>(sx / s2)
-            s.bcurv[b] = <float>s2
-            s.bflag[b] = f
-            for t in range(8):
-                s.gidx[8 * b + t] = cand[pick][t]
+        iq4_keep_if_better(s, b, f, cand[pick], sx, s2, &sc, &best_score)
 
 
 cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
