@@ -1673,8 +1673,9 @@ def set_quantizer_knobs(**changes):
     name and return a dict of the previous values of ALL knobs (pass it back
     as keyword arguments to restore them).  Knobs: nflip_trial (search
     effort of the IQ2/IQ3 trial phase), nflip_early (refinement passes before
-    the last), refine_passes, and for IQ4: nflip_trial_iq4 (effort of the
-    re-searched trials), iq4_two_stage (rank every trial with the batched
+    the last), nflip_refine (the last pass; >= the group size is exact),
+    refine_passes, and for IQ4: nflip_trial_iq4 (effort of the re-searched
+    trials), iq4_two_stage (rank every trial with the batched
     search, re-search the best), iq4_keep (how many), iq4_keep_margin (only
     those within this error factor of the best), iq4_early_own_codebook,
     iq4_proven_skip (re-search only groups not proven exact), iq4_nsteps /
@@ -1682,8 +1683,9 @@ def set_quantizer_knobs(**changes):
     iq4_rank_flips (coordinates the batched search may flip)."""
     global NFLIP_TRIAL, NFLIP_EARLY, REFINE_PASSES, NFLIP_TRIAL_IQ4
     global IQ4_TWO_STAGE, IQ4_KEEP, IQ4_EARLY_OWN_CODEBOOK, IQ4_PROVEN_SKIP
-    global IQ4_NSTEPS, IQ4_RANK_FLIPS, IQ4_KEEP_MARGIN
-    prev = dict(nflip_trial=NFLIP_TRIAL, nflip_early=NFLIP_EARLY, refine_passes=REFINE_PASSES,
+    global IQ4_NSTEPS, IQ4_RANK_FLIPS, IQ4_KEEP_MARGIN, NFLIP_REFINE
+    prev = dict(nflip_trial=NFLIP_TRIAL, nflip_early=NFLIP_EARLY, nflip_refine=NFLIP_REFINE,
+                refine_passes=REFINE_PASSES,
                 nflip_trial_iq4=NFLIP_TRIAL_IQ4, iq4_two_stage=IQ4_TWO_STAGE, iq4_keep=IQ4_KEEP,
                 iq4_keep_margin=IQ4_KEEP_MARGIN, iq4_early_own_codebook=IQ4_EARLY_OWN_CODEBOOK,
                 iq4_proven_skip=IQ4_PROVEN_SKIP, iq4_nsteps=IQ4_NSTEPS,
@@ -1731,6 +1733,9 @@ def set_quantizer_knobs(**changes):
     if v is not None:
         for i, x in enumerate(list(v)[:IQ4_STEPS]):
             IQ4_STEP_MARGIN[i] = float(x)
+    v = changes.get("nflip_refine")
+    if v is not None:
+        NFLIP_REFINE = max(0, int(v))
     v = changes.get("iq4_rank_flips")
     if v is not None:
         IQ4_RANK_FLIPS = min(max(0, int(v)), 4)
