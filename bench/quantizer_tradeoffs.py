@@ -29,7 +29,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 import pyref  # noqa: E402
 
-import iqkt  # noqa: E402
+try:
+    import iqkt
+except ImportError:     # run from a checkout built in place (setup.py build_ext --inplace)
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    import iqkt
 from iqkt import _dispatch  # noqa: E402
 
 

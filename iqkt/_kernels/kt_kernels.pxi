@@ -32,6 +32,11 @@ cdef extern from "kt_simd.h" nogil:
                           const float *lb, int dim, const float *t, const float *w,
                           float *best_e, int32_t *best_i)
     void iqkt_prefetch(const void *p)
+    int iqkt_append_mask(int32_t *list, int n, int32_t base, uint32_t mask)
+    uint32_t iqkt_le_mask16(const float *lb, float best)
+    int iqkt_lowest_bit(uint32_t m)
+    void iqkt_scan_list(const int8_t *vals, const uint16_t *idx, const int32_t *list, int n,
+                        int dim, const float *t, const float *w, float *best_e, int32_t *best_i)
     void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, uint32_t mask, int dim)
     uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
                                const float *w, float best, float *lb)

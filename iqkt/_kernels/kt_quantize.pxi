@@ -391,6 +391,116 @@ cdef void walk_8x2(SearchState *st, int k, int cell, float lb) noexcept nogil:
             break
 
 
+cdef enum:
+    # Blocks search_8x2 collects before scanning them: enough to overlap the
+    # work of many blocks, few enough that the best tightens as it goes
+    # (flushing after ~48 blocks rather than ~500: -10% time, same result).
+    SCAN_LIST = 64
+
+
+cdef inline int collect_cell(SearchState *st, int cell, int32_t *blocks, int nb,
+                             float *best) noexcept nogil:
+    """Append to blocks[nb..] the blocks of cell whose bound can beat best
+    (bounds of 16 blocks at a time; cells of few blocks are taken whole);
+    returns the new count.  When the list is full it is scanned first, which
+    also tightens best."""
+    cdef const SearchSpace *sp = st.sp
+    cdef int32_t b0 = sp.cell_start[cell], b1 = sp.cell_start[cell + 1]
+    cdef const int8_t *box = sp.box + <size_t>sp.cell_chunk[cell] * 256
+    cdef float lb[16]
+    cdef bint whole = b1 - b0 < BOUND_MIN_BLOCKS
+    cdef int n
+    while b0 < b1:
+        if nb > SCAN_LIST - 16:
+            iqkt_scan_list(sp.vals, sp.idx, blocks, nb, 8, st.t, st.w, &st.best_e, &st.best_i)
+            nb = 0
+            best[0] = st.best_e
+        n = b1 - b0 if b1 - b0 < 16 else 16
+        nb = iqkt_append_mask(blocks, nb, b0, (1u << n) - 1 if whole else
+                              iqkt_block_bounds(box, n, 8, st.t, st.w, best[0], lb))
+        b0 += n
+        box += 256
+    return nb
+
+
+cdef void search_8x2(SearchState *st) noexcept nogil:
+    """The search walk_8x2 does (8-D spaces of 2 levels), reordered: the
+    target's own cell first (its blocks bounded against the hint, the
+    survivors scanned), which sets a good best; then every other allowed cell
+    whose bound can beat it, its blocks bounded and the survivors collected
+    and scanned in batches of up to SCAN_LIST - 16 blocks.  The result is
+    the same: the (distance, index) minimum over the allowed cells and the
+    hint (a cell or block is skipped only when its bound exceeds the best, so
+    it cannot hold the minimum).  The difference is the shape of the work:
+    walk_8x2 runs a chain of bound, branch, scan and pick per block, each
+    waiting on the last; here the blocks' work is independent and overlaps
+    (measured: x1.3 per exact search, x1.2 per IQ2/IQ3 quantization on
+    AVX512; the AVX2 scan is bound by arithmetic, x1.03)."""
+    cdef const SearchSpace *sp = st.sp
+    cdef float pk[8][2]
+    cdef float hs[16]
+    cdef float ls[16]
+    cdef float tmp[16]
+    cdef int32_t blocks[SCAN_LIST + 16]
+    cdef int freek[8]
+    cdef int k, l, h, nfree = 0, own = 0, cell, nb = 0, sub, lev
+    cdef uint32_t mask
+    cdef float p, best
+    for k in range(8):
+        own = own * 2 + st.order[k][0]
+        if st.nlev[k] > 1:
+            freek[nfree] = k
+            nfree += 1
+    best = st.best_e
+    nb = collect_cell(st, own, blocks, 0, &best)
+    iqkt_scan_list(sp.vals, sp.idx, blocks, nb, 8, st.t, st.w, &st.best_e, &st.best_i)
+    nb = 0
+    if nfree == 0:
+        return
+    if not (st.best_e < HUGE_VALF):
+        # No finite best (no hint, own cell empty or NaN): leave it to the
+        # walk, which never leaves the frozen coordinates' own levels.
+        walk_8x2(st, 0, 0, 0)
+        return
+    best = st.best_e
+    if nfree <= 4:
+        # Few free coordinates: every other allowed cell, bound by bound.
+        for sub in range(1, 1 << nfree):
+            cell = own
+            for l in range(nfree):
+                if (sub >> l) & 1:
+                    cell ^= 1 << (7 - freek[l])
+            p = 0
+            for k in range(8):
+                lev = (cell >> (7 - k)) & 1
+                p = p + st.pen[k][lev]
+            if p * 0.99999 <= best:
+                nb = collect_cell(st, cell, blocks, nb, &best)
+    else:
+        for k in range(8):
+            for l in range(2):
+                # A frozen coordinate (nlev 1) keeps its own level.
+                pk[k][l] = st.pen[k][l] if (st.nlev[k] > 1 or l == st.order[k][0]) else HUGE_VALF
+        # Bounds of the cells' first and last 4 coordinates (cell = 16 h + l,
+        # coordinate 0 the most significant bit, as in walk_8x2).
+        for h in range(16):
+            hs[h] = ((pk[0][(h >> 3) & 1] + pk[1][(h >> 2) & 1]) + pk[2][(h >> 1) & 1]) + pk[3][h & 1]
+            ls[h] = ((pk[4][(h >> 3) & 1] + pk[5][(h >> 2) & 1]) + pk[6][(h >> 1) & 1]) + pk[7][h & 1]
+        for h in range(16):
+            if not (hs[h] * 0.99999 <= best):
+                continue
+            for l in range(16):
+                tmp[l] = (hs[h] + ls[l]) * 0.99999
+            mask = iqkt_le_mask16(tmp, best)
+            if h == own >> 4:
+                mask &= ~(1u << (own & 15))
+            while mask:
+                l = iqkt_lowest_bit(mask)
+                mask &= mask - 1
+                nb = collect_cell(st, 16 * h + l, blocks, nb, &best)
+    iqkt_scan_list(sp.vals, sp.idx, blocks, nb, 8, st.t, st.w, &st.best_e, &st.best_i)
+
+
 cdef void walk4(SearchState *st) noexcept nogil:
     """walk for 4-D spaces as four nested loops (same cells, same order, same
     bounds as the recursion; no calls, and the cell scan inlines)."""
@@ -497,7 +607,7 @@ cdef inline int32_t nearest_code_shape(const SearchSpace *sp, const float *t, co
     if dim == 4:
         walk4(&st)
     elif dim == 8 and levels == 2:
-        walk_8x2(&st, 0, 0, 0)
+        search_8x2(&st)
     else:
         walk(&st, 0, 0, 0)
     if st.best_i == 0x7FFFFFFF:     # only when every distance is NaN: cannot happen for finite input

@@ -338,6 +338,137 @@ IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const uint16_t *idx, uint3
 #endif
 }
 
+#if defined(IQKT_HAVE_AVX512)
+/* Per lane: (re, ri) = the smaller of (re, ri) and (e, i) in (e, index)
+ * order; a NaN e is never taken. */
+IQKT_INLINE void iqkt_runmin_step(__m512 *re, __m512i *ri, __m512 e, __m512i i) {
+    __mmask16 take = _mm512_cmp_ps_mask(e, *re, _CMP_LT_OQ)
+                   | (_mm512_cmp_ps_mask(e, *re, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(i, *ri));
+    *re = _mm512_mask_mov_ps(*re, take, e);
+    *ri = _mm512_mask_mov_epi32(*ri, take, i);
+}
+#endif
+
+#if defined(IQKT_HAVE_AVX2)
+/* One 16-code block's distances on AVX2 (lanes 0-7 in *e0, 8-15 in *e1),
+ * the same operations as the scalar loop. */
+IQKT_INLINE void iqkt_dist16_avx2(const int8_t *c, int dim, const float *t, const float *w,
+                                  __m256 *e0, __m256 *e1) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int k = 0; k < dim; k++) {
+        __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
+        __m128i c16 = _mm_loadu_si128((const __m128i *)(c + 16 * k));
+        __m256 d0 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c16)));
+        __m256 d1 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c16, 8))));
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_mul_ps(wk, d0), d0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_mul_ps(wk, d1), d1));
+    }
+    *e0 = a0;
+    *e1 = a1;
+}
+
+/* Per lane: (re, ri) = the smaller of (re, ri) and (e, i) in (e, index)
+ * order; a NaN e is never taken. */
+IQKT_INLINE void iqkt_runmin_step8(__m256 *re, __m256i *ri, __m256 e, __m256i i) {
+    __m256 take = _mm256_or_ps(_mm256_cmp_ps(e, *re, _CMP_LT_OQ),
+                               _mm256_and_ps(_mm256_cmp_ps(e, *re, _CMP_EQ_OQ),
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(*ri, i))));
+    *re = _mm256_blendv_ps(*re, e, take);
+    *ri = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*ri), _mm256_castsi256_ps(i), take));
+}
+#endif
+
+/* Append base + b for every bit b set in mask to list[n..]; returns the new
+ * count.  list must have room for n + 16 entries.  (No branch per block: the survivors of a chunk's bounds are
+ * collected and scanned later, all at once.) */
+IQKT_INLINE int iqkt_append_mask(int32_t *list, int n, int32_t base, uint32_t mask) {
+#if defined(IQKT_HAVE_AVX512)
+    __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    /* Register compress + full store (list has 16 spare slots): the
+     * compress-to-memory form is microcoded and slow on some cores (Zen 4). */
+    _mm512_storeu_si512((void *)(list + n), _mm512_maskz_compress_epi32((__mmask16)mask, ids));
+    return n + __builtin_popcount(mask & 0xFFFFu);
+#else
+    for (int b = 0; b < 16; b++) {
+        list[n] = base + b;
+        n += (int)((mask >> b) & 1u);
+    }
+    return n;
+#endif
+}
+
+/* Scan the blocks list[0..n) (any order) into the (e, index) minimum.  The
+ * blocks are independent, so on AVX512 they keep per-lane running minima
+ * and reduce once: no branch per block, and the distance chains of many
+ * blocks overlap.  Other ISAs scan block by block; the minimum is the same. */
+IQKT_INLINE void iqkt_scan_list(const int8_t *vals, const uint16_t *idx, const int32_t *list, int n,
+                                int dim, const float *t, const float *w, float *best_e, int32_t *best_i) {
+#if defined(IQKT_HAVE_AVX512)
+    /* Two independent running minima (even and odd list entries): the
+     * compare-and-select of one block waits on the previous block's. */
+    __m512 re0 = _mm512_set1_ps(HUGE_VALF), re1 = re0;
+    __m512i ri0 = _mm512_set1_epi32(0x7FFFFFFF), ri1 = ri0;
+    int j = 0;
+    for (; j + 1 < n; j += 2) {
+        size_t b0 = (size_t)list[j], b1 = (size_t)list[j + 1];
+        __m512 e0 = iqkt_dist16(vals + b0 * dim * 16, dim, t, w);
+        __m512 e1 = iqkt_dist16(vals + b1 * dim * 16, dim, t, w);
+        __m512i i0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 16 * b0)));
+        __m512i i1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 16 * b1)));
+        iqkt_runmin_step(&re0, &ri0, e0, i0);
+        iqkt_runmin_step(&re1, &ri1, e1, i1);
+    }
+    if (j < n) {
+        size_t b0 = (size_t)list[j];
+        iqkt_runmin_step(&re0, &ri0, iqkt_dist16(vals + b0 * dim * 16, dim, t, w),
+                         _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 16 * b0))));
+    }
+    iqkt_runmin_step(&re0, &ri0, re1, ri1);
+    __mmask16 m = _mm512_cmp_ps_mask(re0, _mm512_set1_ps(*best_e), _CMP_LE_OQ);
+    if (m) {
+        float mn = _mm512_mask_reduce_min_ps(m, re0);
+        __mmask16 eq = _mm512_mask_cmp_ps_mask(m, re0, _mm512_set1_ps(mn), _CMP_EQ_OQ);
+        int32_t i = _mm512_mask_reduce_min_epi32(eq, ri0);
+        if (mn < *best_e || i < *best_i) { *best_e = mn; *best_i = i; }
+    }
+#elif defined(IQKT_HAVE_AVX2)
+    __m256 re0 = _mm256_set1_ps(HUGE_VALF), re1 = re0;
+    __m256i ri0 = _mm256_set1_epi32(0x7FFFFFFF), ri1 = ri0;
+    for (int j = 0; j < n; j++) {
+        size_t b = (size_t)list[j];
+        __m256 e0, e1;
+        iqkt_dist16_avx2(vals + b * dim * 16, dim, t, w, &e0, &e1);
+        __m128i i16 = _mm_loadu_si128((const __m128i *)(idx + 16 * b));
+        __m128i i16h = _mm_loadu_si128((const __m128i *)(idx + 16 * b + 8));
+        iqkt_runmin_step8(&re0, &ri0, e0, _mm256_cvtepu16_epi32(i16));
+        iqkt_runmin_step8(&re1, &ri1, e1, _mm256_cvtepu16_epi32(i16h));
+    }
+    iqkt_runmin_step8(&re0, &ri0, re1, ri1);
+    /* Only lanes at or below the best can win; the others become +inf. */
+    __m256 le = _mm256_cmp_ps(re0, _mm256_set1_ps(*best_e), _CMP_LE_OQ);
+    if (_mm256_movemask_ps(le)) {
+        __m256 e = _mm256_blendv_ps(_mm256_set1_ps(HUGE_VALF), re0, le);
+        __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
+        m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        float mn = _mm_cvtss_f32(m4);
+        __m256 sel = _mm256_and_ps(le, _mm256_cmp_ps(re0, _mm256_set1_ps(mn), _CMP_EQ_OQ));
+        __m256i ii = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)),
+                                                          _mm256_castsi256_ps(ri0), sel));
+        __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(ii), _mm256_extracti128_si256(ii, 1));
+        j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
+        j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0xb1));
+        int32_t i = _mm_cvtsi128_si32(j4);
+        if (mn < *best_e || i < *best_i) { *best_e = mn; *best_i = i; }
+    }
+#else
+    for (int j = 0; j < n; j++)
+        iqkt_scan_codes(vals + (size_t)list[j] * dim * 16, idx + 16 * (size_t)list[j], 1, dim, t, w,
+                        best_e, best_i);
+#endif
+}
+
 /* Start fetching the codes and indices of the blocks set in mask (a hint:
  * the scan that follows reads them in turn, each miss would otherwise wait
  * for the previous block's pick). */
