@@ -173,14 +173,24 @@ def test_quantizer_knobs_reject_unknown_names():
     assert k.set_quantizer_knobs(**before) == before
 
 
+def _fma32(a, b, c):
+    """float32 a * b + c with a single rounding (as C's fmaf).  The product
+    of two float32 is exact in extended precision; the sum is rounded there
+    and then to float32, which differs from one rounding only when the first
+    rounding lands exactly on a float32 midpoint (rare: 2**-40 or so per step
+    with an 80-bit long double)."""
+    ld = np.longdouble
+    return (np.asarray(a, ld) * np.asarray(b, ld) + np.asarray(c, ld)).astype(np.float32)
+
+
 def _exact_f32_nearest(cb: np.ndarray, t: np.ndarray, w: np.ndarray) -> int:
-    """The search's own definition: e = sum_k (w_k * d_k) * d_k accumulated in
-    float32 in coordinate order, the minimum in (e, index) order (NaN never
-    wins)."""
+    """The search's own definition: e = fma(w_k * d_k, d_k, e) in float32 in
+    coordinate order (one rounding per fused step), the minimum in
+    (e, index) order (NaN never wins)."""
     e = np.zeros(cb.shape[0], dtype=np.float32)
     for k in range(cb.shape[1]):
         d = np.float32(t[k]) - cb[:, k]
-        e = e + (np.float32(w[k]) * d) * d
+        e = _fma32(np.float32(w[k]) * d, d, e)
     e = np.where(np.isnan(e), np.float32(np.inf), e)
     return int(np.argmin(e))                          # first index of the minimum
 

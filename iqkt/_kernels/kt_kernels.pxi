@@ -26,6 +26,7 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_store_u32(uint8_t *p, uint32_t v)
     void iqkt_store_f32(uint8_t *p, float v)
     int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
+    float iqkt_fma(float a, float b, float c)
     void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nblk, int dim,
                          const float *t, const float *w, float *best_e, int32_t *best_i)
     void iqkt_scan_masked(const int8_t *vals, const uint16_t *idx, uint32_t mask,

@@ -344,14 +344,14 @@ cdef inline float code_distance(const SearchSpace *sp, const float *t, const flo
         trellis8_code(<uint32_t>i, sp.take_abs, q)
         for k in range(8):
             diff = t[k] - <float>q[k]
-            e = e + (w[k] * diff) * diff
+            e = iqkt_fma(w[k] * diff, diff, e)
         return e
     for k in range(sp.dim):
         v = c[k]
         if sp.take_abs and v < 0:
             v = -v
         diff = t[k] - <float>v
-        e = e + (w[k] * diff) * diff
+        e = iqkt_fma(w[k] * diff, diff, e)
     return e
 
 
@@ -1374,7 +1374,7 @@ cdef void iq4_batch_search(const SearchSpace *sp, const int8_t *cb, const float 
             best_e = 0
             for k in range(4):
                 diff = tg[k] - <float>cb[4 * best_i + k]
-                best_e = best_e + (wg[k] * diff) * diff
+                best_e = iqkt_fma(wg[k] * diff, diff, best_e)
         for c in range(ncell[g]):
             # The slack keeps float rounding of the bound from ever skipping
             # the true minimum (as in walk).
