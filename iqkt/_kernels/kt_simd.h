@@ -224,9 +224,11 @@ IQKT_INLINE void iqkt_dist16_avx2(const int8_t *c, int dim, const float *t, cons
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (int k = 0; k < dim; k++) {
         __m256 tk = _mm256_set1_ps(t[k]), wk = _mm256_set1_ps(w[k]);
-        __m128i c16 = _mm_loadu_si128((const __m128i *)(c + 16 * k));
-        __m256 d0 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c16)));
-        __m256 d1 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c16, 8))));
+        /* 8-byte loads: sign-extended straight from memory (no shuffle). */
+        __m256 d0 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                        _mm_loadl_epi64((const __m128i *)(c + 16 * k)))));
+        __m256 d1 = _mm256_sub_ps(tk, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                        _mm_loadl_epi64((const __m128i *)(c + 16 * k + 8)))));
         a0 = _mm256_fmadd_ps(_mm256_mul_ps(wk, d0), d0, a0);
         a1 = _mm256_fmadd_ps(_mm256_mul_ps(wk, d1), d1, a1);
     }
