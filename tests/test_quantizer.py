@@ -219,6 +219,30 @@ def test_exact_search_ties_and_zero_weights(isa, space):
 
 
 @pytest.mark.parametrize("space", sorted(SPACES))
+def test_exact_search_tiny_and_huge_weights(space):
+    """Weights whose distances are subnormal, or near float's top, and
+    targets on or half-way between codes (near ties): every ISA returns the
+    fused-arithmetic (distance, index) minimum.  The portable build screens
+    with unfused arithmetic and a margin; this is where a margin too small
+    would show."""
+    cb = SPACES[space]()
+    dim = cb.shape[1]
+    rng = np.random.default_rng(500 + space)
+    m = 40
+    t = np.round(rng.standard_normal((m, dim)) * 40).astype(np.float32)
+    t[m // 2:] += 0.5
+    if space == 1:
+        t = np.abs(t)
+    w = (rng.random((m, dim)) * 10.0 ** -rng.uniform(36, 44, (m, dim))).astype(np.float32)
+    w[::4] = (rng.random((m // 4, dim)) * 1e33).astype(np.float32)
+    for isa in ISAS:
+        with _dispatch.use_isa(isa):
+            got = _dispatch.module().nearest_codes(space, t, w)
+        for r in range(m):
+            assert got[r] == _exact_f32_nearest(cb, t[r], w[r]), (isa, space, r)
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
 def test_search_non_finite_targets_same_on_every_isa(space):
     """Infinite or NaN targets (a tiny block scale can overflow 1/scale)
     with zero or huge weights: every ISA picks the same code."""

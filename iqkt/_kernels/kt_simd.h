@@ -81,9 +81,8 @@ static inline uint32_t iqkt_f32_bits(float v) { uint32_t u; memcpy(&u, &v, 4); r
  * variants use the fused form (FMA instructions in the SIMD helpers, fmaf
  * here), so they round identically, and on the SIMD builds a step is one
  * instruction instead of two (measured x1.10 on AVX2 IQ2/IQ3 quantization).
- * The price is the portable x86 build, which has no fused instruction: its
- * fmaf is a library call (that build quantizes about 2x slower; a software
- * fma from doubles measured slower still). */
+ * fmaf can be a library call (x86-64 without FMA): the portable scan only
+ * uses it for the few codes that can still win (see iqkt_scan_codes). */
 static inline float iqkt_fma(float a, float b, float c) { return fmaf(a, b, c); }
 
 /* Exact int8 x int8 dot product of 32 elements (|a|,|b| <= 127 so no overflow). */
@@ -323,16 +322,30 @@ IQKT_INLINE void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nb
             iqkt_scan_pick(le, ib, &be, &bi);
         }
 #else
-        /* Coordinate-major: 16 independent accumulation chains. */
+        /* Screen with unfused arithmetic (plain loops the compiler can
+         * vectorise; fmaf may be a library call here), then take the exact
+         * fused distance of the few lanes that could still win.  The two
+         * differ by at most 24 roundings of 2^-24 relative (every term is
+         * >= 0, so no partial sum exceeds the total), or 24 of 2^-150
+         * absolute among subnormals: a lane whose fused distance is <= be
+         * has an unfused one <= be * (1 + 2^-17) + 1e-42. */
         float e[16];
         for (int l = 0; l < 16; l++) e[l] = 0.0f;
         for (int k = 0; k < dim; k++)
             for (int l = 0; l < 16; l++) {
                 float diff = t[k] - iqkt_i8_f32[c[16 * k + l] + 128];
-                e[l] = iqkt_fma(w[k] * diff, diff, e[l]);
+                e[l] = e[l] + (w[k] * diff) * diff;
             }
-        for (int l = 0; l < 16; l++)
-            if (iqkt_better(e[l], ib[l], be, bi)) { be = e[l]; bi = ib[l]; }
+        for (int l = 0; l < 16; l++) {
+            if (!(e[l] <= be * (1.0f + 1.0f / 131072.0f) + 1e-42f))
+                continue;
+            float ex = 0.0f;
+            for (int k = 0; k < dim; k++) {
+                float diff = t[k] - iqkt_i8_f32[c[16 * k + l] + 128];
+                ex = iqkt_fma(w[k] * diff, diff, ex);
+            }
+            if (iqkt_better(ex, ib[l], be, bi)) { be = ex; bi = ib[l]; }
+        }
 #endif
     }
     *best_e = be;
@@ -569,9 +582,15 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
             float g2 = t[k] - iqkt_i8_f32[box[32 * k + 16 + b] + 128];
             float g = g1 > g2 ? g1 : g2;
             if (!(g > 0.0f)) g = 0.0f;
-            lb[b] = iqkt_fma(w[k] * g, g, lb[b]);
+            lb[b] = lb[b] + (w[k] * g) * g;
         }
-    for (int b = 0; b < nb; b++) m |= (uint32_t)(lb[b] <= best) << b;
+    /* Unfused (see the portable scan): shrunk by 2^-18 and 1e-42, more
+     * than it can exceed the fused sum by, it stays a lower bound of the
+     * scan's distances. */
+    for (int b = 0; b < nb; b++) {
+        lb[b] = lb[b] * (1.0f - 1.0f / 262144.0f) - 1e-42f;
+        m |= (uint32_t)(lb[b] <= best) << b;
+    }
     (void)valid;
     return m;
 #endif
