@@ -398,11 +398,9 @@ IQKT_INLINE void iqkt_scan_masked(const int8_t *vals, const uint16_t *idx, uint3
 #endif
 }
 
-
-
 /* Append base + b for every bit b set in mask to list[n..]; returns the new
- * count.  list must have room for n + 16 entries.  (No branch per block: the survivors of a chunk's bounds are
- * collected and scanned later, all at once.) */
+ * count.  list must have room for n + 16 entries.  No branch per block: the
+ * survivors of a chunk's bounds are collected, then scanned together. */
 IQKT_INLINE int iqkt_append_mask(int32_t *list, int n, int32_t base, uint32_t mask) {
 #if defined(IQKT_HAVE_AVX512)
     __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(base),
@@ -506,12 +504,13 @@ IQKT_INLINE void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, u
 }
 
 /* Lower bounds of the scan's distance for nb <= 16 blocks of codes from their
- * bounding boxes: lb[b] = fma(w[k] * g, g, lb[b]) over k, g = the gap between t[k]
- * and [lo, hi] = [box[32*k + b], box[32*k + 16 + b]] (0 inside).  Same
- * operations in the same order as the scan with |diff| >= g, and float
- * rounding (fused or not) is monotone, so lb[b] <= every distance the scan
- * computes in block b: a block with lb[b] > best cannot hold the minimum.  Only which blocks get
- * scanned depends on lb, never the result.  The box of 16 blocks is one
+ * bounding boxes: lb[b] = fma(w[k] * g, g, lb[b]) over k, g = the gap
+ * between t[k] and [lo, hi] = [box[32*k + b], box[32*k + 16 + b]] (0 inside).
+ * Same operations in the same order as the scan with |diff| >= g, and float
+ * rounding is monotone, so lb[b] <= every distance the scan computes in block
+ * b (the portable build sums unfused and shrinks the result instead): a block
+ * with lb[b] > best cannot hold the minimum.  Only which blocks get scanned
+ * depends on lb, never the result.  The box of 16 blocks is one
  * contiguous run of dim * 32 int8 (a few cache lines; the values are integers,
  * exact in float); lanes >= nb are garbage.  Returns the mask of the blocks
  * b < nb with lb[b] <= best. */
