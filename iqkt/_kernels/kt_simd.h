@@ -160,51 +160,24 @@ IQKT_INLINE __m512 iqkt_dist16(const int8_t *c, int dim, const float *t, const f
     return e;
 }
 
-IQKT_INLINE void iqkt_pick16(__m512 e, const uint16_t *ib, float *be, int32_t *bi) {
+/* The (e, index) minimum of the lanes of e at or below the best (indices
+ * in i), then against the best itself. */
+IQKT_INLINE void iqkt_pick16_vec(__m512 e, __m512i i, float *be, int32_t *bi) {
     __mmask16 m = _mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ);
     if (m) {
-        /* The lanes' minimum in (e, index) order, then against the best. */
         float mn = _mm512_mask_reduce_min_ps(m, e);
         __mmask16 eq = _mm512_mask_cmp_ps_mask(m, e, _mm512_set1_ps(mn), _CMP_EQ_OQ);
-        int32_t i = _mm512_mask_reduce_min_epi32(eq, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)ib)));
-        if (mn < *be || i < *bi) { *be = mn; *bi = i; }
+        int32_t j = _mm512_mask_reduce_min_epi32(eq, i);
+        if (mn < *be || j < *bi) { *be = mn; *bi = j; }
     }
 }
-#endif
 
-#if defined(IQKT_HAVE_AVX2)
-/* The AVX2 pick: the same (e, index) minimum as iqkt_pick16, by reductions.
- * Lanes above the best (or NaN) are replaced by +inf first, so the minimum
- * is taken over exactly the lanes that could win. */
-IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const uint16_t *ib, float *be, int32_t *bi) {
-    __m256 vbe = _mm256_set1_ps(*be), inf = _mm256_set1_ps(HUGE_VALF);
-    __m256 le0 = _mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), le1 = _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ);
-    if (!_mm256_movemask_ps(_mm256_or_ps(le0, le1))) return;
-    e0 = _mm256_blendv_ps(inf, e0, le0);
-    e1 = _mm256_blendv_ps(inf, e1, le1);
-    __m256 m8 = _mm256_min_ps(e0, e1);
-    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    float mn = _mm_cvtss_f32(m4);
-    __m256 vmn = _mm256_set1_ps(mn);
-    __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
-    /* Only lanes that were at or below the best (a NaN lane became +inf
-     * above and must not tie with an all-inf minimum). */
-    __m256i i0 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)ib)),
-                                    _mm256_castps_si256(_mm256_and_ps(le0, _mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ))));
-    __m256i i1 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ib + 8))),
-                                    _mm256_castps_si256(_mm256_and_ps(le1, _mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ))));
-    __m256i j8 = _mm256_min_epi32(i0, i1);
-    __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(j8), _mm256_extracti128_si256(j8, 1));
-    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
-    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0xb1));
-    int32_t i = _mm_cvtsi128_si32(j4);
-    if (mn < *be || i < *bi) { *be = mn; *bi = i; }
+/* iqkt_pick16_vec with the indices read only when a lane can win. */
+IQKT_INLINE void iqkt_pick16(__m512 e, const uint16_t *ib, float *be, int32_t *bi) {
+    if (_mm512_cmp_ps_mask(e, _mm512_set1_ps(*be), _CMP_LE_OQ))
+        iqkt_pick16_vec(e, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)ib)), be, bi);
 }
-#endif
 
-#if defined(IQKT_HAVE_AVX512)
 /* Per lane: (re, ri) = the smaller of (re, ri) and (e, i) in (e, index)
  * order; a NaN e is never taken. */
 IQKT_INLINE void iqkt_runmin_step(__m512 *re, __m512i *ri, __m512 e, __m512i i) {
@@ -243,6 +216,52 @@ IQKT_INLINE void iqkt_runmin_step8(__m256 *re, __m256i *ri, __m256 e, __m256i i)
                                              _mm256_castsi256_ps(_mm256_cmpgt_epi32(*ri, i))));
     *re = _mm256_blendv_ps(*re, e, take);
     *ri = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*ri), _mm256_castsi256_ps(i), take));
+}
+
+/* Horizontal minima of 8 lanes. */
+IQKT_INLINE float iqkt_hmin8_ps(__m256 v) {
+    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    return _mm_cvtss_f32(m4);
+}
+IQKT_INLINE int32_t iqkt_hmin8_epi32(__m256i v) {
+    __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
+    j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0xb1));
+    return _mm_cvtsi128_si32(j4);
+}
+
+/* The (e, index) minimum of the lanes of e at or below the best (indices
+ * in i), by reductions, then against the best itself.  Lanes above the best
+ * (or NaN) are replaced by +inf first, so the minimum is taken over exactly
+ * the lanes that could win; only those lanes' indices count (a NaN lane
+ * became +inf and must not tie with an all-inf minimum). */
+IQKT_INLINE void iqkt_pick8_vec_avx2(__m256 e, __m256i i, float *be, int32_t *bi) {
+    __m256 le = _mm256_cmp_ps(e, _mm256_set1_ps(*be), _CMP_LE_OQ);
+    if (!_mm256_movemask_ps(le)) return;
+    float mn = iqkt_hmin8_ps(_mm256_blendv_ps(_mm256_set1_ps(HUGE_VALF), e, le));
+    __m256 sel = _mm256_and_ps(le, _mm256_cmp_ps(e, _mm256_set1_ps(mn), _CMP_EQ_OQ));
+    int32_t j = iqkt_hmin8_epi32(_mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), _mm256_castsi256_ps(i), sel)));
+    if (mn < *be || j < *bi) { *be = mn; *bi = j; }
+}
+
+/* The same pick for one 16-lane block held in two halves (indices read
+ * from ib only when a lane can win). */
+IQKT_INLINE void iqkt_pick16_avx2(__m256 e0, __m256 e1, const uint16_t *ib, float *be, int32_t *bi) {
+    __m256 vbe = _mm256_set1_ps(*be), inf = _mm256_set1_ps(HUGE_VALF);
+    __m256 le0 = _mm256_cmp_ps(e0, vbe, _CMP_LE_OQ), le1 = _mm256_cmp_ps(e1, vbe, _CMP_LE_OQ);
+    if (!_mm256_movemask_ps(_mm256_or_ps(le0, le1))) return;
+    float mn = iqkt_hmin8_ps(_mm256_min_ps(_mm256_blendv_ps(inf, e0, le0), _mm256_blendv_ps(inf, e1, le1)));
+    __m256 vmn = _mm256_set1_ps(mn);
+    __m256i big = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i i0 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)ib)),
+                                    _mm256_castps_si256(_mm256_and_ps(le0, _mm256_cmp_ps(e0, vmn, _CMP_EQ_OQ))));
+    __m256i i1 = _mm256_blendv_epi8(big, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ib + 8))),
+                                    _mm256_castps_si256(_mm256_and_ps(le1, _mm256_cmp_ps(e1, vmn, _CMP_EQ_OQ))));
+    int32_t j = iqkt_hmin8_epi32(_mm256_min_epi32(i0, i1));
+    if (mn < *be || j < *bi) { *be = mn; *bi = j; }
 }
 #endif
 
@@ -445,13 +464,7 @@ IQKT_INLINE void iqkt_scan_list(const int8_t *vals, const uint16_t *idx, const i
                          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 16 * b0))));
     }
     iqkt_runmin_step(&re0, &ri0, re1, ri1);
-    __mmask16 m = _mm512_cmp_ps_mask(re0, _mm512_set1_ps(*best_e), _CMP_LE_OQ);
-    if (m) {
-        float mn = _mm512_mask_reduce_min_ps(m, re0);
-        __mmask16 eq = _mm512_mask_cmp_ps_mask(m, re0, _mm512_set1_ps(mn), _CMP_EQ_OQ);
-        int32_t i = _mm512_mask_reduce_min_epi32(eq, ri0);
-        if (mn < *best_e || i < *best_i) { *best_e = mn; *best_i = i; }
-    }
+    iqkt_pick16_vec(re0, ri0, best_e, best_i);
 #elif defined(IQKT_HAVE_AVX2)
     __m256 re0 = _mm256_set1_ps(HUGE_VALF), re1 = re0;
     __m256i ri0 = _mm256_set1_epi32(0x7FFFFFFF), ri1 = ri0;
@@ -465,23 +478,7 @@ IQKT_INLINE void iqkt_scan_list(const int8_t *vals, const uint16_t *idx, const i
         iqkt_runmin_step8(&re1, &ri1, e1, _mm256_cvtepu16_epi32(i16h));
     }
     iqkt_runmin_step8(&re0, &ri0, re1, ri1);
-    /* Only lanes at or below the best can win; the others become +inf. */
-    __m256 le = _mm256_cmp_ps(re0, _mm256_set1_ps(*best_e), _CMP_LE_OQ);
-    if (_mm256_movemask_ps(le)) {
-        __m256 e = _mm256_blendv_ps(_mm256_set1_ps(HUGE_VALF), re0, le);
-        __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
-        m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-        float mn = _mm_cvtss_f32(m4);
-        __m256 sel = _mm256_and_ps(le, _mm256_cmp_ps(re0, _mm256_set1_ps(mn), _CMP_EQ_OQ));
-        __m256i ii = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)),
-                                                          _mm256_castsi256_ps(ri0), sel));
-        __m128i j4 = _mm_min_epi32(_mm256_castsi256_si128(ii), _mm256_extracti128_si256(ii, 1));
-        j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0x4e));
-        j4 = _mm_min_epi32(j4, _mm_shuffle_epi32(j4, 0xb1));
-        int32_t i = _mm_cvtsi128_si32(j4);
-        if (mn < *best_e || i < *best_i) { *best_e = mn; *best_i = i; }
-    }
+    iqkt_pick8_vec_avx2(re0, ri0, best_e, best_i);
 #else
     for (int j = 0; j < n; j++)
         iqkt_scan_codes(vals + (size_t)list[j] * dim * 16, idx + 16 * (size_t)list[j], 1, dim, t, w,
