@@ -4,6 +4,8 @@ The codebook here is rebuilt in numpy from the trellis definition in the format
 notes, independently of the package, and searched by brute force."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,19 @@ from iqkt import _dispatch
 
 ISAS = iqkt.available_isas()
 TRELLIS_MUL = 0xCBAC1FED
+
+
+@contextlib.contextmanager
+def knobs_set(isa=None, **knobs):
+    """Quantizer knobs set on a variant's module (the current one, or isa's,
+    which is also made current) for the block, restored after."""
+    with _dispatch.use_isa(isa) if isa else contextlib.nullcontext():
+        m = _dispatch.module()
+        prev = m.set_quantizer_knobs(**knobs)
+        try:
+            yield
+        finally:
+            m.set_quantizer_knobs(**prev)
 
 
 def codebook(steps: int, offset: int, count: int) -> np.ndarray:
@@ -73,16 +88,11 @@ def test_more_refinement_never_hurts(type):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((4, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
-    k = _dispatch.module()
     errs = []
-    prev = k.set_quantizer_knobs(refine_passes=1)
-    try:
-        for passes in (1, 3, 6):
-            k.set_quantizer_knobs(refine_passes=passes)
+    for passes in (1, 3, 6):
+        with knobs_set(refine_passes=passes):
             q = iqkt.quantize(x, type, im, threads=1)
-            errs.append(pyref.rel_err(x, pyref.dequantize(q, type, 512), im))
-    finally:
-        k.set_quantizer_knobs(**prev)
+        errs.append(pyref.rel_err(x, pyref.dequantize(q, type, 512), im))
     assert errs[1] <= errs[0] * (1 + 1e-6) and errs[2] <= errs[1] * (1 + 1e-6), errs
 
 
@@ -94,20 +104,11 @@ def test_iq4_cheap_trial_search_same_bytes_everywhere(isa):
     rng = np.random.default_rng(21)
     x = rng.standard_t(4, (5, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
-    k = _dispatch.module()
-    prev = k.set_quantizer_knobs(nflip_trial_iq4=0)
-    try:
+    with knobs_set(nflip_trial_iq4=0):
         want = iqkt.quantize(x, "iq4_kt", im, threads=1)
-        with _dispatch.use_isa(isa):
-            m = _dispatch.module()
-            p2 = m.set_quantizer_knobs(nflip_trial_iq4=0)
-            try:
-                got1 = iqkt.quantize(x, "iq4_kt", im, threads=1)
-                got3 = iqkt.quantize(x, "iq4_kt", im, threads=3)
-            finally:
-                m.set_quantizer_knobs(**p2)
-    finally:
-        k.set_quantizer_knobs(**prev)
+        with knobs_set(isa, nflip_trial_iq4=0):
+            got1 = iqkt.quantize(x, "iq4_kt", im, threads=1)
+            got3 = iqkt.quantize(x, "iq4_kt", im, threads=3)
     assert np.array_equal(got1, want) and np.array_equal(got3, want)
     assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
 
@@ -122,19 +123,10 @@ def test_iq4_trial_variants_same_bytes_everywhere(isa, knobs):
     x = rng.standard_normal((3, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
     default = iqkt.quantize(x, "iq4_kt", im, threads=1)
-    k = _dispatch.module()
-    prev = k.set_quantizer_knobs(**knobs)
-    try:
+    with knobs_set(**knobs):
         want = iqkt.quantize(x, "iq4_kt", im, threads=1)
-        with _dispatch.use_isa(isa):
-            m = _dispatch.module()
-            p2 = m.set_quantizer_knobs(**knobs)
-            try:
-                got = iqkt.quantize(x, "iq4_kt", im, threads=2)
-            finally:
-                m.set_quantizer_knobs(**p2)
-    finally:
-        k.set_quantizer_knobs(**prev)
+        with knobs_set(isa, **knobs):
+            got = iqkt.quantize(x, "iq4_kt", im, threads=2)
     assert np.array_equal(got, want)
     assert np.array_equal(iqkt.quantize(x, "iq4_kt", im, threads=1), default)
     assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
@@ -148,20 +140,11 @@ def test_approximate_last_pass_same_bytes_everywhere(type):
     rng = np.random.default_rng(23)
     x = rng.standard_t(3, (3, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
-    k = _dispatch.module()
-    prev = k.set_quantizer_knobs(nflip_refine=3)
-    try:
+    with knobs_set(nflip_refine=3):
         want = iqkt.quantize(x, type, im, threads=1)
         for isa in ISAS:
-            with _dispatch.use_isa(isa):
-                m = _dispatch.module()
-                p2 = m.set_quantizer_knobs(nflip_refine=3)
-                try:
-                    assert np.array_equal(iqkt.quantize(x, type, im, threads=2), want), isa
-                finally:
-                    m.set_quantizer_knobs(**p2)
-    finally:
-        k.set_quantizer_knobs(**prev)
+            with knobs_set(isa, nflip_refine=3):
+                assert np.array_equal(iqkt.quantize(x, type, im, threads=2), want), isa
     assert pyref.rel_err(x, pyref.dequantize(want, type, 512), im) < 0.2
 
 
