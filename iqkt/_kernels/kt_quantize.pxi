@@ -59,7 +59,6 @@ cdef struct SearchSpace:
     uint16_t *idx               # codebook index of each slot (padding: a copy of a real slot)
     const int8_t *cb            # the codebook itself, index order (the lines the quantizer
     int take_abs                # reads for the chosen codes): values, absolute if take_abs
-    int32_t nblocks             # 16-code blocks in all cells
     int32_t *cell_chunk         # ncells + 1 offsets, in chunks of up to 16 blocks
     int8_t *box                 # per chunk, per coordinate k: 16 smallest then 16 largest
                                 # values of k, one per block (dim * 32 bytes, contiguous:
@@ -171,7 +170,6 @@ cdef int build_space(SearchSpace *sp, const int8_t *cb, int ncodes, int dim, int
     # tight (their bounding boxes prune well); the order of codes does not
     # change any result: the scan's minimum is taken in the total order
     # (distance, index).
-    sp.nblocks = sp.cell_start[sp.ncells]
     sp.cell_chunk = <int32_t *>malloc((sp.ncells + 1) * sizeof(int32_t))
     keys = <int32_t *>malloc(<size_t>nslots * sizeof(int32_t))
     if sp.cell_chunk == NULL or keys == NULL:
@@ -431,7 +429,8 @@ cdef void search_8x2(SearchState *st) noexcept nogil:
     target's own cell first (its blocks bounded against the hint, the
     survivors scanned), which sets a good best; then every other allowed cell
     whose bound can beat it, its blocks bounded and the survivors collected
-    and scanned in batches of up to SCAN_LIST - 16 blocks.  The result is
+    and scanned in batches (a batch is scanned once it holds more than
+    SCAN_LIST - 16 blocks).  The result is
     the same: the (distance, index) minimum over the allowed cells and the
     hint (a cell or block is skipped only when its bound exceeds the best, so
     it cannot hold the minimum).  The difference is the shape of the work:
@@ -814,31 +813,36 @@ cdef inline int code_value(int type_id, int code) noexcept nogil:
     return code
 
 
-cdef inline int group_value(int type_id, const RowScratch *s, int64_t b, int g, int k) noexcept nogil:
-    cdef int q
-    if type_id == KT_IQ4:
-        return CB4[(s.gidx[8 * b + g] + 32768 * s.bflag[b]) * 4 + k]
-    q = CB8[s.gidx[4 * b + g] * 8 + k]
-    if type_id == KT_IQ3 and q < 0:
-        q = -q
-    return q
+cdef inline void iq4_block_sums(const int8_t *cb, const int32_t *idx, const float *xb,
+                                const float *wb, double *sumqx, double *sumq2) noexcept nogil:
+    """sum w*x*q and sum w*q^2 over the 8 groups of an IQ4 block with codes
+    idx[g] of codebook cb."""
+    cdef int g, k, q
+    cdef double sx = 0, s2 = 0
+    for g in range(8):
+        for k in range(4):
+            q = cb[4 * idx[g] + k]
+            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
+            s2 += <double>wb[g * 4 + k] * q * q
+    sumqx[0] = sx
+    sumq2[0] = s2
 
 
 cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx, double *sumq2) noexcept nogil:
     """sum w*x*q and sum w*q^2 over block b for its current indices."""
-    cdef int dim = 4 if type_id == KT_IQ4 else 8
-    cdef int g, k, q
+    cdef int g, k
     cdef double sx = 0, s2 = 0
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
     cdef int qv[8]
-    for g in range(32 // dim):
-        if type_id != KT_IQ4:
-            trellis8_code(<uint32_t>s.gidx[4 * b + g], type_id == KT_IQ3, qv)
-        for k in range(dim):
-            q = group_value(type_id, s, b, g, k) if type_id == KT_IQ4 else qv[k]
-            sx += <double>wb[g * dim + k] * xb[g * dim + k] * q
-            s2 += <double>wb[g * dim + k] * q * q
+    if type_id == KT_IQ4:
+        iq4_block_sums(CB4 + 4 * 32768 * s.bflag[b], s.gidx + 8 * b, xb, wb, sumqx, sumq2)
+        return
+    for g in range(4):
+        trellis8_code(<uint32_t>s.gidx[4 * b + g], type_id == KT_IQ3, qv)
+        for k in range(8):
+            sx += <double>wb[g * 8 + k] * xb[g * 8 + k] * qv[k]
+            s2 += <double>wb[g * 8 + k] * qv[k] * qv[k]
     sumqx[0] = sx
     sumq2[0] = s2
 
@@ -1185,21 +1189,6 @@ IQ4_STEP[0] = 24
 IQ4_STEP[1] = 12
 IQ4_STEP[2] = 6
 cdef int IQ4_NSTEPS = 2
-
-
-cdef inline void iq4_block_sums(const int8_t *cb, const int32_t *idx, const float *xb,
-                                const float *wb, double *sumqx, double *sumq2) noexcept nogil:
-    """sum w*x*q and sum w*q^2 over the 8 groups of an IQ4 block with codes
-    idx[g] of codebook cb."""
-    cdef int g, k, q
-    cdef double sx = 0, s2 = 0
-    for g in range(8):
-        for k in range(4):
-            q = cb[4 * idx[g] + k]
-            sx += <double>wb[g * 4 + k] * xb[g * 4 + k] * q
-            s2 += <double>wb[g * 4 + k] * q * q
-    sumqx[0] = sx
-    sumq2[0] = s2
 
 
 cdef inline float iq4_trial_scale(int pair, float amax, float denom) noexcept nogil:
