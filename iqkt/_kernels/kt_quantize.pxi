@@ -1483,7 +1483,7 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
     cdef int cpair[IQ4_MAX_TRIALS]
     cdef bint taken[IQ4_MAX_TRIALS]
     cdef uint32_t cproven[IQ4_MAX_TRIALS]
-    cdef int pr, st, side, ntr, cur, t, kk, pick, f
+    cdef int pr, st, side, ntr, t, kk, pick, f
     cdef double sx, s2
     cdef float off, denom
     cdef int pcur[IQ4_PAIRS]

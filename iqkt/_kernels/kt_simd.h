@@ -120,9 +120,10 @@ static inline int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b) {
  * Codes are stored in blocks of 16: for each block, `dim` rows of 16 int8
  * values (coordinate-major, converted exactly to float), then the block's 16
  * codebook indices live in idx[].
- * Every lane computes e = fma(w[k] * d, d, e) over k in order, d = t[k] - c[k]
- * (the same operations, fused the same way, as the scalar loop), and the minimum is
- * taken in the total order (e, index), so every ISA returns the same code. */
+ * Every lane's distance is e = fma(w[k] * d, d, e) over k in order, d = t[k]
+ * - c[k] (the portable build screens with unfused sums first, then computes
+ * exactly this for the lanes that can win), and the minimum is taken in the
+ * total order (e, index), so every ISA returns the same code. */
 #define IQKT_SCAN_LANES 16
 
 static inline int iqkt_better(float e, int32_t i, float be, int32_t bi) {
