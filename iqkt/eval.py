@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -193,7 +194,8 @@ def _decode_tensor(t) -> np.ndarray:
     shape = _np_shape(t)
     n = shape[-1]
     rows = _decode_rows(int(t.tensor_type), _raw_rows(t), n)
-    return np.ascontiguousarray(rows.reshape(shape), dtype=np.float32)
+    w = np.ascontiguousarray(rows.reshape(shape), dtype=np.float32)
+    return w if w.flags.writeable else w.copy()   # f32 tensors are views of the read-only map
 
 
 def load_model(path: str | os.PathLike, progress: bool | None = None) -> LlamaModel:
@@ -397,9 +399,10 @@ class _LogitsFile:
 
     @staticmethod
     def key(tokens: np.ndarray, n_ctx: int, n_chunks: int, vocab: int) -> dict:
-        used = np.ascontiguousarray(tokens[: n_ctx * n_chunks], dtype=np.int32)
+        # One hash per chunk: a file saved for more chunks serves any prefix of them.
+        used = np.ascontiguousarray(tokens[: n_ctx * n_chunks], dtype=np.int32).reshape(n_chunks, n_ctx)
         return {"n_ctx": n_ctx, "n_chunks": n_chunks, "vocab": vocab,
-                "tokens_sha256": hashlib.sha256(used.tobytes()).hexdigest()}
+                "chunk_sha256": [hashlib.sha256(c.tobytes()).hexdigest()[:16] for c in used]}
 
     def create(self, key: dict, n_scored: int) -> np.ndarray:
         d = os.path.dirname(os.path.abspath(self.path))
@@ -417,12 +420,15 @@ class _LogitsFile:
                                     f"write them with --save-logits")
         with open(self.meta_path) as f:
             have = json.load(f)
-        for k in ("vocab", "n_ctx", "tokens_sha256"):
+        for k in ("vocab", "n_ctx"):
             if have.get(k) != key[k]:
-                raise EvalError(f"{self.path} was saved for other {k.replace('_', ' ')} "
+                raise EvalError(f"{self.path} was saved for another {k.replace('n_', '')} "
                                 f"({have.get(k)} vs {key[k]}): same text, context and vocabulary needed")
         if have.get("n_chunks", 0) < key["n_chunks"]:
             raise EvalError(f"{self.path} holds {have.get('n_chunks')} chunks, {key['n_chunks']} asked for")
+        if have.get("chunk_sha256", [])[: key["n_chunks"]] != key["chunk_sha256"]:
+            raise EvalError(f"{self.path} was saved for other tokens: same text, context and "
+                            f"vocabulary needed")
         arr = np.load(self.path, mmap_mode="r")
         if arr.shape[1:] != (n_scored, key["vocab"]):
             raise EvalError(f"{self.path}: shape {arr.shape} does not fit ({n_scored}, {key['vocab']})")
@@ -430,13 +436,13 @@ class _LogitsFile:
 
 
 def _progress(total: int, enabled: bool | None, desc: str):
-    from .gguf import _progress_bar
-
-    bar = _progress_bar(total, enabled)
-    if bar is not None:
-        bar.set_description(desc)
-        bar.unit = "chunk"
-    return bar
+    """A tqdm bar over chunks on stderr (None without tqdm); enabled=None: only on a terminal."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="chunk", desc=desc, file=sys.stderr, dynamic_ncols=True,
+                disable=(None if enabled is None else not enabled))
 
 
 def evaluate(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, n_chunks: int | None = None,
