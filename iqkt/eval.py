@@ -145,11 +145,17 @@ class LlamaModel:
         mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), k=1)
         scale = np.float32(1.0 / math.sqrt(D))
 
+        full = None if collect is None else collect.get("#covariance")
+
         def lin(name, x, w, b=None):
             if collect is not None:
                 acc = collect.get(name)
                 sq = np.einsum("ij,ij->j", x, x, dtype=np.float64)
                 collect[name] = sq if acc is None else acc + sq
+                if full is not None and full.search(name):
+                    c = collect.get("#cov:" + name)
+                    xtx = (x.T @ x).astype(np.float64)
+                    collect["#cov:" + name] = xtx if c is None else c + xtx
             y = x @ w.T
             return y if b is None else y + b
 
@@ -515,16 +521,22 @@ def evaluate(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, n_chunk
 
 
 def collect_imatrix(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, n_chunks: int | None = None,
-                    progress: bool | None = None) -> dict[str, np.ndarray]:
+                    covariance: str | None = None, progress: bool | None = None) -> dict[str, np.ndarray]:
     """Mean squared input activation per column of every weight matrix (what llama-imatrix
     computes), over `n_chunks` chunks of `n_ctx` tokens, all positions counted. Returns
-    name -> float32 vector, plus '#chunks' -> the chunk count (an int)."""
+    name -> float32 vector, plus '#chunks' -> the chunk count (an int). `covariance`: a regex of
+    tensor names whose full input second-moment matrix E[x x^T] (float64, n x n) is returned too,
+    under 'cov:' + name."""
+    import re
+
     tokens = np.asarray(tokens)
     avail = tokens.shape[0] // n_ctx
     if avail == 0:
         raise EvalError(f"the text has {tokens.shape[0]} tokens, fewer than one chunk of {n_ctx}")
     n_chunks = avail if n_chunks is None else max(1, min(int(n_chunks), avail))
     acc: dict = {}
+    if covariance:
+        acc["#covariance"] = re.compile(covariance)
     bar = _progress(n_chunks, progress, "imatrix")
     try:
         for c in range(n_chunks):
@@ -537,7 +549,13 @@ def collect_imatrix(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, 
     finally:
         if bar is not None:
             bar.close()
+    acc.pop("#covariance", None)
     n = acc.pop("#tokens")
-    out = {k: (v / n).astype(np.float32) for k, v in acc.items()}
+    out = {}
+    for k, v in acc.items():
+        if k.startswith("#cov:"):
+            out["cov:" + k[5:]] = v / n
+        else:
+            out[k] = (v / n).astype(np.float32)
     out["#chunks"] = n_chunks
     return out
