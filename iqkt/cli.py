@@ -113,7 +113,8 @@ def _cmd_imatrix(args) -> int:
     progress = _progress_flag(args)
     model = ev.load_model(args.model, progress=progress)
     tokens = ev.tokenize_file(model, args.text)
-    im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, progress=progress)
+    im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, weighting=args.weighting,
+                            progress=progress)
     chunks = im.pop("#chunks")
     write_legacy_imatrix(args.output, im, ncall=chunks, dataset=",".join(args.text), last_chunk=chunks)
     print(f"wrote {args.output}: {len(im)} tensors, {chunks} chunks of {args.ctx} tokens")
@@ -261,6 +262,9 @@ def main(argv=None) -> int:
     im.add_argument("-o", "--output", required=True, metavar="OUT.dat")
     im.add_argument("--ctx", type=int, default=512)
     im.add_argument("--chunks", type=int, default=None, help="at most this many chunks (default: all)")
+    im.add_argument("--weighting", choices=["mean", "residual"], default="mean",
+                    help="mean: every token counts the same (llama-imatrix); residual: each token "
+                         "weighted by 1 / mean square of the residual stream the matrix writes to")
     im.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
     d.add_argument("--rows", type=int, default=128)

@@ -137,7 +137,7 @@ def ref_weights(path):
     return meta, out
 
 
-def ref_forward(W, tokens, collect=None):
+def ref_forward(W, tokens, collect=None, residual_weighting=False):
     """Logits (T, vocab) in float64, one query at a time."""
     D = N_EMBD // N_HEAD
     T = len(tokens)
@@ -171,11 +171,15 @@ def ref_forward(W, tokens, collect=None):
                 pr /= pr.sum()
                 att[t, hd] = pr @ v[: t + 1, kvh]
         x = x + att.reshape(T, -1) @ W[p + "attn_output.weight"].T
+        tw = np.ones(T)
+        if residual_weighting:   # tokens weighted by 1 / mean square of the residual, mean 1
+            tw = 1 / np.mean(x * x, axis=-1)
+            tw = tw / tw.mean()
         h = rms(x, W[p + "ffn_norm.weight"])
         gte = h @ W[p + "ffn_gate.weight"].T
         a = gte / (1 + np.exp(-gte)) * (h @ W[p + "ffn_up.weight"].T)
         if collect is not None:
-            collect[p + "ffn_down.weight"] = collect.get(p + "ffn_down.weight", 0) + (a * a).sum(0)
+            collect[p + "ffn_down.weight"] = collect.get(p + "ffn_down.weight", 0) + (tw[:, None] * a * a).sum(0)
         x = x + a @ W[p + "ffn_down.weight"].T
     return rms(x, W["output_norm.weight"]) @ W["output.weight"].T
 
@@ -312,6 +316,15 @@ def test_imatrix_matches_reference(models, tmp_path):
     for name, v in acc.items():
         np.testing.assert_allclose(im[name], v / 32, rtol=1e-4)
     assert set(im) >= {"blk.0.attn_q.weight", "blk.1.ffn_up.weight", "output.weight"}
+    imr = ev.collect_imatrix(m, toks, n_ctx=16, weighting="residual", progress=False)
+    accr = {}
+    for ch, _ in ref_chunks(toks, 16, 2):
+        ref_forward(W, ch, collect=accr, residual_weighting=True)
+    for name, v in accr.items():
+        np.testing.assert_allclose(imr[name], v / 32, rtol=1e-4)
+        assert not np.allclose(imr[name], im[name], rtol=1e-2)
+    with pytest.raises(ev.EvalError, match="weighting"):
+        ev.collect_imatrix(m, toks, n_ctx=16, weighting="median", progress=False)
     # through the command line, into a file `iqkt quantize --imatrix` reads
     out = tmp_path / "im.dat"
     assert cli.main(["imatrix", str(models["f32"]), "--text", str(models["text"]), "--ctx", "16",
