@@ -19,6 +19,8 @@ from . import _dispatch
 TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
 _TYPE_IDS = {name: i for i, name in enumerate(TYPES)}
 _SB_BYTES = (68, 100, 128)
+# Largest |block scale code x trellis value| per type: a row scale above FLT_MAX / this overflows.
+_MAX_CODE_PRODUCT = (127 * 126, 15 * 126, 64 * 126)
 BLOCK = 256
 # Kernels index within a row with 32-bit ints in places.
 MAX_ROW_LENGTH = (1 << 31) - BLOCK
@@ -188,13 +190,17 @@ def _check_finite(a: np.ndarray, what: str):
         raise ValueError(f"{what} contains NaN or infinity (first at index {tuple(int(i) for i in bad)})")
 
 
-def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
+def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, row_scale=None):
     """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
 
     x: 2-D (rows, n) or 1-D (one row) real array, n a multiple of 256.
     imatrix: optional length-n vector of non-negative importances.
     return_stats: also return {"rel_err": per-row relative squared error
     (imatrix-weighted when given), "rel_err_total": over all rows}.
+    row_scale: optional per-row float32 scales the rows are stored with (only
+    block scales and codebook indices are chosen): column slices of the same
+    rows quantized separately then share their row scale, so their blocks can
+    be put together into whole rows (see `iqkt.ldlq`).
     """
     tid = _type_id(type)
     a = _as_float_matrix(x, "x")
@@ -214,10 +220,20 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
         _check_finite(im, "imatrix")
         if (im < 0).any():
             raise ValueError("imatrix has negative entries; importances must be >= 0")
+    rsc = None
+    if row_scale is not None:
+        rsc = _as_float_matrix(row_scale, "row_scale")
+        if rsc.shape != (1, rows):
+            raise ValueError(f"row_scale must be a vector of {rows} row scales, got shape {np.shape(row_scale)}")
+        rsc = np.ascontiguousarray(rsc[0])
+        _check_finite(rsc, "row_scale")
+        lim = np.finfo(np.float32).max / (_MAX_CODE_PRODUCT[tid] * 1.0001)
+        if (np.abs(rsc) > lim).any():
+            raise ValueError(f"row_scale has entries above {lim:.3g}: decoded weights would overflow")
     out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
     k = _dispatch.module()
-    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1), rows, _threads(threads, rows),
+    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1, rsc), rows, _threads(threads, rows),
               chunk_rows=max(1, 8192 // n))
     if not return_stats:
         return out

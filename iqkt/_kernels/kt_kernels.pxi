@@ -704,10 +704,12 @@ def mul_mat_f32(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, 
 
 
 def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
-                  row_err, int64_t row0, int64_t row1):
+                  row_err, int64_t row0, int64_t row1, row_scale=None):
     cdef int rc
     cdef const float[::1] im
+    cdef const float[::1] rsc
     cdef const float *imp = NULL
+    cdef const float *rsp = NULL
     cdef double[::1] err
     cdef double *errp = NULL
     cdef int64_t n = x.shape[1]
@@ -721,10 +723,15 @@ def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] o
     if row_err is not None:
         err = row_err
         errp = &err[row0]
+    if row_scale is not None:
+        rsc = row_scale
+        if rsc.shape[0] < row1:
+            raise ValueError("quantize_rows: row_scale too short")
+        rsp = &rsc[row0]
     if row1 == row0:
         return
     with nogil:
-        rc = kt_quantize_rows(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp)
+        rc = kt_quantize_rows_at(type_id, &x[row0, 0], row1 - row0, n, imp, rsp, &out[row0, 0], errp)
     check(rc)
 
 include "kt_capi.pxi"

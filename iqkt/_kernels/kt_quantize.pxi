@@ -666,6 +666,8 @@ cdef struct RowScratch:
     float *deq                  # a dequantized row, to measure error
     float *alt_x                # alternative input row (outlier handling)
     uint8_t *alt_q              # its encoding
+    int use_fixed_d             # quantize at a given row scale: block codes and indices only
+    float fixed_d               # that row scale, as stored (set per row by the caller)
 
 
 cdef void free_scratch(RowScratch *s) noexcept nogil:
@@ -961,7 +963,7 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
             v = code_value(type_id, s.bcode[b])
             num += v * sx
             den += <double>v * v * s2
-        if den > 0:
+        if den > 0 and not s.use_fixed_d:
             d_new = <float>(num / den)
             if d_new != d:
                 changed = True
@@ -982,6 +984,28 @@ cdef inline int nearest_scale_code(int type_id, float u) noexcept nogil:
         return nearest_iq2_scale_code(u)
     return clamp_linear_code(type_id, <int>floorf(u + 0.5) if u > -1000 and u < 1000
                              else (-1000 if u < 0 else 1000))
+
+
+cdef bint codes_at_row_scale(int type_id, RowScratch *s, int64_t nblk, float d) noexcept nogil:
+    """Block codes nearest to each block's least-squares scale at a given row
+    scale d (the fixed-row-scale mode; refine_row then improves them).
+    False when d cannot carry any block (zero)."""
+    cdef int64_t b
+    if not (d != 0):
+        return False
+    for b in range(nblk):
+        s.bcode[b] = nearest_scale_code(type_id, s.bscale[b] / d)
+    return True
+
+
+cdef inline bint row_scale_and_codes(int type_id, RowScratch *s, int64_t nblk, int expo,
+                                     float *d_out) noexcept nogil:
+    """Step 4: the row scale and block codes, chosen jointly, or the caller's
+    row scale (brought into the row's power-of-two scaled units)."""
+    if s.use_fixed_d:
+        d_out[0] = ldexpf(s.fixed_d, -expo)
+        return codes_at_row_scale(type_id, s, nblk, d_out[0])
+    return choose_row_scale(type_id, s, nblk, d_out)
 
 
 cdef enum:
@@ -1143,7 +1167,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                         s.gidx[4 * b + g] = trial_idx[g]
 
     # 4. row scale and block codes, jointly.
-    if not choose_row_scale(type_id, s, nblk, &d):
+    if not row_scale_and_codes(type_id, s, nblk, expo, &d):
         memset(out, 0, kt_row_size(type_id, n))
         return KT_OK
 
@@ -1152,7 +1176,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
 
     # Encode.
     max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
-    iqkt_store_f32(out, unscale_row_scale(d, expo, max_prod))
+    iqkt_store_f32(out, s.fixed_d if s.use_fixed_d else unscale_row_scale(d, expo, max_prod))
     for ib in range(n // QK):
         sb = out + 4 + ib * SB_BYTES[type_id]
         for k in range(4):
@@ -1625,12 +1649,12 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
                     ntr += 1
                 centre = off
 
-    if not choose_row_scale(KT_IQ4, s, nblk, &d):
+    if not row_scale_and_codes(KT_IQ4, s, nblk, expo, &d):
         memset(out, 0, kt_row_size(KT_IQ4, n))
         return KT_OK
     d = refine_row(KT_IQ4, s, n, d, REFINE_PASSES)
 
-    iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
+    iqkt_store_f32(out, s.fixed_d if s.use_fixed_d else unscale_row_scale(d, expo, 64 * 126))
     for ib in range(n // QK):
         sb = out + 4 + ib * SB_BYTES[KT_IQ4]
         memset(sb + 96, 0, 32)
@@ -1704,6 +1728,16 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
     bytes).  imatrix: NULL or n finite non-negative importances.  row_err:
     NULL or nrows doubles receiving each row's relative squared error
     (imatrix-weighted when an imatrix is given)."""
+    return kt_quantize_rows_at(type_id, x, nrows, n, imatrix, NULL, out, row_err)
+
+
+cdef int kt_quantize_rows_at(int type_id, const float *x, int64_t nrows, int64_t n,
+                             const float *imatrix, const float *row_scale, uint8_t *out,
+                             double *row_err) noexcept nogil:
+    """kt_quantize_rows; row_scale: NULL, or nrows finite row scales that the
+    rows are stored with (only block codes and indices are chosen), so that
+    column slices of one row quantized separately share a scale (GPTQ-style
+    error feedback over slices)."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, j
     cdef RowScratch s
@@ -1727,6 +1761,10 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
                 return KT_ERR_IMATRIX
             if imatrix[j] > immax:
                 immax = imatrix[j]
+    if row_scale != NULL:
+        for r in range(nrows):
+            if not isfinite(row_scale[r]):
+                return KT_ERR_NONFINITE_SCALE
     rc = alloc_scratch(&s, n, imatrix != NULL, rs)
     if rc != KT_OK:
         return rc
@@ -1736,6 +1774,9 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
         for j in range(n):
             s.imn[j] = imatrix[j] / immax if immax > 0 else 1.0
     for r in range(nrows):
+        if row_scale != NULL:
+            s.use_fixed_d = 1
+            s.fixed_d = row_scale[r]
         rc = quantize_one_row(type_id, x + r * n, n, &s, out + r * rs)
         if rc == KT_OK:
             rc = quantize_outlier_row(type_id, x + r * n, n, imatrix, &s, out + r * rs)
