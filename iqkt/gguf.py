@@ -1,6 +1,7 @@
 """GGUF models: quantize to IQ2_KT / IQ3_KT / IQ4_KT, inspect, and dequantize.
 
-Needs the PyPI ``gguf`` package (``pip install 'iqkt[gguf]'``). Note the name: this module is
+Needs the PyPI ``gguf`` package (from an iqkt checkout: ``pip install '.[gguf]'``; or
+``pip install gguf tqdm`` next to an installed iqkt). Note the name: this module is
 ``iqkt.gguf``; ``import gguf`` below is the PyPI package (absolute import).
 
 Python API: `quantize_model`, `dequantize_model`, `model_info` (+ `format_info`), `open_gguf`.
@@ -45,12 +46,13 @@ import gguf  # the PyPI package, not this module
 from gguf import GGMLQuantizationType as _GT
 
 from . import _api
+from . import kquants as _kq
 from .imatrix import Imatrix, ImatrixError, load_imatrix
 
 __all__ = [
     "GGUFFormatError", "KTGGUFReader", "open_gguf", "quantize_model", "dequantize_model",
     "model_info", "format_info", "ModelInfo", "QuantizeReport", "TensorReport", "parse_custom_q",
-    "OUTPUT_TYPES",
+    "OUTPUT_TYPES", "MIXES", "TENSOR_CLASSES", "parse_override_kv",
 ]
 
 log = logging.getLogger("iqkt.gguf")
@@ -58,9 +60,11 @@ log = logging.getLogger("iqkt.gguf")
 KT_TYPES = _api.TYPES
 _KT_BY_ID = {tid: name for name, tid in _api.GGML_TYPE_IDS.items()}
 _KT_FILE_TYPE_NAMES = {fid: f"MOSTLY_{name.upper()}" for name, fid in _api.GGUF_FILE_TYPE_IDS.items()}
-# Output types: the KT types plus those the gguf package can write (its numpy quantizers).
+# Output types: the KT types, the K-quants and IQ4_NL/IQ4_XS (iqkt.kquants), and those the gguf
+# package can write (its numpy quantizers).
 _GGUF_OUT_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-OUTPUT_TYPES = KT_TYPES + _GGUF_OUT_TYPES
+OUTPUT_TYPES = KT_TYPES + _kq.TYPES + _GGUF_OUT_TYPES
+_IMATRIX_TYPES = KT_TYPES + _kq.TYPES  # types whose quantizer uses an imatrix
 _FLOAT_OUT_TYPES = ("f16", "bf16", "f32")
 _NON_WEIGHT_TYPES = {_GT.I8, _GT.I16, _GT.I32, _GT.I64}
 QUANTIZATION_VERSION = 2
@@ -265,9 +269,11 @@ def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: i
     if out_type in KT_TYPES:
         q, st = _api.quantize(x, out_type, im, threads=threads, return_stats=True)
         return q, float(st["rel_err_total"]) * den, den
-    if out_type == "f32":
+    if out_type in _kq.TYPES:
+        q = _kq.quantize(x, out_type, im, threads=threads)
+    elif out_type == "f32":
         return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8), 0.0, den
-    if out_type == "f16":
+    elif out_type == "f16":
         q = x.astype(np.float16).view(np.uint8)
     else:
         q = np.asarray(gguf.quants.quantize(x, _GT[out_type.upper()]), dtype=np.uint8)
@@ -408,11 +414,13 @@ class _Plan:
         return _tensor_nbytes(self.out_tid, self.shape)
 
 
-def _check_type(t: str, what: str, allow_keep: bool = False) -> str:
+def _check_type(t: str, what: str, allow_keep: bool = False, allow_mix: bool = False,
+                allow_auto: bool = False) -> str:
     if not isinstance(t, str):
         raise TypeError(f"{what} must be a type name string, not {t!r}")
     t = t.strip().lower()
-    allowed = OUTPUT_TYPES + (("keep",) if allow_keep else ())
+    allowed = OUTPUT_TYPES + (("keep",) if allow_keep else ()) + (MIXES if allow_mix else ()) + \
+        (("auto",) if allow_auto else ())
     if t not in allowed:
         raise ValueError(f"{what}: unknown or unsupported type {t!r}; expected one of {', '.join(allowed)}")
     return t
@@ -452,8 +460,110 @@ def _is_float_like(tid: int) -> bool:
     return tid in _KT_BY_ID or _GT(tid) not in _NON_WEIGHT_TYPES
 
 
-def _plan_tensor(t, default: str, rules, output_type, embd_type, pure: bool, fallback: str,
-                 fallbacks: list) -> _Plan:
+def _is_quantized(tid: int) -> bool:
+    return tid in _KT_BY_ID or _GT(tid) not in (_GT.F32, _GT.F16, _GT.BF16, _GT.F64)
+
+
+# Fallbacks for rows that do not hold whole 256-weight blocks: the 32-weight-block type nearest in
+# bits per weight whose error is not above the requested type's. Measured (relative squared error,
+# LLM-like 256x1536 weights): iq2_kt 0.095, iq3_kt 0.029, iq4_kt 0.0083, q4_k 0.0067, iq4_xs 0.0076;
+# iq4_nl 0.0074 (4.5 bpw), q4_0 0.011, q5_0 0.0028 (5.5), q5_1 0.0018 (6.0). So every KT type and
+# q2_k/q3_k/iq4_xs -> iq4_nl (the lowest-bit 32-block type), q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0
+# (the K-quant rules are llama-quantize's). A row that is not even a multiple of 32 gets f16.
+_AUTO_FALLBACK = {"iq2_kt": "iq4_nl", "iq3_kt": "iq4_nl", "iq4_kt": "iq4_nl", "q2_k": "iq4_nl",
+                  "q3_k": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+
+# Per-tensor-class options (--attn-v-type ...): a class matches blk.N.<class>.weight and the MoE
+# variants <class>_exps / _shexp / _chexp.
+TENSOR_CLASSES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_gate", "ffn_down", "ffn_up")
+_CLASS_RX = {c: re.compile(rf"(^|\.){c}(_exps|_shexp|_chexp)?\.weight$") for c in TENSOR_CLASSES}
+_LAYER_RX = re.compile(r"^blk\.(\d+)\.")
+
+
+def _more_bits(i: int, n: int) -> bool:
+    """llama-quantize's "use more bits" layers: the first and last eighth, every third between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+# llama-quantize's K mixes: a base type, output.weight in q6_k, and per class a rule
+# (layer i, layers n, GQA ratio g) -> type or None (the base). Approximates the reference's rules
+# for dense models (no per-architecture or per-size special cases).
+_MIXES: dict[str, tuple[str, dict[str, Callable[[int, int, int], str | None]]]] = {
+    "q3_k_s": ("q3_k", {"ffn_down": lambda i, n, g: "q4_k" if i < n // 8 else None}),
+    "q3_k_m": ("q3_k", {"attn_v": lambda i, n, g: "q5_k" if i < 2 else "q4_k",
+                        "ffn_down": lambda i, n, g: "q5_k" if i < n // 16 else ("q4_k" if _more_bits(i, n) else None),
+                        "attn_output": lambda i, n, g: "q4_k"}),
+    "q3_k_l": ("q3_k", {"attn_v": lambda i, n, g: "q5_k", "ffn_down": lambda i, n, g: "q5_k",
+                        "attn_output": lambda i, n, g: "q5_k"}),
+    "q4_k_s": ("q4_k", {"attn_v": lambda i, n, g: "q5_k" if i < 4 else None,
+                        "ffn_down": lambda i, n, g: "q5_k" if i < n // 8 else None}),
+    "q4_k_m": ("q4_k", {"attn_v": lambda i, n, g: "q6_k" if _more_bits(i, n) else None,
+                        "ffn_down": lambda i, n, g: "q6_k" if _more_bits(i, n) else None}),
+    "q5_k_s": ("q5_k", {}),
+    "q5_k_m": ("q5_k", {"attn_v": lambda i, n, g: "q6_k" if _more_bits(i, n) else None,
+                        "ffn_down": lambda i, n, g: "q6_k" if _more_bits(i, n) else None}),
+}
+MIXES = tuple(_MIXES)
+
+
+@dataclass
+class _Choice:
+    """How quantize_model picks each tensor's type (the user's options, checked)."""
+    default: str                         # a type or a mix name
+    rules: list                          # --custom-q [(regex, type)]
+    class_types: dict[str, str]          # --attn-v-type ... {class: type}
+    output_type: str | None
+    embd_type: str | None
+    pure: bool
+    fallback: str                        # a type, "keep" or "auto"
+    leave_output: bool
+    tied_output: bool = False            # no output.weight: token_embd.weight is the output
+    n_layers: int = 0
+    gqa: int = 1
+
+    @property
+    def base(self) -> str:
+        return _MIXES[self.default][0] if self.default in _MIXES else self.default
+
+
+def _class_of(name: str) -> str | None:
+    for c, rx in _CLASS_RX.items():
+        if rx.search(name):
+            return c
+    return None
+
+
+def _pick_type(name: str, c: _Choice) -> tuple[str, str]:
+    """(target type or "keep", why) for weight matrix `name` before the row-length check."""
+    is_output = name == "output.weight" or (c.tied_output and name == "token_embd.weight")
+    if name == "output.weight" and c.leave_output:
+        return "keep", "--leave-output-tensor"
+    if is_output and c.output_type:
+        return c.output_type, "--output-tensor-type" + (" (tied embeddings)" if name != "output.weight" else "")
+    if name == "token_embd.weight" and c.embd_type:
+        return c.embd_type, "--token-embedding-type"
+    for pat, ty in c.rules:
+        if pat.search(name):
+            return ty, f"--custom-q {pat.pattern}"
+    cls = _class_of(name)
+    if cls in c.class_types:
+        return c.class_types[cls], f"--{cls.replace('_', '-')}-type"
+    if not c.pure:
+        if c.default in _MIXES:
+            if is_output:
+                return "q6_k", f"{c.default}: output in q6_k"
+            rule = _MIXES[c.default][1].get(cls)
+            m = _LAYER_RX.match(name)
+            if rule is not None and m:
+                t = rule(int(m.group(1)), max(c.n_layers, 1), c.gqa)
+                if t is not None:
+                    return t, f"{c.default}: {cls} of layer {m.group(1)}"
+        elif c.default in KT_TYPES and name in ("output.weight", "token_embd.weight"):
+            return "q8_0", "q8_0 for output/embeddings (use --pure to disable)"
+    return c.base, ""
+
+
+def _plan_tensor(t, c: _Choice, fallbacks: list) -> _Plan:
     name = t.name
     shape = _np_shape(t)
     tid = int(t.tensor_type)
@@ -469,22 +579,11 @@ def _plan_tensor(t, default: str, rules, output_type, embd_type, pure: bool, fal
         # like llama-quantize: only weight matrices are quantized; MoE routers stay as they are
         p.note = "not quantized (router)" if "ffn_gate_inp." in name else "not a weight"
         return p
-    target, why = None, ""
-    if name == "output.weight" and output_type:
-        target, why = output_type, "--output-tensor-type"
-    elif name == "token_embd.weight" and embd_type:
-        target, why = embd_type, "--token-embedding-type"
-    if target is None:
-        for pat, ty in rules:
-            if pat.search(name):
-                target, why = ty, f"--custom-q {pat.pattern}"
-                break
-    if target is None and not pure and default in KT_TYPES and name in ("output.weight", "token_embd.weight"):
-        target, why = "q8_0", "q8_0 for output/embeddings (use --pure to disable)"
-    if target is None:
-        target = default
+    target, why = _pick_type(name, c)
     if target != "keep" and shape[-1] % _block_size(target):
-        fb = fallback
+        fb = c.fallback
+        if fb == "auto":
+            fb = _AUTO_FALLBACK.get(target, "f16")
         if fb != "keep" and shape[-1] % _block_size(fb):
             fb = "f16"
         fallbacks.append((name, target, fb, shape[-1]))
@@ -496,9 +595,62 @@ def _plan_tensor(t, default: str, rules, output_type, embd_type, pure: bool, fal
     return p
 
 
+def _model_shape_facts(r, tensors) -> tuple[int, int, bool]:
+    """(layers, GQA ratio, tied output) of a model, for the mixes and the output tensor rules."""
+    names = {t.name for t in tensors}
+    layers = [int(m.group(1)) for m in map(_LAYER_RX.match, names) if m]
+    n_layers = max(layers) + 1 if layers else 0
+    arch = _field_str(r, gguf.Keys.General.ARCHITECTURE) or ""
+    heads = _field_int(r, f"{arch}.attention.head_count")
+    kv = _field_int(r, f"{arch}.attention.head_count_kv")
+    gqa = heads // kv if heads and kv else 1
+    return n_layers, gqa, "output.weight" not in names and "token_embd.weight" in names
+
+
+_KV_TYPES = {"int": gguf.GGUFValueType.INT32, "float": gguf.GGUFValueType.FLOAT32,
+             "bool": gguf.GGUFValueType.BOOL, "str": gguf.GGUFValueType.STRING}
+
+
+def parse_override_kv(items) -> dict[str, tuple[object, "gguf.GGUFValueType"]]:
+    """``["KEY=TYPE:VALUE", ...]`` (TYPE: int, float, bool, str, as llama-quantize's
+    --override-kv) -> {key: (value, GGUF value type)}."""
+    out: dict = {}
+    for item in items or ():
+        key, sep, rest = str(item).partition("=")
+        ty, sep2, val = rest.partition(":")
+        key, ty = key.strip(), ty.strip().lower()
+        if not sep or not sep2 or not key:
+            raise ValueError(f"--override-kv {item!r} must look like KEY=TYPE:VALUE (TYPE: int, float, bool, str)")
+        if ty not in _KV_TYPES:
+            raise ValueError(f"--override-kv {item!r}: type {ty!r} is not one of int, float, bool, str")
+        if key.startswith("GGUF.") or key in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.ALIGNMENT):
+            raise ValueError(f"--override-kv {item!r}: {key} cannot be overridden")
+        try:
+            if ty == "int":
+                v = int(val, 0)
+                if not -2**31 <= v < 2**31:
+                    raise ValueError
+            elif ty == "float":
+                v = float(val)
+            elif ty == "bool":
+                if val.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                v = val.strip().lower() in ("true", "1")
+            else:
+                v = val
+        except ValueError:
+            raise ValueError(f"--override-kv {item!r}: {val!r} is not a valid {ty}") from None
+        out[key] = (v, _KV_TYPES[ty])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
+
+# Plain K types name the mix llama-quantize uses them for (its "Q4_K" is an alias of Q4_K_M).
+_K_FILE_TYPES = {"q3_k": "MOSTLY_Q3_K_M", "q4_k": "MOSTLY_Q4_K_M", "q5_k": "MOSTLY_Q5_K_M"}
+
 
 def _file_type_of(tid: int, fallback: int | None) -> int | None:
     """general.file_type id ("mostly <type>") for tensor type `tid`."""
@@ -508,7 +660,7 @@ def _file_type_of(tid: int, fallback: int | None) -> int | None:
     if name == "F32":
         return int(gguf.LlamaFileType.ALL_F32)
     try:
-        return int(gguf.LlamaFileType[f"MOSTLY_{name}"])
+        return int(gguf.LlamaFileType[_K_FILE_TYPES.get(name.lower(), f"MOSTLY_{name}")])
     except KeyError:
         return fallback
 
@@ -554,11 +706,22 @@ def _field_str(r, key: str) -> str | None:
     return bytes(f.parts[-1]).decode("utf-8", errors="replace")
 
 
-def _copy_metadata(r, w, file_type: int | None):
+def _copy_metadata(r, w, file_type: int | None, extra: dict | None = None):
+    """Copy r's metadata to w; file type and quantization version set; `extra` {key: (value, GGUF
+    value type)} replaces keys in place or is appended. Stale quantize.imatrix.* keys of a
+    previously quantized input are dropped (the new ones, if any, are in `extra`)."""
     set_keys = {gguf.Keys.General.FILE_TYPE: file_type, gguf.Keys.General.QUANTIZATION_VERSION: QUANTIZATION_VERSION}
+    extra = dict(extra or {})
     for key, f in r.fields.items():
         if key.startswith("GGUF.") or key in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.ALIGNMENT):
             continue  # header fields, and the two keys the writer itself manages
+        if key in extra:
+            val, vt = extra.pop(key)
+            w.add_key_value(key, val, vt)
+            set_keys.pop(key, None)
+            continue
+        if key.startswith("quantize.imatrix."):
+            continue
         if key in set_keys and set_keys[key] is not None:
             w.add_uint32(key, set_keys.pop(key))  # replaced in place, keeping the key order
             continue
@@ -570,6 +733,8 @@ def _copy_metadata(r, w, file_type: int | None):
     for key, val in set_keys.items():
         if val is not None:
             w.add_uint32(key, val)
+    for key, (val, vt) in extra.items():
+        w.add_key_value(key, val, vt)
 
 
 def _progress_bar(total: int, enabled: bool | None):
@@ -623,7 +788,7 @@ def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
 
 
 def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | None, threads,
-                 progress: bool | None, report: QuantizeReport, desc: str) -> None:
+                 progress: bool | None, report: QuantizeReport, desc: str, extra_kv: dict | None = None) -> None:
     """Write `plans` to a temporary file next to `dst`, then rename it to `dst`."""
     arch = _field_str(r, gguf.Keys.General.ARCHITECTURE)
     if arch is None:
@@ -638,7 +803,7 @@ def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | Non
         align = _field_int(r, gguf.Keys.General.ALIGNMENT)
         if align is not None and align != gguf.GGUF_DEFAULT_ALIGNMENT:
             w.add_custom_alignment(align)
-        _copy_metadata(r, w, file_type)
+        _copy_metadata(r, w, file_type, extra_kv)
         for p in plans:
             _add_tensor_info(w, p.name, p.shape, p.out_tid, p.out_nbytes)
         w.write_header_to_file(path=Path(tmp))
@@ -689,11 +854,29 @@ def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | Non
         raise
 
 
-def _check_paths(src: str, dst: str) -> None:
+def _check_paths(src: str, dst: str, imatrix=None) -> None:
+    """Fail before any work (and before the plan is printed) on paths that cannot work."""
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"input file {src} does not exist")
+    if os.path.isdir(src):
+        raise IsADirectoryError(f"input {src} is a directory, not a GGUF file")
+    if not os.access(src, os.R_OK):
+        raise PermissionError(f"input file {src} is not readable")
+    if isinstance(imatrix, (str, os.PathLike)):
+        imf = os.fspath(imatrix)
+        if not os.path.exists(imf):
+            raise FileNotFoundError(f"imatrix file {imf} does not exist")
+        if os.path.isdir(imf) or not os.access(imf, os.R_OK):
+            raise PermissionError(f"imatrix file {imf} is not a readable file")
+    dst_dir = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(dst_dir):
+        raise FileNotFoundError(f"output folder {dst_dir} does not exist (create it first)")
+    if not os.access(dst_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {dst_dir} is not writable")
     if os.path.exists(dst):
         if os.path.isdir(dst):
             raise IsADirectoryError(f"output {dst} is a directory")
-        if os.path.exists(src) and os.path.samefile(src, dst):
+        if os.path.samefile(src, dst):
             raise ValueError(f"refusing to overwrite the input file {src}")
 
 
@@ -707,30 +890,52 @@ def _fmt_list(names: list[str], limit: int = 8) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: str | None = None,
-                   token_embedding_type: str | None = None, pure: bool = False, threads: int | None = None,
-                   imatrix=None, fallback_type: str = "q8_0", progress: bool | None = None) -> QuantizeReport:
+                   token_embedding_type: str | None = None, tensor_types: dict | None = None, pure: bool = False,
+                   threads: int | None = None, imatrix=None, include_weights: Sequence[str] = (),
+                   exclude_weights: Sequence[str] = (), fallback_type: str = "auto", allow_requantize: bool = False,
+                   leave_output_tensor: bool = False, override_kv=None,
+                   progress: bool | None = None) -> QuantizeReport:
     """Quantize the GGUF model `src` into `dst`; returns a QuantizeReport.
 
-    type: default type of weight matrices (a KT type, or f32/f16/bf16/q8_0/q5_1/q5_0/q4_1/q4_0).
+    type: default type of weight matrices (a KT type, a K-quant, iq4_nl/iq4_xs, f32/f16/bf16/q8_0/
+      q5_1/q5_0/q4_1/q4_0), or a llama-quantize mix (q3_k_s/m/l, q4_k_s/m, q5_k_s/m; see MIXES).
     custom_q: per-tensor rules, "REGEX=TYPE,..." or [(regex, type)], first match wins ("keep" copies).
-    output_tensor_type / token_embedding_type: types of output.weight / token_embd.weight.
-    pure: no special cases (otherwise, with a KT default type, output and embeddings get q8_0).
-    imatrix: path of a legacy .dat or GGUF imatrix, or an `iqkt.imatrix.Imatrix`.
-    fallback_type: type (or "keep") for matrices whose rows do not fit the chosen type's block.
+    output_tensor_type / token_embedding_type: types of output.weight / token_embd.weight (with tied
+      embeddings, no output.weight, token_embd.weight is the output tensor).
+    tensor_types: {class: type} for the classes in TENSOR_CLASSES (attn_v, ffn_down, ...).
+    pure: no special cases (no mix rules; with a KT type, output and embeddings are not put in q8_0).
+    imatrix: path of a legacy .dat or GGUF imatrix, or an `iqkt.imatrix.Imatrix`; used by the KT,
+      K-quant and IQ4 quantizers. include_weights / exclude_weights: use it only for / not for the
+      tensors whose names contain one of these strings.
+    fallback_type: type for matrices whose rows do not fit the chosen type's block; "auto" (a type
+      near the requested bit width, see _AUTO_FALLBACK) or "keep".
+    allow_requantize: without it, converting an already quantized input tensor is an error.
+    leave_output_tensor: copy output.weight unchanged.
+    override_kv: ["KEY=TYPE:VALUE", ...] metadata to set (see parse_override_kv).
     progress: tqdm bar on stderr (None: only when stderr is a terminal).
     1-D tensors become float32; routers and non-".weight" tensors are copied; a tensor already of
     its target type is copied unchanged. Writes a temporary file next to `dst`, renamed at the end.
     """
     t_start = time.perf_counter()
     src, dst = os.fspath(src), os.fspath(dst)
-    default = _check_type(type, "--type")
+    default = _check_type(type, "--type", allow_mix=True)
     out_t = _check_type(output_tensor_type, "--output-tensor-type", True) if output_tensor_type else None
     emb_t = _check_type(token_embedding_type, "--token-embedding-type", True) if token_embedding_type else None
-    fallback = _check_type(fallback_type, "--fallback-type", allow_keep=True)
+    class_types = {}
+    for cls, ty in (tensor_types or {}).items():
+        if cls not in TENSOR_CLASSES:
+            raise ValueError(f"unknown tensor class {cls!r}; expected one of {', '.join(TENSOR_CLASSES)}")
+        if ty:
+            class_types[cls] = _check_type(ty, f"--{cls.replace('_', '-')}-type", allow_keep=True)
+    fallback = _check_type(fallback_type, "--fallback-type", allow_keep=True, allow_auto=True)
     rules = parse_custom_q(custom_q)
+    extra_kv = parse_override_kv(override_kv)
+    include_weights, exclude_weights = list(include_weights or ()), list(exclude_weights or ())
+    if include_weights and exclude_weights:
+        raise ValueError("--include-weights and --exclude-weights cannot be used together")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
-    _check_paths(src, dst)
+    _check_paths(src, dst, imatrix)
     r = open_gguf(src)
     _check_not_split(r, src)
     im = imatrix
@@ -742,50 +947,84 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         report.warnings.append(msg)
         log.warning(msg)
 
+    n_layers, gqa, tied = _model_shape_facts(r, r.tensors)
+    choice = _Choice(default, rules, class_types, out_t, emb_t, pure, fallback, leave_output_tensor,
+                     tied, n_layers, gqa)
     fallbacks: list = []
-    plans = [_plan_tensor(t, default, rules, out_t, emb_t, pure, fallback, fallbacks) for t in r.tensors]
+    plans = [_plan_tensor(t, choice, fallbacks) for t in r.tensors]
     if fallbacks:
-        warn(f"{len(fallbacks)} tensor(s) have rows that are not a multiple of their type's block and use "
-             f"the fallback type instead: " + _fmt_list([f"{n} ({c} cols: {a} -> {b})" for n, a, b, c in fallbacks]))
+        by_pair: dict = {}
+        for n, a, b, c in fallbacks:
+            by_pair.setdefault((a, b), []).append(f"{n} ({c})")
+        warn(f"{len(fallbacks)} tensor(s) have rows that are not a multiple of their type's block and use a "
+             f"fallback type: " + "; ".join(f"{a} -> {b} for {_fmt_list(v, 4)}" for (a, b), v in by_pair.items()))
+    requant: dict[str, int] = {}
+    for p in plans:
+        if p.out_type != "keep" and _is_quantized(p.src_tid):
+            requant[type_name(p.src_tid)] = requant.get(type_name(p.src_tid), 0) + 1
+    if requant:
+        what = ", ".join(f"{k} ({v})" for k, v in requant.items())
+        if not allow_requantize:
+            raise ValueError(f"{src} has tensors that are already quantized: {what}; requantizing them loses "
+                             f"quality (start from an f32/f16/bf16 model if you can), pass --allow-requantize "
+                             f"(allow_requantize=True) to do it anyway")
+        log.info("requantizing: %s input tensors are dequantized and quantized again; the result cannot "
+                 "be better than the input", what)
     for p in plans:
         if p.out_type != "keep":  # fail now, not after minutes of work, on types gguf cannot decode
             _decode_rows(p.src_tid, _raw_rows(p.tensor)[:1], p.shape[-1])
-    requant: dict[str, int] = {}
-    for p in plans:
-        if p.out_type != "keep" and (p.src_tid in _KT_BY_ID or
-                                     _GT(p.src_tid) not in (_GT.F32, _GT.F16, _GT.BF16, _GT.F64)):
-            requant[type_name(p.src_tid)] = requant.get(type_name(p.src_tid), 0) + 1
-    if requant:
-        log.info("requantizing: %s input tensors are dequantized and quantized again; the result cannot "
-                 "be better than the input", ", ".join(f"{k} ({v})" for k, v in requant.items()))
-    kt_plans = [p for p in plans if p.out_type in KT_TYPES]
+    im_plans = [p for p in plans if p.out_type in _IMATRIX_TYPES]
     if im is not None:
         used = 0
-        missing = []
-        for p in kt_plans:
+        missing, skipped = [], []
+        for p in im_plans:
+            if (include_weights and not any(s in p.name for s in include_weights)) or \
+                    any(s in p.name for s in exclude_weights):
+                skipped.append(p.name)
+                continue
             v = im.for_tensor(p.name, p.shape)
             if v is None:
                 missing.append(p.name)
             else:
                 p.imatrix = v
                 used += 1
-        log.info("imatrix %s (%s format, %d entries%s): used for %d of %d KT tensors", im.path, im.format, len(im),
-                 f", dataset {', '.join(im.datasets)}" if im.datasets else "", used, len(kt_plans))
+        log.info("imatrix %s (%s format, %d entries%s): used for %d of %d tensors of imatrix-aware types%s",
+                 im.path, im.format, len(im), f", dataset {', '.join(im.datasets)}" if im.datasets else "", used,
+                 len(im_plans), f" ({len(skipped)} left out by --include/--exclude-weights)" if skipped else "")
         if missing:
-            warn(f"no imatrix entry for {len(missing)} KT tensor(s), quantized without: " + _fmt_list(missing))
-        if kt_plans and used == 0:
-            warn(f"the imatrix {im.path} matches none of the KT tensors (do its names fit this model?)")
-    no_im_2bit = [p.name for p in kt_plans if p.out_type == "iq2_kt" and p.imatrix is None]
+            warn(f"no imatrix entry for {len(missing)} tensor(s), quantized without: " + _fmt_list(missing))
+        if im_plans and used == 0 and len(skipped) < len(im_plans):
+            warn(f"the imatrix {im.path} matches none of the tensors (do its names fit this model?)")
+        extra_kv = {**_imatrix_provenance(im), **extra_kv}
+    elif include_weights or exclude_weights:
+        raise ValueError("--include-weights / --exclude-weights need an --imatrix")
+    no_im_2bit = [p for p in im_plans if p.out_type in ("iq2_kt", "q2_k") and p.imatrix is None]
     if no_im_2bit:
-        warn(f"{len(no_im_2bit)} tensor(s) quantized to iq2_kt without an imatrix; 2-bit quality depends on "
-             f"one (llama-quantize refuses this): " + _fmt_list(no_im_2bit))
-    # As llama-quantize does, the file type names the requested default type (with a KT --type,
-    # ik_llama.cpp's ids 151-153), whatever the per-tensor rules changed.
-    file_type = _file_type_of(type_id(default), _field_int(r, gguf.Keys.General.FILE_TYPE))
+        kinds = "/".join(sorted({p.out_type for p in no_im_2bit}))
+        warn(f"{len(no_im_2bit)} tensor(s) quantized to {kinds} without an imatrix; 2-bit quality depends on "
+             f"one (llama-quantize refuses this): " + _fmt_list([p.name for p in no_im_2bit]))
+    # As llama-quantize does, the file type names the requested default type or mix (with a KT
+    # --type, ik_llama.cpp's ids 151-153), whatever the per-tensor rules changed.
+    if default in _MIXES:
+        file_type = int(gguf.LlamaFileType[f"MOSTLY_{default.upper()}"])
+    else:
+        file_type = _file_type_of(type_id(default), _field_int(r, gguf.Keys.General.FILE_TYPE))
     report.file_type = file_type
-    _write_model(r, plans, src, dst, file_type, threads, progress, report, "quantize")
+    _write_model(r, plans, src, dst, file_type, threads, progress, report, "quantize", extra_kv)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _imatrix_provenance(im: Imatrix) -> dict:
+    """The quantize.imatrix.* keys llama-quantize writes: file, dataset, entry and chunk counts."""
+    S, I = gguf.GGUFValueType.STRING, gguf.GGUFValueType.INT32
+    kv = {"quantize.imatrix.file": (im.path, S)}
+    if im.datasets:
+        kv["quantize.imatrix.dataset"] = (im.datasets[0], S)
+    kv["quantize.imatrix.entries_count"] = (len(im), I)
+    if im.chunks is not None:
+        kv["quantize.imatrix.chunks_count"] = (int(im.chunks), I)
+    return kv
 
 
 def dequantize_model(src, dst, type: str = "f16", *, threads: int | None = None,

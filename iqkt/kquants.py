@@ -13,6 +13,7 @@ integer scales and round the weights again against the final scales.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -337,9 +338,10 @@ _ENCODERS = {"q2_k": _enc_q2_k, "q3_k": _enc_q3_k, "q4_k": _enc_q4_k, "q5_k": _e
 _CHUNK_BLOCKS = 4096
 
 
-def quantize(x: np.ndarray, t: str, imatrix: np.ndarray | None = None) -> np.ndarray:
+def quantize(x: np.ndarray, t: str, imatrix: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
     """Encode float rows (rows, n) as type `t`; returns uint8 (rows, row_size(t, n)).
-    imatrix: optional per-column importance (n,), used as least-squares weights."""
+    imatrix: optional per-column importance (n,), used as least-squares weights.
+    threads: chunks of blocks encoded in parallel (numpy releases the GIL); None: all cores."""
     if t not in _TRAITS:
         raise ValueError(f"unknown type {t!r}; expected one of {', '.join(TYPES)}")
     x = np.asarray(x, dtype=np.float32)
@@ -361,7 +363,18 @@ def quantize(x: np.ndarray, t: str, imatrix: np.ndarray | None = None) -> np.nda
     wts = _weights(x, imatrix, blocks.shape)
     out = np.empty((blocks.shape[0], tr.nbytes), np.uint8)
     enc = _ENCODERS[t]
-    for b0 in range(0, blocks.shape[0], _CHUNK_BLOCKS):
+
+    def run(b0):
         b1 = min(b0 + _CHUNK_BLOCKS, blocks.shape[0])
         out[b0:b1] = enc(blocks[b0:b1], np.ascontiguousarray(wts[b0:b1]))
+
+    starts = range(0, blocks.shape[0], _CHUNK_BLOCKS)
+    nthreads = min(len(starts), threads or os.cpu_count() or 1)
+    if nthreads <= 1:
+        for b0 in starts:
+            run(b0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(nthreads) as ex:
+            list(ex.map(run, starts))
     return out.reshape(rows, per_row * tr.nbytes) if rows else out.reshape(0, rs)
