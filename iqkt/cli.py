@@ -90,9 +90,10 @@ def _cmd_quantize(args) -> int:
                             include_weights=args.include_weights, exclude_weights=args.exclude_weights,
                             fallback_type=args.fallback_type, allow_requantize=args.allow_requantize,
                             leave_output_tensor=args.leave_output_tensor, override_kv=args.override_kv,
-                            progress=_progress_flag(args))
+                            keep_split=args.keep_split, progress=_progress_flag(args))
     print(rep.format_table(tensors=not args.summary))
-    print(f"wrote {args.output}")
+    for path in rep.outputs or [args.output]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -224,6 +225,9 @@ def main(argv=None) -> int:
                    help="do not use the imatrix for tensors whose names contain NAME (repeatable)")
     q.add_argument("--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
                    help="set a metadata key; TYPE is int, float, bool or str (repeatable)")
+    q.add_argument("--keep-split", action="store_true",
+                   help="a split input (IN = its first shard, PREFIX-00001-of-0000N.gguf) gives the same shards, "
+                        "named OUT-0000i-of-0000N.gguf; without it the shards are merged into OUT")
     q.add_argument("--fallback-type", default="auto", metavar="TYPE",
                    help="type for matrices whose row length does not fit the chosen type (K and KT types "
                         "need a multiple of 256); 'auto' (default): a type near the requested bit width "

@@ -214,14 +214,49 @@ def open_gguf(path: str | os.PathLike) -> KTGGUFReader:
         raise GGUFFormatError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
     if r.byte_order != "I":
         raise GGUFFormatError(f"{path}: big-endian GGUF files are not supported")
+    r.source_path = path
     return r
 
 
-def _check_not_split(r, path: str) -> None:
+_SPLIT_RX = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def shard_paths(path: str, count: int) -> list[str]:
+    """Paths of the `count` shards of a split model named like the gguf package's writer does
+    (``PREFIX-00001-of-00003.gguf``); `path` is the model path without the shard suffix."""
+    p = Path(path)
+    stem = p.name[:-5] if p.name.endswith(".gguf") else p.name
+    return [str(p.with_name(gguf.SHARD_NAME_FORMAT.format(stem, i + 1, count))) for i in range(count)]
+
+
+def open_inputs(src: str) -> list[KTGGUFReader]:
+    """The readers of a model: [src], or all shards of a split model whose first shard is `src`
+    (``general``-style ``split.count`` / ``split.no`` keys, files named PREFIX-0000i-of-0000N.gguf)."""
+    r = open_gguf(src)
     n = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
-    if n is not None and n > 1:
-        raise GGUFFormatError(f"{path} is one shard of a model split into {n} files, which iqkt does not "
-                              f"read yet; merge the shards first (llama-gguf-split --merge)")
+    if n is None or n <= 1:
+        return [r]
+    no = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_NO) or 0
+    m = _SPLIT_RX.match(os.path.basename(src))
+    if m is None or no != 0 or int(m.group("no")) != 1:
+        raise GGUFFormatError(f"{src} is shard {no + 1} of a model split into {n} files; give the first shard, "
+                              f"named like PREFIX-00001-of-{n:05d}.gguf")
+    prefix = os.path.join(os.path.dirname(src), m.group("prefix"))
+    paths = shard_paths(prefix + ".gguf", n)
+    readers = [r]
+    for i, p in enumerate(paths[1:], start=1):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{src} is the first of {n} shards, but shard {i + 1} ({p}) does not exist")
+        ri = open_gguf(p)
+        if _field_int(ri, gguf.Keys.Split.LLM_KV_SPLIT_NO) != i or \
+                _field_int(ri, gguf.Keys.Split.LLM_KV_SPLIT_COUNT) != n:
+            raise GGUFFormatError(f"{p}: its split.no / split.count keys do not say shard {i + 1} of {n}")
+        readers.append(ri)
+    total = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
+    have = sum(len(x.tensors) for x in readers)
+    if total is not None and total != have:
+        raise GGUFFormatError(f"{src}: split.tensors.count says {total} tensors, the {n} shards hold {have}")
+    return readers
 
 
 def _np_shape(t) -> tuple[int, ...]:
@@ -324,6 +359,7 @@ class QuantizeReport:
     src_bytes: int = 0
     seconds: float = 0.0
     file_type: int | None = None
+    outputs: list[str] = field(default_factory=list)  # the files written (several with keep_split)
 
     @property
     def total_bytes(self) -> int:
@@ -720,8 +756,8 @@ def _copy_metadata(r, w, file_type: int | None, extra: dict | None = None):
             w.add_key_value(key, val, vt)
             set_keys.pop(key, None)
             continue
-        if key.startswith("quantize.imatrix."):
-            continue
+        if key.startswith("quantize.imatrix.") or key.startswith("split."):
+            continue  # (split keys: written per output shard by _header_bytes)
         if key in set_keys and set_keys[key] is not None:
             w.add_uint32(key, set_keys.pop(key))  # replaced in place, keeping the key order
             continue
@@ -787,69 +823,255 @@ def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
     return out.reshape(-1), (num / den if den > 0 else 0.0)
 
 
-def _write_model(r, plans: list[_Plan], src: str, dst: str, file_type: int | None, threads,
+@dataclass
+class _Shard:
+    """One output file: its path, its tensors, and its split keys (None: not split)."""
+    path: str
+    plans: list
+    split: tuple[int, int, int] | None = None  # (split.no, split.count, split.tensors.count)
+
+
+def _header_bytes(r, shard: _Shard, arch: str, file_type, extra_kv, tmp_dir: str) -> bytes:
+    """The GGUF header (magic ... tensor infos) of `shard`, as the gguf writer writes it: shard 0
+    (or an unsplit file) gets all metadata, later shards only the split keys (the writer's
+    convention). Written through a scratch file: the writer only writes to files."""
+    w = gguf.GGUFWriter(None, arch)
+    align = _field_int(r, gguf.Keys.General.ALIGNMENT)
+    if align is not None and align != gguf.GGUF_DEFAULT_ALIGNMENT:
+        w.add_custom_alignment(align)
+    if shard.split is None or shard.split[0] == 0:
+        _copy_metadata(r, w, file_type, extra_kv)
+    else:
+        w.kv_data[0].clear()
+        if align is not None and align != gguf.GGUF_DEFAULT_ALIGNMENT:
+            w.add_custom_alignment(align)
+    if shard.split is not None:
+        no, count, total = shard.split
+        w.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_NO, no)
+        w.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_COUNT, count)
+        w.add_int32(gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT, total)
+    for p in shard.plans:
+        _add_tensor_info(w, p.name, p.shape, p.out_tid, p.out_nbytes)
+    fd, scratch = tempfile.mkstemp(prefix=".iqkt-header.", dir=tmp_dir)
+    os.close(fd)
+    try:
+        w.write_header_to_file(path=Path(scratch))
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        with open(scratch, "rb") as f:
+            return f.read()
+    finally:
+        w.close()
+        os.unlink(scratch)
+
+
+def _pad(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+# Test hook: exit the process (as a kill would) after this many tensors were journaled.
+_EXIT_AFTER_ENV = "IQKT_TEST_EXIT_AFTER_TENSORS"
+
+
+class _Journal:
+    """Resumable output: OUT.part is written at planned offsets; OUT.part.journal lists finished
+    tensors (offset, size, sha256) after their bytes are written. A rerun with the same plan (same
+    fingerprint: header bytes, input identity, per-tensor imatrix) verifies and keeps those."""
+
+    def __init__(self, dst: str, header: bytes, align: int, plans: list, fingerprint: str):
+        self.dst, self.part, self.path = dst, dst + ".part", dst + ".part.journal"
+        self.header = header
+        off = _pad(len(header), align)
+        self.offsets = {}
+        for p in plans:
+            self.offsets[p.name] = off
+            off += _pad(p.out_nbytes, align)
+        self.size = off
+        self.fingerprint = fingerprint
+        self.fd = None
+        self.jf = None
+        self.done: dict[str, dict] = {}
+
+    def open(self) -> int:
+        """Open (and lock) OUT.part; returns how many finished tensors were verified and kept."""
+        import hashlib
+        import json
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+            raise RuntimeError(f"another run is writing {self.dst} (its {self.part} is locked)") from None
+        entries = []
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                head = json.loads(f.readline())
+                if head.get("fingerprint") == self.fingerprint and os.fstat(self.fd).st_size == self.size:
+                    for line in f:
+                        try:
+                            entries.append(json.loads(line))
+                        except ValueError:
+                            break  # a line cut by the kill
+        except (OSError, ValueError):
+            entries = []
+        for e in entries:
+            name = e.get("name")
+            if self.offsets.get(name) != e.get("offset"):
+                continue
+            data = os.pread(self.fd, e["nbytes"], e["offset"])
+            if len(data) == e["nbytes"] and hashlib.sha256(data).hexdigest() == e["sha256"]:
+                self.done[name] = e
+        if not self.done:
+            os.ftruncate(self.fd, 0)
+        os.ftruncate(self.fd, self.size)
+        self._pwrite(self.header, 0)
+        self.jf = open(self.path, "w", encoding="utf-8")
+        self.jf.write(json.dumps({"fingerprint": self.fingerprint, "size": self.size}) + "\n")
+        for e in self.done.values():
+            self.jf.write(json.dumps(e) + "\n")
+        self._sync_journal()
+        return len(self.done)
+
+    def _pwrite(self, data, offset: int) -> None:
+        mv = memoryview(data).cast("B")
+        while len(mv):
+            n = os.pwrite(self.fd, mv, offset)
+            mv, offset = mv[n:], offset + n
+
+    def _sync_journal(self):
+        self.jf.flush()
+
+    def write(self, name: str, data: np.ndarray, rel_err, seconds: float) -> None:
+        import hashlib
+        import json
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        off = self.offsets[name]
+        # No fsync per tensor: a kill keeps written pages, and after a crash of the machine the
+        # resume verifies every journaled tensor's checksum, so a lost write is simply redone.
+        self._pwrite(data, off)
+        e = {"name": name, "offset": off, "nbytes": int(data.nbytes),
+             "sha256": hashlib.sha256(data).hexdigest(), "rel_err": rel_err, "seconds": seconds}
+        self.jf.write(json.dumps(e) + "\n")
+        self._sync_journal()
+        self.done[name] = e
+
+    def close(self) -> None:
+        if self.jf is not None:
+            self.jf.close()
+            self.jf = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def finish(self) -> None:
+        os.fsync(self.fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(self.fd, 0o666 & ~umask)
+        os.replace(self.part, self.dst)
+        self.close()
+        os.unlink(self.path)
+
+    def discard(self) -> None:
+        self.close()
+        for f in (self.part, self.path):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+def _fingerprint(header: bytes, plans: list, inputs: list[str]) -> str:
+    import hashlib
+    h = hashlib.sha256(header)
+    for path in inputs:
+        st = os.stat(path)
+        h.update(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for p in plans:
+        h.update(f"{p.name}|{p.out_type}\n".encode())
+        if p.imatrix is not None:
+            h.update(np.ascontiguousarray(p.imatrix, dtype=np.float32).tobytes())
+    h.update(f"iqkt {getattr(_api, '__version__', '')} {_kq.__name__}".encode())
+    return h.hexdigest()
+
+
+def _write_model(readers: list, shards: list[_Shard], src: str, file_type: int | None, threads,
                  progress: bool | None, report: QuantizeReport, desc: str, extra_kv: dict | None = None) -> None:
-    """Write `plans` to a temporary file next to `dst`, then rename it to `dst`."""
+    """Write each shard to OUT.part at planned offsets (journaled, resumable), then rename all."""
+    r = readers[0]
     arch = _field_str(r, gguf.Keys.General.ARCHITECTURE)
     if arch is None:
         raise GGUFFormatError(f"{src}: no general.architecture key; not a model file")
-    dst_dir = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".part", dir=dst_dir)
-    os.close(fd)
-    w = None
+    align = _field_int(r, gguf.Keys.General.ALIGNMENT) or gguf.GGUF_DEFAULT_ALIGNMENT
+    inputs = [x.source_path for x in readers]
+    journals = []
     bar = None
     try:
-        w = gguf.GGUFWriter(None, arch)
-        align = _field_int(r, gguf.Keys.General.ALIGNMENT)
-        if align is not None and align != gguf.GGUF_DEFAULT_ALIGNMENT:
-            w.add_custom_alignment(align)
-        _copy_metadata(r, w, file_type, extra_kv)
-        for p in plans:
-            _add_tensor_info(w, p.name, p.shape, p.out_tid, p.out_nbytes)
-        w.write_header_to_file(path=Path(tmp))
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        bar = _progress_bar(sum(int(np.prod(p.shape)) for p in plans), progress)
+        for sh in shards:
+            header = _header_bytes(r, sh, arch, file_type, extra_kv, os.path.dirname(os.path.abspath(sh.path)))
+            j = _Journal(sh.path, header, align, sh.plans, _fingerprint(header, sh.plans, inputs))
+            journals.append(j)
+            kept = j.open()
+            if kept:
+                log.info("resuming %s: %d of %d tensors already done (verified by checksum)", sh.path, kept,
+                         len(sh.plans))
+        bar = _progress_bar(sum(int(np.prod(p.shape)) for sh in shards for p in sh.plans), progress)
         if bar is not None:
             bar.set_description(desc)
-        for p in plans:
-            if bar is not None:
-                bar.set_postfix_str(f"{p.name} -> {p.out_type_name}", refresh=False)
-            t0 = time.perf_counter()
-            data, err = _convert_tensor(p, threads, bar)
-            w.write_tensor_data(data)
-            report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
-                                               int(np.prod(p.shape)), int(data.nbytes), err,
-                                               time.perf_counter() - t0, p.note))
-        w.flush()
-        for fo in w.fout or []:
-            os.fsync(fo.fileno())
-        w.close()
-        w = None
+        exit_after = int(os.environ.get(_EXIT_AFTER_ENV, "0") or 0)
+        written = 0
+        for sh, j in zip(shards, journals):
+            for p in sh.plans:
+                e = j.done.get(p.name)
+                if e is not None:
+                    if bar is not None:
+                        bar.update(int(np.prod(p.shape)))
+                    report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
+                                                       int(np.prod(p.shape)), e["nbytes"], e["rel_err"],
+                                                       e["seconds"], (p.note + "; " if p.note else "") + "resumed"))
+                    continue
+                if bar is not None:
+                    bar.set_postfix_str(f"{p.name} -> {p.out_type_name}", refresh=False)
+                t0 = time.perf_counter()
+                data, err = _convert_tensor(p, threads, bar)
+                dt = time.perf_counter() - t0
+                j.write(p.name, data, err, dt)
+                report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
+                                                   int(np.prod(p.shape)), int(data.nbytes), err, dt, p.note))
+                written += 1
+                if exit_after and written >= exit_after:
+                    os._exit(75)
         if bar is not None:
             bar.close()
             bar = None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give OUT the usual permissions
-        os.replace(tmp, dst)
+        for j in journals:
+            j.finish()
     except BaseException as e:
         if bar is not None:
             bar.close()
-        if w is not None:
-            try:
-                w.close()
-            except Exception:
-                pass
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):  # interrupted: keep the work for a rerun
+            done = sum(len(j.done) for j in journals)
+            for j in journals:
+                j.close()
+            if done:
+                log.warning("interrupted: %d finished tensor(s) are kept in %s; run the same command again to "
+                            "resume", done, ", ".join(j.part for j in journals))
+            else:
+                for j in journals:
+                    j.discard()
+            raise
+        for j in journals:
+            j.discard()
         if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
             # numpy's short-write error ("N requested and M written") names neither
             # the file nor the likely cause.
             why = e.strerror or str(e)
-            raise OSError(f"cannot write {dst}: {why} (disk full or file size limit?); "
+            raise OSError(f"cannot write {shards[0].path}: {why} (disk full or file size limit?); "
                           f"no output was written") from e
         raise
 
@@ -893,7 +1115,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
                    token_embedding_type: str | None = None, tensor_types: dict | None = None, pure: bool = False,
                    threads: int | None = None, imatrix=None, include_weights: Sequence[str] = (),
                    exclude_weights: Sequence[str] = (), fallback_type: str = "auto", allow_requantize: bool = False,
-                   leave_output_tensor: bool = False, override_kv=None,
+                   leave_output_tensor: bool = False, override_kv=None, keep_split: bool = False,
                    progress: bool | None = None) -> QuantizeReport:
     """Quantize the GGUF model `src` into `dst`; returns a QuantizeReport.
 
@@ -912,9 +1134,12 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     allow_requantize: without it, converting an already quantized input tensor is an error.
     leave_output_tensor: copy output.weight unchanged.
     override_kv: ["KEY=TYPE:VALUE", ...] metadata to set (see parse_override_kv).
+    keep_split: a split input (src = its first shard, PREFIX-00001-of-0000N.gguf) gives the same
+      shards (dst without .gguf + -0000i-of-0000N.gguf); without it a split input is merged into dst.
     progress: tqdm bar on stderr (None: only when stderr is a terminal).
     1-D tensors become float32; routers and non-".weight" tensors are copied; a tensor already of
-    its target type is copied unchanged. Writes a temporary file next to `dst`, renamed at the end.
+    its target type is copied unchanged. Writes `dst`.part (+ .part.journal) next to `dst`, renamed
+    at the end; a killed or interrupted run resumes from the journal when run again.
     """
     t_start = time.perf_counter()
     src, dst = os.fspath(src), os.fspath(dst)
@@ -936,22 +1161,24 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
     _check_paths(src, dst, imatrix)
-    r = open_gguf(src)
-    _check_not_split(r, src)
+    readers = open_inputs(src)
+    r = readers[0]
+    tensors = [t for x in readers for t in x.tensors]
     im = imatrix
     if im is not None and not isinstance(im, Imatrix):
         im = load_imatrix(im)
-    report = QuantizeReport(src, dst, src_bytes=sum(int(t.n_bytes) for t in r.tensors))
+    report = QuantizeReport(src, dst, src_bytes=sum(int(t.n_bytes) for t in tensors))
 
     def warn(msg: str):
         report.warnings.append(msg)
         log.warning(msg)
 
-    n_layers, gqa, tied = _model_shape_facts(r, r.tensors)
+    n_layers, gqa, tied = _model_shape_facts(r, tensors)
     choice = _Choice(default, rules, class_types, out_t, emb_t, pure, fallback, leave_output_tensor,
                      tied, n_layers, gqa)
     fallbacks: list = []
-    plans = [_plan_tensor(t, choice, fallbacks) for t in r.tensors]
+    plans = [_plan_tensor(t, choice, fallbacks) for t in tensors]
+    shards = _output_shards(src, dst, readers, plans, keep_split)
     if fallbacks:
         by_pair: dict = {}
         for n, a, b, c in fallbacks:
@@ -1010,9 +1237,30 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     else:
         file_type = _file_type_of(type_id(default), _field_int(r, gguf.Keys.General.FILE_TYPE))
     report.file_type = file_type
-    _write_model(r, plans, src, dst, file_type, threads, progress, report, "quantize", extra_kv)
+    report.outputs = [sh.path for sh in shards]
+    _write_model(readers, shards, src, file_type, threads, progress, report, "quantize", extra_kv)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _output_shards(src: str, dst: str, readers: list, plans: list, keep_split: bool) -> list[_Shard]:
+    """One output file, or with keep_split and a split input the same shards, named after dst."""
+    if not keep_split or len(readers) == 1:
+        if keep_split:
+            log.info("--keep-split: %s is not split; writing one file", src)
+        shards = [_Shard(dst, plans)]
+    else:
+        n = len(readers)
+        paths = shard_paths(dst, n)
+        it = iter(plans)
+        shards = [_Shard(paths[i], [next(it) for _ in x.tensors], (i, n, len(plans))) for i, x in enumerate(readers)]
+    for sh in shards:
+        for x in readers:
+            if os.path.exists(sh.path) and os.path.samefile(sh.path, x.source_path):
+                raise ValueError(f"refusing to overwrite the input file {x.source_path}")
+        if os.path.isdir(sh.path):
+            raise IsADirectoryError(f"output {sh.path} is a directory")
+    return shards
 
 
 def _imatrix_provenance(im: Imatrix) -> dict:
@@ -1038,11 +1286,12 @@ def dequantize_model(src, dst, type: str = "f16", *, threads: int | None = None,
     if t not in _FLOAT_OUT_TYPES:
         raise ValueError(f"--type must be one of {', '.join(_FLOAT_OUT_TYPES)}, not {type!r}")
     _check_paths(src, dst)
-    r = open_gguf(src)
-    _check_not_split(r, src)
-    report = QuantizeReport(src, dst, src_bytes=sum(int(x.n_bytes) for x in r.tensors))
+    readers = open_inputs(src)
+    r = readers[0]
+    tensors = [t for x in readers for t in x.tensors]
+    report = QuantizeReport(src, dst, src_bytes=sum(int(x.n_bytes) for x in tensors))
     plans = []
-    for x in r.tensors:
+    for x in tensors:
         p = _Plan(x, x.name, _np_shape(x), int(x.tensor_type), "keep")
         if p.src_tid in _KT_BY_ID:
             p.out_type, p.note = t, f"{type_name(p.src_tid)} inference values"
@@ -1051,7 +1300,9 @@ def dequantize_model(src, dst, type: str = "f16", *, threads: int | None = None,
         log.warning("%s has no KT tensors; the output is a plain copy", src)
     file_type = _dominant_file_type(plans, _field_int(r, gguf.Keys.General.FILE_TYPE))
     report.file_type = file_type
-    _write_model(r, plans, src, dst, file_type, threads, progress, report, "dequantize")
+    shards = _output_shards(src, dst, readers, plans, False)
+    report.outputs = [dst]
+    _write_model(readers, shards, src, file_type, threads, progress, report, "dequantize")
     report.seconds = time.perf_counter() - t_start
     return report
 

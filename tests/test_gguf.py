@@ -427,9 +427,11 @@ def test_iq2_without_imatrix_warns(model, tmp_path):
 # failures: interrupted writes, corrupt inputs, CLI errors
 # ---------------------------------------------------------------------------------------------
 
-def test_interrupted_write_leaves_no_output(model, tmp_path, monkeypatch):
+def test_interrupted_write_leaves_no_output_and_resumes(model, tmp_path, monkeypatch, caplog):
     src, _ = model
     dst = tmp_path / "out.gguf"
+    ref = tmp_path / "ref.gguf"
+    quant(src, ref, "iq4_kt")
     real = ig._encode_rows
     calls = []
 
@@ -443,14 +445,21 @@ def test_interrupted_write_leaves_no_output(model, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         quant(src, dst, "iq4_kt")
     assert not dst.exists()
-    assert sorted(os.listdir(tmp_path)) == ["model.gguf"]  # no temporary file left behind
+    # the finished tensors stay in OUT.part + its journal, for a rerun
+    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf.part", "out.gguf.part.journal", "ref.gguf"]
     # an existing OUT survives a failed run untouched
     dst.write_bytes(b"previous")
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         quant(src, dst, "iq4_kt")
     assert dst.read_bytes() == b"previous"
-    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf"]
+    monkeypatch.setattr(ig, "_encode_rows", real)
+    with caplog.at_level("INFO", logger="iqkt.gguf"):
+        rep = quant(src, dst, "iq4_kt")
+    assert "resuming" in caplog.text
+    assert any("resumed" in t.note for t in rep.tensors)
+    assert dst.read_bytes() == ref.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf", "ref.gguf"]
 
 
 def _corrupt_files(src, tmp_path):
@@ -493,11 +502,15 @@ def test_corrupt_gguf_errors(model, tmp_path):
         assert not (tmp_path / "o.gguf").exists()
 
 
-def test_split_model_is_refused(tmp_path):
+def test_split_model_with_a_missing_shard(tmp_path):
     src = tmp_path / "m-00001-of-00002.gguf"
     make_model(src, np.random.default_rng(3), extra_kv={"split.count": 2, "split.no": 0})
-    with pytest.raises(ig.GGUFFormatError, match="split into 2 files"):
+    with pytest.raises(FileNotFoundError, match="first of 2 shards, but shard 2"):
         quant(src, tmp_path / "o.gguf", "q8_0")
+    other = tmp_path / "x.gguf"
+    make_model(other, np.random.default_rng(3), extra_kv={"split.count": 2, "split.no": 1})
+    with pytest.raises(ig.GGUFFormatError, match="give the first shard"):
+        quant(other, tmp_path / "o.gguf", "q8_0")
 
 
 def test_cli_errors_are_one_line(model, tmp_path, capsys):
