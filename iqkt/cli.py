@@ -90,7 +90,7 @@ def _cmd_quantize(args) -> int:
                             include_weights=args.include_weights, exclude_weights=args.exclude_weights,
                             fallback_type=args.fallback_type, allow_requantize=args.allow_requantize,
                             leave_output_tensor=args.leave_output_tensor, override_kv=args.override_kv,
-                            keep_split=args.keep_split, progress=_progress_flag(args))
+                            keep_split=args.keep_split, ray=args.ray, progress=_progress_flag(args))
     print(rep.format_table(tensors=not args.summary))
     for path in rep.outputs or [args.output]:
         print(f"wrote {path}")
@@ -228,6 +228,10 @@ def main(argv=None) -> int:
     q.add_argument("--keep-split", action="store_true",
                    help="a split input (IN = its first shard, PREFIX-00001-of-0000N.gguf) gives the same shards, "
                         "named OUT-0000i-of-0000N.gguf; without it the shards are merged into OUT")
+    q.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="convert the tensors on a Ray cluster (pip install ray): ADDRESS as for ray.init "
+                        "(e.g. auto, ray://head:10001); without ADDRESS RAY_ADDRESS or a new local cluster. "
+                        "IN must be readable at the same path on every node")
     q.add_argument("--fallback-type", default="auto", metavar="TYPE",
                    help="type for matrices whose row length does not fit the chosen type (K and KT types "
                         "need a multiple of 256); 'auto' (default): a type near the requested bit width "

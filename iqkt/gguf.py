@@ -789,37 +789,49 @@ def _progress_bar(total: int, enabled: bool | None):
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} weights [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
-def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
-    """Produce the output bytes of one tensor, chunk by chunk. Returns (uint8 array, rel_err)."""
-    t = p.tensor
-    total = int(np.prod(p.shape))
-    if p.out_type == "keep":
-        if bar is not None:
-            bar.update(total)
-        return np.asarray(t.data).reshape(-1).view(np.uint8), None
+def _row_chunks(p: _Plan, chunk_weights: int) -> list[tuple[int, int]]:
+    """Row ranges [r0, r1) of a tensor of at most `chunk_weights` weights, each inside one imatrix
+    group (expert). Rows are quantized independently, so any chunking gives the same bytes."""
     n = p.shape[-1]
-    raw = _raw_rows(t)
+    rows = int(np.prod(p.shape[:-1], dtype=np.int64)) if len(p.shape) > 1 else 1
+    groups = p.imatrix.shape[0] if p.imatrix is not None else 1
+    per_group = rows // groups
+    chunk = max(1, chunk_weights // n)
+    return [(r0, min(r0 + chunk, (g + 1) * per_group))
+            for g in range(groups) for r0 in range(g * per_group, (g + 1) * per_group, chunk)]
+
+
+def _convert_rows(p: _Plan, r0: int, r1: int, threads) -> tuple[np.ndarray, float, float]:
+    """Output bytes (r1-r0, row bytes) of rows [r0, r1) of a tensor that is converted (not kept),
+    with the error numerator and denominator of those rows."""
+    n = p.shape[-1]
+    raw = _raw_rows(p.tensor)
     rows = raw.shape[0]
     groups = p.imatrix.shape[0] if p.imatrix is not None else 1
-    rows_per_group = rows // groups
-    out_bytes_per_row = p.out_nbytes // rows
-    out = np.empty((rows, out_bytes_per_row), dtype=np.uint8)
-    chunk = max(1, _CHUNK_WEIGHTS // n)
+    im = p.imatrix[r0 // (rows // groups)] if p.imatrix is not None else None
+    x = _decode_rows(p.src_tid, raw[r0:r1], n)
+    if not np.isfinite(x).all():
+        raise ValueError(f"tensor {p.name!r} contains NaN or infinity (rows {r0}..{r1 - 1})")
+    q, e_num, e_den = _encode_rows(p.out_type, x, im, threads)
+    return q.reshape(r1 - r0, p.out_nbytes // rows), e_num, e_den
+
+
+def _convert_tensor(p: _Plan, threads, bar) -> tuple[np.ndarray, float | None]:
+    """Produce the output bytes of one tensor, chunk by chunk. Returns (uint8 array, rel_err)."""
+    if p.out_type == "keep":
+        if bar is not None:
+            bar.update(int(np.prod(p.shape)))
+        return np.asarray(p.tensor.data).reshape(-1).view(np.uint8), None
+    n = p.shape[-1]
+    rows = int(np.prod(p.shape[:-1], dtype=np.int64))
+    out = np.empty((rows, p.out_nbytes // rows), dtype=np.uint8)
     num = den = 0.0
-    for g in range(groups):
-        im = p.imatrix[g] if p.imatrix is not None else None
-        r_end = (g + 1) * rows_per_group
-        for r0 in range(g * rows_per_group, r_end, chunk):
-            r1 = min(r0 + chunk, r_end)
-            x = _decode_rows(p.src_tid, raw[r0:r1], n)
-            if not np.isfinite(x).all():
-                raise ValueError(f"tensor {p.name!r} contains NaN or infinity (rows {r0}..{r1 - 1})")
-            q, e_num, e_den = _encode_rows(p.out_type, x, im, threads)
-            out[r0:r1] = q.reshape(r1 - r0, out_bytes_per_row)
-            num += e_num
-            den += e_den
-            if bar is not None:
-                bar.update((r1 - r0) * n)
+    for r0, r1 in _row_chunks(p, _CHUNK_WEIGHTS):
+        out[r0:r1], e_num, e_den = _convert_rows(p, r0, r1, threads)
+        num += e_num
+        den += e_den
+        if bar is not None:
+            bar.update((r1 - r0) * n)
     return out.reshape(-1), (num / den if den > 0 else 0.0)
 
 
@@ -872,6 +884,14 @@ def _pad(n: int, align: int) -> int:
 
 # Test hook: exit the process (as a kill would) after this many tensors were journaled.
 _EXIT_AFTER_ENV = "IQKT_TEST_EXIT_AFTER_TENSORS"
+_commits = [0]
+
+
+def _count_commit() -> None:
+    _commits[0] += 1
+    limit = int(os.environ.get(_EXIT_AFTER_ENV, "0") or 0)
+    if limit and _commits[0] >= limit:
+        os._exit(75)
 
 
 class _Journal:
@@ -946,19 +966,31 @@ class _Journal:
     def _sync_journal(self):
         self.jf.flush()
 
-    def write(self, name: str, data: np.ndarray, rel_err, seconds: float) -> None:
-        import hashlib
-        import json
+    def write_at(self, name: str, start: int, data: np.ndarray) -> None:
+        """Write bytes of tensor `name` from byte `start` of its data (a row chunk, or all of it)."""
         data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        off = self.offsets[name]
         # No fsync per tensor: a kill keeps written pages, and after a crash of the machine the
         # resume verifies every journaled tensor's checksum, so a lost write is simply redone.
-        self._pwrite(data, off)
-        e = {"name": name, "offset": off, "nbytes": int(data.nbytes),
-             "sha256": hashlib.sha256(data).hexdigest(), "rel_err": rel_err, "seconds": seconds}
+        self._pwrite(data, self.offsets[name] + start)
+
+    def commit(self, name: str, nbytes: int, rel_err, seconds: float, data: np.ndarray | None = None) -> None:
+        """Journal tensor `name` as finished; its checksum from `data` (all its bytes) when given,
+        else read back from the file."""
+        import hashlib
+        import json
+        off = self.offsets[name]
+        h = hashlib.sha256()
+        if data is not None:
+            h.update(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        else:
+            for a in range(0, nbytes, 1 << 26):
+                h.update(os.pread(self.fd, min(1 << 26, nbytes - a), off + a))
+        e = {"name": name, "offset": off, "nbytes": int(nbytes), "sha256": h.hexdigest(), "rel_err": rel_err,
+             "seconds": seconds}
         self.jf.write(json.dumps(e) + "\n")
         self._sync_journal()
         self.done[name] = e
+        _count_commit()
 
     def close(self) -> None:
         if self.jf is not None:
@@ -1001,8 +1033,11 @@ def _fingerprint(header: bytes, plans: list, inputs: list[str]) -> str:
 
 
 def _write_model(readers: list, shards: list[_Shard], src: str, file_type: int | None, threads,
-                 progress: bool | None, report: QuantizeReport, desc: str, extra_kv: dict | None = None) -> None:
-    """Write each shard to OUT.part at planned offsets (journaled, resumable), then rename all."""
+                 progress: bool | None, report: QuantizeReport, desc: str, extra_kv: dict | None = None,
+                 ray_address: str | None = None) -> None:
+    """Write each shard to OUT.part at planned offsets (journaled, resumable), then rename all.
+    ray_address: not None: convert the tensors on a Ray cluster (see iqkt._ray)."""
+    order = {p.name: i for i, p in enumerate(p for sh in shards for p in sh.plans)}
     r = readers[0]
     arch = _field_str(r, gguf.Keys.General.ARCHITECTURE)
     if arch is None:
@@ -1023,29 +1058,39 @@ def _write_model(readers: list, shards: list[_Shard], src: str, file_type: int |
         bar = _progress_bar(sum(int(np.prod(p.shape)) for sh in shards for p in sh.plans), progress)
         if bar is not None:
             bar.set_description(desc)
-        exit_after = int(os.environ.get(_EXIT_AFTER_ENV, "0") or 0)
-        written = 0
+        _commits[0] = 0
+        pending = []
         for sh, j in zip(shards, journals):
             for p in sh.plans:
                 e = j.done.get(p.name)
-                if e is not None:
-                    if bar is not None:
-                        bar.update(int(np.prod(p.shape)))
-                    report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
-                                                       int(np.prod(p.shape)), e["nbytes"], e["rel_err"],
-                                                       e["seconds"], (p.note + "; " if p.note else "") + "resumed"))
+                if e is None:
+                    pending.append((j, p))
                     continue
                 if bar is not None:
-                    bar.set_postfix_str(f"{p.name} -> {p.out_type_name}", refresh=False)
-                t0 = time.perf_counter()
-                data, err = _convert_tensor(p, threads, bar)
-                dt = time.perf_counter() - t0
-                j.write(p.name, data, err, dt)
+                    bar.update(int(np.prod(p.shape)))
                 report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
-                                                   int(np.prod(p.shape)), int(data.nbytes), err, dt, p.note))
-                written += 1
-                if exit_after and written >= exit_after:
-                    os._exit(75)
+                                                   int(np.prod(p.shape)), e["nbytes"], e["rel_err"],
+                                                   e["seconds"], (p.note + "; " if p.note else "") + "resumed"))
+        if ray_address is not None:
+            from . import _ray
+            _ray.convert(pending, inputs, threads, bar, ray_address)
+        for j, p in pending:
+            if p.name in j.done:  # done by Ray workers
+                e = j.done[p.name]
+                report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
+                                                   int(np.prod(p.shape)), e["nbytes"], e["rel_err"],
+                                                   e["seconds"], p.note))
+                continue
+            if bar is not None:
+                bar.set_postfix_str(f"{p.name} -> {p.out_type_name}", refresh=False)
+            t0 = time.perf_counter()
+            data, err = _convert_tensor(p, threads, bar)
+            dt = time.perf_counter() - t0
+            j.write_at(p.name, 0, data)
+            j.commit(p.name, int(data.nbytes), err, dt, data)
+            report.tensors.append(TensorReport(p.name, p.shape, type_name(p.src_tid), p.out_type_name,
+                                               int(np.prod(p.shape)), int(data.nbytes), err, dt, p.note))
+        report.tensors.sort(key=lambda t: order[t.name])
         if bar is not None:
             bar.close()
             bar = None
@@ -1116,7 +1161,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
                    threads: int | None = None, imatrix=None, include_weights: Sequence[str] = (),
                    exclude_weights: Sequence[str] = (), fallback_type: str = "auto", allow_requantize: bool = False,
                    leave_output_tensor: bool = False, override_kv=None, keep_split: bool = False,
-                   progress: bool | None = None) -> QuantizeReport:
+                   ray: str | None = None, progress: bool | None = None) -> QuantizeReport:
     """Quantize the GGUF model `src` into `dst`; returns a QuantizeReport.
 
     type: default type of weight matrices (a KT type, a K-quant, iq4_nl/iq4_xs, f32/f16/bf16/q8_0/
@@ -1136,6 +1181,9 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     override_kv: ["KEY=TYPE:VALUE", ...] metadata to set (see parse_override_kv).
     keep_split: a split input (src = its first shard, PREFIX-00001-of-0000N.gguf) gives the same
       shards (dst without .gguf + -0000i-of-0000N.gguf); without it a split input is merged into dst.
+    ray: None (local), or a Ray cluster address ("" or "local": ray.init()'s default, or the
+      cluster this process is already connected to) that converts the tensors, in row chunks; the
+      input must be readable at the same path on every node. Same bytes as a local run.
     progress: tqdm bar on stderr (None: only when stderr is a terminal).
     1-D tensors become float32; routers and non-".weight" tensors are copied; a tensor already of
     its target type is copied unchanged. Writes `dst`.part (+ .part.journal) next to `dst`, renamed
@@ -1238,7 +1286,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         file_type = _file_type_of(type_id(default), _field_int(r, gguf.Keys.General.FILE_TYPE))
     report.file_type = file_type
     report.outputs = [sh.path for sh in shards]
-    _write_model(readers, shards, src, file_type, threads, progress, report, "quantize", extra_kv)
+    _write_model(readers, shards, src, file_type, threads, progress, report, "quantize", extra_kv, ray)
     report.seconds = time.perf_counter() - t_start
     return report
 
