@@ -29,6 +29,8 @@ allocation is one output tensor plus one float32 chunk, so models larger than RA
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -878,6 +880,20 @@ def _header_bytes(r, shard: _Shard, arch: str, file_type, extra_kv, tmp_dir: str
         os.unlink(scratch)
 
 
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows: no pread; one thread uses fd
+    return os.read(fd, n)
+
+
+def _pwrite(fd: int, data, offset: int) -> int:
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
+
+
 def _pad(n: int, align: int) -> int:
     return (n + align - 1) // align * align
 
@@ -915,9 +931,7 @@ class _Journal:
 
     def open(self) -> int:
         """Open (and lock) OUT.part; returns how many finished tensors were verified and kept."""
-        import hashlib
-        import json
-        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o666)
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
         try:
             import fcntl
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -943,8 +957,7 @@ class _Journal:
             name = e.get("name")
             if self.offsets.get(name) != e.get("offset"):
                 continue
-            data = os.pread(self.fd, e["nbytes"], e["offset"])
-            if len(data) == e["nbytes"] and hashlib.sha256(data).hexdigest() == e["sha256"]:
+            if e["offset"] + e["nbytes"] <= self.size and self._sha256(e["offset"], e["nbytes"]) == e["sha256"]:
                 self.done[name] = e
         if not self.done:
             os.ftruncate(self.fd, 0)
@@ -960,8 +973,20 @@ class _Journal:
     def _pwrite(self, data, offset: int) -> None:
         mv = memoryview(data).cast("B")
         while len(mv):
-            n = os.pwrite(self.fd, mv, offset)
+            n = _pwrite(self.fd, mv, offset)
             mv, offset = mv[n:], offset + n
+
+    def _sha256(self, offset: int, nbytes: int) -> str:
+        """Checksum of a byte range of the file, read in pieces (a read returns at most ~2 GiB)."""
+        h = hashlib.sha256()
+        end = offset + nbytes
+        while offset < end:
+            b = _pread(self.fd, min(1 << 26, end - offset), offset)
+            if not b:
+                break
+            h.update(b)
+            offset += len(b)
+        return h.hexdigest()
 
     def _sync_journal(self):
         self.jf.flush()
@@ -976,16 +1001,12 @@ class _Journal:
     def commit(self, name: str, nbytes: int, rel_err, seconds: float, data: np.ndarray | None = None) -> None:
         """Journal tensor `name` as finished; its checksum from `data` (all its bytes) when given,
         else read back from the file."""
-        import hashlib
-        import json
         off = self.offsets[name]
-        h = hashlib.sha256()
         if data is not None:
-            h.update(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+            digest = hashlib.sha256(np.ascontiguousarray(data).reshape(-1).view(np.uint8)).hexdigest()
         else:
-            for a in range(0, nbytes, 1 << 26):
-                h.update(os.pread(self.fd, min(1 << 26, nbytes - a), off + a))
-        e = {"name": name, "offset": off, "nbytes": int(nbytes), "sha256": h.hexdigest(), "rel_err": rel_err,
+            digest = self._sha256(off, nbytes)
+        e = {"name": name, "offset": off, "nbytes": int(nbytes), "sha256": digest, "rel_err": rel_err,
              "seconds": seconds}
         self.jf.write(json.dumps(e) + "\n")
         self._sync_journal()
@@ -1002,11 +1023,8 @@ class _Journal:
 
     def finish(self) -> None:
         os.fsync(self.fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(self.fd, 0o666 & ~umask)
+        self.close()  # before the rename: Windows cannot rename an open file
         os.replace(self.part, self.dst)
-        self.close()
         os.unlink(self.path)
 
     def discard(self) -> None:
@@ -1019,7 +1037,6 @@ class _Journal:
 
 
 def _fingerprint(header: bytes, plans: list, inputs: list[str]) -> str:
-    import hashlib
     h = hashlib.sha256(header)
     for path in inputs:
         st = os.stat(path)

@@ -11,7 +11,6 @@ import pytest
 gguf = pytest.importorskip("gguf")
 ray = pytest.importorskip("ray")
 
-import iqkt  # noqa: E402
 import iqkt.gguf as ig  # noqa: E402
 from iqkt import _ray  # noqa: E402
 from iqkt.imatrix import write_legacy_imatrix  # noqa: E402
