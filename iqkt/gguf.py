@@ -1,4 +1,5 @@
-"""GGUF models: quantize to IQ2_KT / IQ3_KT / IQ4_KT, inspect, and dequantize.
+"""GGUF models: quantize to IQ2_KT / IQ3_KT / IQ4_KT (and the K-quants, IQ4_NL/IQ4_XS and the
+gguf package's types around them), inspect, and dequantize.
 
 Needs the PyPI ``gguf`` package (from an iqkt checkout: ``pip install '.[gguf]'``; or
 ``pip install gguf tqdm`` next to an installed iqkt). Note the name: this module is
@@ -21,8 +22,11 @@ patch those tables. Instead:
 - writing: ``GGUFWriter.add_tensor_info`` already writes any integer type id and any byte count; it
   only converts the shape when told the data is bytes (dtype uint8), and that conversion needs
   GGML_QUANT_SIZES. `_add_tensor_info` therefore passes the element shape with a non-uint8 dtype
-  marker and the exact byte count; ``write_tensor_data`` then streams our uint8 rows.
-Everything else (metadata, alignment, padding, other types, quants for q8_0 etc.) is gguf's.
+  marker and the exact byte count. The writer produces the header bytes (metadata, tensor infos);
+  the tensor data is written by `_Journal` at the offsets the writer's layout implies (aligned,
+  zero padding), which is what makes runs resumable and lets Ray results land in any order.
+Everything else (metadata, alignment, other types, quants for q8_0 etc.) is gguf's; the K-quants
+and IQ4_NL/IQ4_XS, which gguf decodes but cannot encode, come from `iqkt.kquants`.
 
 Memory: the input is memory-mapped and processed tensor by tensor in chunks of rows; the largest
 allocation is one output tensor plus one float32 chunk, so models larger than RAM work.
@@ -32,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -40,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
