@@ -1048,7 +1048,8 @@ def _fingerprint(header: bytes, plans: list, inputs: list[str]) -> str:
         h.update(f"{p.name}|{p.out_type}\n".encode())
         if p.imatrix is not None:
             h.update(np.ascontiguousarray(p.imatrix, dtype=np.float32).tobytes())
-    h.update(f"iqkt {getattr(_api, '__version__', '')} {_kq.__name__}".encode())
+    from . import __version__
+    h.update(f"iqkt {__version__}".encode())  # another iqkt may quantize differently: start over
     return h.hexdigest()
 
 
@@ -1242,6 +1243,9 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         log.warning(msg)
 
     n_layers, gqa, tied = _model_shape_facts(r, tensors)
+    if tied and out_t and emb_t and out_t != emb_t:
+        warn(f"the model has tied embeddings (no output.weight): token_embd.weight is its output tensor and "
+             f"gets --output-tensor-type {out_t}; --token-embedding-type {emb_t} is not used")
     choice = _Choice(default, rules, class_types, out_t, emb_t, pure, fallback, leave_output_tensor,
                      tied, n_layers, gqa)
     fallbacks: list = []

@@ -217,6 +217,10 @@ def test_tied_embeddings_take_the_output_type(tmp_path):
     w.close()
     quant(tmp_path / "tied.gguf", tmp_path / "o.gguf", "iq4_kt", output_tensor_type="q6_k")
     assert types_of(tmp_path / "o.gguf")["token_embd.weight"] == "q6_k"
+    rep = quant(tmp_path / "tied.gguf", tmp_path / "o2.gguf", "iq4_kt", output_tensor_type="q6_k",
+                token_embedding_type="q8_0")
+    assert types_of(tmp_path / "o2.gguf")["token_embd.weight"] == "q6_k"
+    assert any("tied embeddings" in w and "q8_0 is not used" in w for w in rep.warnings)
 
 
 def _imatrix(tmp_path, ref):
