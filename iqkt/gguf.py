@@ -1391,6 +1391,7 @@ class ModelInfo:
     quantization_version: int | None
     alignment: int
     tensors: list[TensorReport]
+    shards: int = 1  # files of a split model (path: the first; file_size: all of them)
 
     @property
     def file_type_name(self) -> str | None:
@@ -1408,20 +1409,24 @@ class ModelInfo:
 
 
 def model_info(path) -> ModelInfo:
-    """Header, metadata summary and tensor list of a GGUF file (KT tensors included)."""
+    """Header, metadata summary and tensor list of a GGUF file (KT tensors included); for the first
+    shard of a split model, of all its shards."""
     path = os.fspath(path)
-    r = open_gguf(path)
+    readers = open_inputs(path)
+    r = readers[0]
     tensors = [TensorReport(t.name, _np_shape(t), type_name(int(t.tensor_type)), type_name(int(t.tensor_type)),
-                            int(t.n_elements), int(t.n_bytes)) for t in r.tensors]
-    return ModelInfo(path, os.path.getsize(path), _field_int(r, "GGUF.version") or 0,
+                            int(t.n_elements), int(t.n_bytes)) for x in readers for t in x.tensors]
+    return ModelInfo(path, sum(os.path.getsize(x.source_path) for x in readers), _field_int(r, "GGUF.version") or 0,
                      _field_int(r, "GGUF.kv_count") or 0, _field_str(r, gguf.Keys.General.ARCHITECTURE),
                      _field_str(r, gguf.Keys.General.NAME), _field_int(r, gguf.Keys.General.FILE_TYPE),
-                     _field_int(r, gguf.Keys.General.QUANTIZATION_VERSION), int(r.alignment), tensors)
+                     _field_int(r, gguf.Keys.General.QUANTIZATION_VERSION), int(r.alignment), tensors,
+                     len(readers))
 
 
 def format_info(info: ModelInfo, tensors: bool = True) -> str:
-    lines = [f"file: {info.path} ({_fmt_bytes(info.file_size)}), GGUF v{info.version}, {info.kv_count} metadata "
-             f"keys, {len(info.tensors)} tensors, alignment {info.alignment}"]
+    shards = f" in {info.shards} shards" if info.shards > 1 else ""
+    lines = [f"file: {info.path} ({_fmt_bytes(info.file_size)}{shards}), GGUF v{info.version}, {info.kv_count} "
+             f"metadata keys, {len(info.tensors)} tensors, alignment {info.alignment}"]
     lines.append(f"architecture: {info.architecture}" + (f", name: {info.name}" if info.name else ""))
     lines.append(f"file type: {info.file_type_name}" + (f" ({info.file_type})" if info.file_type is not None else "")
                  + f", quantization version: {info.quantization_version}")

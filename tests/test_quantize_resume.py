@@ -158,6 +158,8 @@ def test_split_input_merged_or_kept(tmp_path):
             np.testing.assert_array_equal(stored(buf, info, tn), stored(mbuf, minfos[name], tn))
             seen.append(name)
     assert sorted(seen) == sorted(minfos)
+    info = ig.model_info(outs[0])  # iqkt info on the first shard: the whole model
+    assert info.shards == 3 and len(info.tensors) == 9 and "in 3 shards" in ig.format_info(info)
     # and iqkt reads the quantized shards back as one model
     rep2 = quant(outs[0], tmp_path / "again.gguf", "q4_k")
     assert all("already this type" in t.note for t in rep2.tensors if t.out_type == "q4_k")
