@@ -64,14 +64,18 @@ def _init(address: str):
     if ray.is_initialized():
         return ray, False
     kw = dict(include_dashboard=False, log_to_driver=False)
-    if address and address != "local":
-        ray.init(address=address, **kw)
-    else:
-        # a local cluster started here: its workers import the same iqkt as this process
-        import iqkt
-        parent = os.path.dirname(os.path.dirname(os.path.abspath(iqkt.__file__)))
-        path = os.pathsep.join(filter(None, [parent, os.environ.get("PYTHONPATH")]))
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
+    try:
+        if address and address != "local":
+            ray.init(address=address, **kw)
+        else:
+            # a local cluster started here: its workers import the same iqkt as this process
+            import iqkt
+            parent = os.path.dirname(os.path.dirname(os.path.abspath(iqkt.__file__)))
+            path = os.pathsep.join(filter(None, [parent, os.environ.get("PYTHONPATH")]))
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
+    except Exception as e:  # ray raises many kinds (ConnectionError, ValueError, RuntimeError...)
+        where = f"the Ray cluster at {address}" if address and address != "local" else "a local Ray cluster"
+        raise RuntimeError(f"--ray: cannot start or reach {where} ({type(e).__name__}: {e})") from None
     return ray, True
 
 
@@ -130,9 +134,12 @@ def _run(ray, todo, inputs, threads, bar) -> None:
             j, p, rows, r0, r1 = in_flight.pop(ref)
             try:
                 q, num, den = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
+            except ray.exceptions.RayTaskError as e:  # the task raised: re-raise its exception
                 cause = getattr(e, "cause", None)
                 raise (cause if isinstance(cause, Exception) else RuntimeError(str(e))) from None
+            except ray.exceptions.RayError as e:  # workers or nodes lost beyond the retries
+                raise RuntimeError(f"--ray: converting {p.name} rows {r0}..{r1 - 1} failed "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
             j.write_at(p.name, r0 * (p.out_nbytes // rows), q)
             del q
             st = state[p.name]
