@@ -1,8 +1,9 @@
-"""The `iqkt` command: `iqkt info [FILE.gguf]`, `iqkt quantize`, `iqkt dequantize`, `iqkt demo`,
-`iqkt bench`."""
+"""The `iqkt` command: `iqkt info [FILE.gguf]`, `iqkt quantize`, `iqkt dequantize`, `iqkt eval`,
+`iqkt imatrix`, `iqkt demo`, `iqkt bench`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -27,7 +28,7 @@ def _gguf_module():
         from . import gguf as gg
     except ImportError as e:
         raise _MissingDependency(f"this command needs the gguf package ({e}); install it with "
-                                 f"pip install gguf tqdm (or pip install '.[gguf]' in an iqkt checkout)") from None
+                                 f"pip install gguf tqdm regex (or pip install '.[gguf]' in an iqkt checkout)") from None
     return gg
 
 
@@ -104,6 +105,53 @@ def _cmd_dequantize(args) -> int:
                               progress=_progress_flag(args))
     print(rep.format_table(tensors=not args.summary))
     print(f"wrote {args.output}")
+    return 0
+
+
+def _eval_module():
+    _gguf_module()  # the same dependency message when the gguf package is missing
+    from . import eval as ev
+
+    return ev
+
+
+def _cmd_eval(args) -> int:
+    import json
+
+    ev = _eval_module()
+    if args.base is not None and args.base_logits is not None:
+        raise ValueError("--base and --base-logits exclude each other")
+    progress = _progress_flag(args)
+    model = ev.load_model(args.model, progress=progress)
+    tokens = ev.tokenize_file(model, args.text)
+    base = ev.load_model(args.base, progress=progress) if args.base is not None else None
+    res = ev.evaluate(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, base=base,
+                      base_logits=args.base_logits, save_logits=args.save_logits, progress=progress)
+    if args.json:
+        print(json.dumps({"model": args.model, **res.summary()}))
+    else:
+        print(f"{args.model}: {len(tokens)} tokens of text")
+        print(res.format())
+    if args.save_logits is not None:
+        print(f"wrote base log-probabilities to {args.save_logits} (+ .json)", file=sys.stderr)
+    return 0
+
+
+def _cmd_imatrix(args) -> int:
+    ev = _eval_module()
+    from .imatrix import write_legacy_imatrix
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"output directory does not exist: {out_dir}")
+    progress = _progress_flag(args)
+    model = ev.load_model(args.model, progress=progress)
+    tokens = ev.tokenize_file(model, args.text)
+    im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, weighting=args.weighting,
+                            progress=progress)
+    chunks = im.pop("#chunks")
+    write_legacy_imatrix(args.output, im, ncall=chunks, dataset=",".join(args.text), last_chunk=chunks)
+    print(f"wrote {args.output}: {len(im)} tensors, {chunks} chunks of {args.ctx} tokens")
     return 0
 
 
@@ -246,6 +294,37 @@ def main(argv=None) -> int:
     dq.add_argument("--threads", type=int, default=None)
     dq.add_argument("--no-progress", action="store_true", help="no progress bar")
     dq.add_argument("--summary", action="store_true", help="report only the per-type summary")
+    e = sub.add_parser("eval", help="perplexity and KL divergence of a llama-family GGUF model on a text",
+                       description="Perplexity (and, with a base, KL divergence) of MODEL on the text, "
+                                   "as llama-perplexity computes it: chunks of --ctx tokens, the second "
+                                   "half of each chunk scored. A numpy forward pass; KT weights decoded "
+                                   "by iqkt, other types by the gguf package.")
+    e.add_argument("model", metavar="MODEL.gguf")
+    e.add_argument("--text", required=True, nargs="+", metavar="FILE",
+                   help="text file(s), concatenated; or one .npy file of token ids")
+    e.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
+    e.add_argument("--chunks", type=int, default=None, help="at most this many chunks (default: all)")
+    e.add_argument("--base", default=None, metavar="BASE.gguf",
+                   help="base model for the KL divergence, evaluated alongside")
+    e.add_argument("--base-logits", default=None, metavar="FILE.npy",
+                   help="base log-probabilities saved by an earlier run with --save-logits")
+    e.add_argument("--save-logits", default=None, metavar="FILE.npy",
+                   help="save this model's log-probabilities (float32, chunks x ctx/2-1 x vocab) as a base")
+    e.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    im = sub.add_parser("imatrix", help="importance matrix (mean squared activations) of a GGUF model on a text",
+                        description="Run MODEL over the text and write the mean squared input of every "
+                                    "weight matrix per column, as a legacy .dat imatrix (llama-imatrix's "
+                                    "format, read by `iqkt quantize --imatrix`).")
+    im.add_argument("model", metavar="MODEL.gguf")
+    im.add_argument("--text", required=True, nargs="+", metavar="FILE", help="calibration text file(s)")
+    im.add_argument("-o", "--output", required=True, metavar="OUT.dat")
+    im.add_argument("--ctx", type=int, default=512)
+    im.add_argument("--chunks", type=int, default=None, help="at most this many chunks (default: all)")
+    im.add_argument("--weighting", choices=["mean", "residual"], default="mean",
+                    help="mean: every token counts the same (llama-imatrix); residual: each token "
+                         "weighted by 1 / mean square of the residual stream the matrix writes to")
+    im.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
     d.add_argument("--rows", type=int, default=128)
     d.add_argument("--cols", type=int, default=4096)
@@ -263,11 +342,15 @@ def main(argv=None) -> int:
             return _cmd_quantize(args)
         if args.cmd == "dequantize":
             return _cmd_dequantize(args)
+        if args.cmd == "eval":
+            return _cmd_eval(args)
+        if args.cmd == "imatrix":
+            return _cmd_imatrix(args)
         if args.cmd == "demo":
             return _cmd_demo(args)
         if args.cmd == "bench":
             return _cmd_bench(args, rest)
-    except (ValueError, TypeError, RuntimeError, OSError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError, KeyError) as e:
         print(f"iqkt: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

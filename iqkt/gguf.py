@@ -223,6 +223,15 @@ def open_gguf(path: str | os.PathLike) -> KTGGUFReader:
     return r
 
 
+def _check_not_split(r, path: str) -> None:
+    """For readers of one file only (iqkt.eval): a shard of a split model is an error."""
+    n = _field_int(r, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    if n is not None and n > 1:
+        raise GGUFFormatError(f"{path} is one shard of a model split into {n} files, which this command does "
+                              f"not read yet; merge the shards first (iqkt quantize IN OUT f32 --allow-requantize "
+                              f"reads them all, or llama-gguf-split --merge)")
+
+
 _SPLIT_RX = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
