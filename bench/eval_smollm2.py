@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     work.mkdir(exist_ok=True)
     base_path = work / "q8_0.gguf"
     if not base_path.is_file():
-        ig.quantize_model(src, str(base_path), "q8_0", progress=False)
+        ig.quantize_model(src, str(base_path), "q8_0", allow_requantize=True, progress=False)
     base = ev.load_model(base_path, progress=False)
     tokens = ev.tokenize_file(base, [plays / p for p in EVAL_PLAYS])
     logits = work / f"q8_0.{args.chunks}.logprobs.npy"
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         out = work / f"ffn_down-{t}.gguf"
         t0 = time.perf_counter()
         rep = ig.quantize_model(src, str(out), "q8_0", custom_q=f"ffn_down={t}", imatrix=str(imatrix),
-                                threads=args.threads, progress=False)
+                                threads=args.threads, allow_requantize=True, progress=False)
         tq = time.perf_counter() - t0
         kt = rep.by_type()[t]
         m = ev.load_model(out, progress=False)

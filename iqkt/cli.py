@@ -28,7 +28,7 @@ def _gguf_module():
         from . import gguf as gg
     except ImportError as e:
         raise _MissingDependency(f"this command needs the gguf package ({e}); install it with "
-                                 f"pip install 'iqkt[gguf]'") from None
+                                 f"pip install gguf tqdm regex (or pip install '.[gguf]' in an iqkt checkout)") from None
     return gg
 
 
@@ -39,7 +39,12 @@ def _setup_logging():
         def format(self, record):
             return f"iqkt: {record.levelname.lower()}: {record.getMessage()}"
 
-    h = logging.StreamHandler(sys.stderr)
+    class _Stderr(logging.StreamHandler):
+        # the current sys.stderr at each record: one bound at setup may be closed later
+        # (a replaced or captured stream) while the "iqkt" logger lives on
+        stream = property(lambda self: sys.stderr, lambda self, v: None)
+
+    h = _Stderr()
     h.setFormatter(_Fmt())
     lg = logging.getLogger("iqkt")
     lg.handlers[:] = [h]
@@ -51,16 +56,45 @@ def _progress_flag(args):
     return False if args.no_progress else None
 
 
+_CLASS_OPTIONS = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_gate", "ffn_down", "ffn_up")
+
+
+def _quantize_type_and_threads(args):
+    """llama-quantize's positional form IN OUT TYPE [THREADS] next to --type / --threads."""
+    ty, threads = args.type, args.threads
+    if args.type_pos is not None:
+        if ty is not None and ty.lower() != args.type_pos.lower():
+            raise ValueError(f"two types given: {args.type_pos} (positional) and --type {ty}")
+        ty = args.type_pos
+    if args.threads_pos is not None:
+        try:
+            n = int(args.threads_pos)
+        except ValueError:
+            raise ValueError(f"THREADS must be a positive integer, not {args.threads_pos!r}") from None
+        if threads is not None and threads != n:
+            raise ValueError(f"two thread counts given: {n} (positional) and --threads {threads}")
+        threads = n
+    if ty is None:
+        raise ValueError("no type given: iqkt quantize IN OUT TYPE [THREADS] (or --type TYPE)")
+    return ty, threads
+
+
 def _cmd_quantize(args) -> int:
     gg = _gguf_module()
     _setup_logging()
-    rep = gg.quantize_model(args.input, args.output, args.type, custom_q=args.custom_q,
+    ty, threads = _quantize_type_and_threads(args)
+    rep = gg.quantize_model(args.input, args.output, ty, custom_q=args.custom_q,
                             output_tensor_type=args.output_tensor_type,
-                            token_embedding_type=args.token_embedding_type, pure=args.pure,
-                            threads=args.threads, imatrix=args.imatrix, fallback_type=args.fallback_type,
-                            progress=_progress_flag(args))
+                            token_embedding_type=args.token_embedding_type,
+                            tensor_types={c: getattr(args, c + "_type") for c in _CLASS_OPTIONS},
+                            pure=args.pure, threads=threads, imatrix=args.imatrix,
+                            include_weights=args.include_weights, exclude_weights=args.exclude_weights,
+                            fallback_type=args.fallback_type, allow_requantize=args.allow_requantize,
+                            leave_output_tensor=args.leave_output_tensor, override_kv=args.override_kv,
+                            keep_split=args.keep_split, ray=args.ray, progress=_progress_flag(args))
     print(rep.format_table(tensors=not args.summary))
-    print(f"wrote {args.output}")
+    for path in rep.outputs or [args.output]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -207,24 +241,49 @@ def main(argv=None) -> int:
                                     "with FILE.gguf: its tensors, types, sizes, bits per weight, KT share")
     i.add_argument("file", nargs="?", default=None, metavar="FILE.gguf")
     i.add_argument("--summary", action="store_true", help="only the per-type summary, no tensor list")
-    q = sub.add_parser("quantize", help="quantize a GGUF model (KT types, q8_0, f16, ...)",
-                       description="Quantize a GGUF model. Options are named like llama-quantize's.")
+    q = sub.add_parser("quantize", help="quantize a GGUF model (KT types, K-quants, q8_0, f16, ...)",
+                       usage="iqkt quantize [options] IN.gguf OUT.gguf TYPE [THREADS]",
+                       description="Quantize a GGUF model. Arguments and options are named like llama-quantize's.")
     q.add_argument("input", metavar="IN.gguf")
     q.add_argument("output", metavar="OUT.gguf")
-    q.add_argument("--type", required=True, help="default type of weight matrices: iq2_kt, iq3_kt, iq4_kt, "
-                   "q8_0, q5_1, q5_0, q4_1, q4_0, f16, bf16, f32")
+    q.add_argument("type_pos", nargs="?", default=None, metavar="TYPE", help="same as --type")
+    q.add_argument("threads_pos", nargs="?", default=None, metavar="THREADS", help="same as --threads")
+    q.add_argument("--type", default=None, help="default type of weight matrices: iq2_kt, iq3_kt, iq4_kt, "
+                   "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, q8_0, q5_1, q5_0, q4_1, q4_0, f16, bf16, f32; "
+                   "or a mix: q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m")
     q.add_argument("--custom-q", default=None, metavar="REGEX=TYPE,...",
                    help="per-tensor types, first matching regex wins (e.g. 'ffn_down=iq4_kt,attn_v=q8_0'); "
                         "TYPE 'keep' copies the tensor unchanged")
-    q.add_argument("--output-tensor-type", default=None, metavar="TYPE", help="type of output.weight")
+    q.add_argument("--output-tensor-type", default=None, metavar="TYPE",
+                   help="type of output.weight (of token_embd.weight when the embeddings are tied)")
     q.add_argument("--token-embedding-type", default=None, metavar="TYPE", help="type of token_embd.weight")
+    for c in _CLASS_OPTIONS:
+        q.add_argument(f"--{c.replace('_', '-')}-type", dest=c + "_type", default=None, metavar="TYPE",
+                       help=f"type of the blk.N.{c} tensors (and {c}_exps/_shexp)")
+    q.add_argument("--leave-output-tensor", action="store_true", help="copy output.weight unchanged")
     q.add_argument("--pure", action="store_true",
-                   help="no special cases (by default, with a KT --type, output and embeddings get q8_0)")
+                   help="no special cases: no mix rules, and with a KT --type no q8_0 for output and embeddings")
+    q.add_argument("--allow-requantize", action="store_true",
+                   help="allow converting tensors that are already quantized (quality loss)")
     q.add_argument("--imatrix", default=None, metavar="FILE",
                    help="importance matrix: legacy .dat (llama-imatrix) or GGUF imatrix")
-    q.add_argument("--fallback-type", default="q8_0", metavar="TYPE",
-                   help="type for matrices whose row length does not fit the chosen type (KT needs a "
-                        "multiple of 256); 'keep' leaves them as they are (default q8_0)")
+    q.add_argument("--include-weights", action="append", default=[], metavar="NAME",
+                   help="use the imatrix only for tensors whose names contain NAME (repeatable)")
+    q.add_argument("--exclude-weights", action="append", default=[], metavar="NAME",
+                   help="do not use the imatrix for tensors whose names contain NAME (repeatable)")
+    q.add_argument("--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
+                   help="set a metadata key; TYPE is int, float, bool or str (repeatable)")
+    q.add_argument("--keep-split", action="store_true",
+                   help="a split input (IN = its first shard, PREFIX-00001-of-0000N.gguf) gives the same shards, "
+                        "named OUT-0000i-of-0000N.gguf; without it the shards are merged into OUT")
+    q.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="convert the tensors on a Ray cluster (pip install ray): ADDRESS as for ray.init "
+                        "(e.g. auto, ray://head:10001); without ADDRESS RAY_ADDRESS or a new local cluster. "
+                        "IN must be readable at the same path on every node")
+    q.add_argument("--fallback-type", default="auto", metavar="TYPE",
+                   help="type for matrices whose row length does not fit the chosen type (K and KT types "
+                        "need a multiple of 256); 'auto' (default): a type near the requested bit width "
+                        "(iq4_nl for KT/q2_k/q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k); 'keep'")
     q.add_argument("--threads", type=int, default=None, help="threads for the KT quantizer (default: all cores)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--summary", action="store_true", help="report only the per-type summary")

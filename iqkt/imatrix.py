@@ -159,7 +159,7 @@ def _load_gguf(path: str) -> Imatrix:
         import gguf
     except ImportError:
         raise ImatrixError(f"{path} is a GGUF imatrix; reading it needs the gguf package "
-                           f"(pip install 'iqkt[gguf]')") from None
+                           f"(pip install gguf, or pip install '.[gguf]' in an iqkt checkout)") from None
     try:
         r = gguf.GGUFReader(path, "r")
     except Exception as e:  # the reader raises many kinds of errors on corrupt input

@@ -444,7 +444,7 @@ def test_smollm2_q8_0_perplexity_matches_reference_tool(tmp_path):
 
     src, plays = es.fetch(es.default_cache())
     q8 = tmp_path / "q8.gguf"
-    ig.quantize_model(src, str(q8), "q8_0", progress=False)
+    ig.quantize_model(src, str(q8), "q8_0", allow_requantize=True, progress=False)
     m = ev.load_model(q8, progress=False)
     toks = ev.tokenize_file(m, [plays / f"tragedies/{p}.md" for p in ("hamlet", "macbeth", "othello")])
     res = ev.evaluate(m, toks, n_ctx=512, n_chunks=40, progress=False)

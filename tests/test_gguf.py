@@ -84,7 +84,8 @@ def expected_nbytes(type_name, ne):
     n, rows = ne[0], int(np.prod(ne[1:]))
     if type_name in KT_SB_BYTES:
         return rows * (4 + KT_SB_BYTES[type_name] * n // 256)
-    return {"f32": 4 * n, "f16": 2 * n, "bf16": 2 * n, "q8_0": 34 * n // 32}[type_name] * rows
+    bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name.upper()]]
+    return n // bs * ts * rows
 
 
 def stored(buf, info, type_name):
@@ -150,7 +151,9 @@ def model(tmp_path):
 
 
 def quant(src, dst, type, **kw):
+    """quantize_model for the fixture, whose ffn_up is stored in q8_0 (so: allow_requantize)."""
     kw.setdefault("progress", False)
+    kw.setdefault("allow_requantize", True)
     return ig.quantize_model(src, dst, type, **kw)
 
 
@@ -161,7 +164,7 @@ def quant(src, dst, type, **kw):
 def test_quantize_layout_types_and_bytes(model, tmp_path):
     src, ref = model
     dst = tmp_path / "out.gguf"
-    rep = quant(src, dst, "iq4_kt")
+    rep = quant(src, dst, "iq4_kt", fallback_type="q8_0")
     meta, infos, buf = parse_gguf(dst)
     types = {n: i["type"] for n, i in infos.items()}
     assert types == {
@@ -169,7 +172,7 @@ def test_quantize_layout_types_and_bytes(model, tmp_path):
         "blk.0.attn_norm.weight": 0,       # 1-D stays f32
         "blk.0.attn_q.weight": 155,
         "blk.0.ffn_up.weight": 155,        # requantized from q8_0
-        "blk.0.ffn_down.weight": 8,        # row 96: fallback q8_0
+        "blk.0.ffn_down.weight": 8,        # row 96: fallback q8_0 (as asked)
         "blk.0.ffn_gate_exps.weight": 155,
         "blk.0.ffn_gate_inp.weight": 0,    # router copied
         "output_norm.weight": 0,
@@ -313,11 +316,11 @@ def test_custom_q_first_match_and_special_types(model, tmp_path):
     t = _types(dst)
     assert t["blk.0.ffn_up.weight"] == "iq3_kt"          # first match wins
     assert t["blk.0.ffn_gate_exps.weight"] == "iq2_kt"
-    assert t["blk.0.ffn_down.weight"] == "q8_0"          # iq2_kt does not fit 96: fallback
+    assert t["blk.0.ffn_down.weight"] == "iq4_nl"        # iq2_kt does not fit 96: auto fallback
     assert t["blk.0.attn_q.weight"] == "f16"             # keep
     assert t["output.weight"] == "f16"
     assert t["token_embd.weight"] == "iq4_kt"
-    # q8_0 holds the most weights (ffn_down), so it names the file type
+    # --type names the file type
     assert ig.model_info(dst).file_type == int(gguf.LlamaFileType.MOSTLY_Q8_0)
 
 
@@ -414,6 +417,8 @@ def test_iq2_without_imatrix_warns(model, tmp_path):
     src, _ = model
     rep = quant(src, tmp_path / "o.gguf", "iq2_kt")
     assert any("iq2_kt without an imatrix" in w for w in rep.warnings)
+    rep = quant(src, tmp_path / "o2.gguf", "q2_k")
+    assert any("q2_k without an imatrix" in w for w in rep.warnings)
     rep = quant(src, tmp_path / "o3.gguf", "iq3_kt")
     assert not any("without an imatrix" in w for w in rep.warnings)
 
@@ -422,9 +427,11 @@ def test_iq2_without_imatrix_warns(model, tmp_path):
 # failures: interrupted writes, corrupt inputs, CLI errors
 # ---------------------------------------------------------------------------------------------
 
-def test_interrupted_write_leaves_no_output(model, tmp_path, monkeypatch):
+def test_interrupted_write_leaves_no_output_and_resumes(model, tmp_path, monkeypatch, caplog):
     src, _ = model
     dst = tmp_path / "out.gguf"
+    ref = tmp_path / "ref.gguf"
+    quant(src, ref, "iq4_kt")
     real = ig._encode_rows
     calls = []
 
@@ -438,14 +445,21 @@ def test_interrupted_write_leaves_no_output(model, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         quant(src, dst, "iq4_kt")
     assert not dst.exists()
-    assert sorted(os.listdir(tmp_path)) == ["model.gguf"]  # no temporary file left behind
+    # the finished tensors stay in OUT.part + its journal, for a rerun
+    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf.part", "out.gguf.part.journal", "ref.gguf"]
     # an existing OUT survives a failed run untouched
     dst.write_bytes(b"previous")
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         quant(src, dst, "iq4_kt")
     assert dst.read_bytes() == b"previous"
-    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf"]
+    monkeypatch.setattr(ig, "_encode_rows", real)
+    with caplog.at_level("INFO", logger="iqkt.gguf"):
+        rep = quant(src, dst, "iq4_kt")
+    assert "resuming" in caplog.text
+    assert any("resumed" in t.note for t in rep.tensors)
+    assert dst.read_bytes() == ref.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["model.gguf", "out.gguf", "ref.gguf"]
 
 
 def _corrupt_files(src, tmp_path):
@@ -488,11 +502,15 @@ def test_corrupt_gguf_errors(model, tmp_path):
         assert not (tmp_path / "o.gguf").exists()
 
 
-def test_split_model_is_refused(tmp_path):
+def test_split_model_with_a_missing_shard(tmp_path):
     src = tmp_path / "m-00001-of-00002.gguf"
     make_model(src, np.random.default_rng(3), extra_kv={"split.count": 2, "split.no": 0})
-    with pytest.raises(ig.GGUFFormatError, match="split into 2 files"):
+    with pytest.raises(FileNotFoundError, match="first of 2 shards, but shard 2"):
         quant(src, tmp_path / "o.gguf", "q8_0")
+    other = tmp_path / "x.gguf"
+    make_model(other, np.random.default_rng(3), extra_kv={"split.count": 2, "split.no": 1})
+    with pytest.raises(ig.GGUFFormatError, match="give the first shard"):
+        quant(other, tmp_path / "o.gguf", "q8_0")
 
 
 def test_cli_errors_are_one_line(model, tmp_path, capsys):
@@ -521,7 +539,7 @@ def test_cli_quantize_info_dequantize(model, tmp_path, capsys):
     src, _ = model
     out = tmp_path / "o.gguf"
     assert cli.main(["quantize", str(src), str(out), "--type", "q8_0", "--custom-q", "attn_q=iq4_kt,ffn_up=q4_0",
-                     "--threads", "1", "--no-progress"]) == 0
+                     "--threads", "1", "--no-progress", "--allow-requantize"]) == 0
     o = capsys.readouterr()
     assert "blk.0.attn_q.weight" in o.out and "iq4_kt" in o.out and "total" in o.out
     assert "requantizing" in o.err  # the q8_0 input tensor
@@ -599,7 +617,7 @@ def test_cli_full_disk_leaves_no_partial_output(model, tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    for args in (["quantize", str(src), str(out), "--type", "iq4_kt"],
+    for args in (["quantize", str(src), str(out), "--type", "iq4_kt", "--allow-requantize"],
                  ["dequantize", str(src), str(out), "--type", "f32"]):
         p = _cli_child(args, preexec_fn=limit)
         _assert_one_line_error(p, "cannot write", str(out))
