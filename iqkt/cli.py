@@ -91,7 +91,8 @@ def _cmd_quantize(args) -> int:
                             include_weights=args.include_weights, exclude_weights=args.exclude_weights,
                             fallback_type=args.fallback_type, allow_requantize=args.allow_requantize,
                             leave_output_tensor=args.leave_output_tensor, override_kv=args.override_kv,
-                            keep_split=args.keep_split, ray=args.ray, progress=_progress_flag(args))
+                            keep_split=args.keep_split, ray=args.ray, hessian=args.hessian,
+                            progress=_progress_flag(args))
     print(rep.format_table(tensors=not args.summary))
     for path in rep.outputs or [args.output]:
         print(f"wrote {path}")
@@ -138,6 +139,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_imatrix(args) -> int:
+    import numpy as np
+
     ev = _eval_module()
     from .imatrix import write_legacy_imatrix
 
@@ -147,9 +150,19 @@ def _cmd_imatrix(args) -> int:
     progress = _progress_flag(args)
     model = ev.load_model(args.model, progress=progress)
     tokens = ev.tokenize_file(model, args.text)
-    im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, weighting=args.weighting,
+    im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, covariance=args.covariance,
                             progress=progress)
     chunks = im.pop("#chunks")
+    cov = {k[4:]: v.astype(np.float32) for k, v in list(im.items()) if k.startswith("cov:")}
+    for k in list(im):
+        if k.startswith("cov:"):
+            del im[k]
+    if args.covariance:
+        if not cov:
+            raise ValueError(f"--covariance {args.covariance!r} matches no weight matrix of the model")
+        cov_path = args.output + ".covariance.npz"
+        np.savez(cov_path, **cov)
+        print(f"wrote {cov_path}: input second moments of {len(cov)} tensors (for iqkt quantize --hessian)")
     write_legacy_imatrix(args.output, im, ncall=chunks, dataset=",".join(args.text), last_chunk=chunks)
     print(f"wrote {args.output}: {len(im)} tensors, {chunks} chunks of {args.ctx} tokens")
     return 0
@@ -267,6 +280,9 @@ def main(argv=None) -> int:
                    help="allow converting tensors that are already quantized (quality loss)")
     q.add_argument("--imatrix", default=None, metavar="FILE",
                    help="importance matrix: legacy .dat (llama-imatrix) or GGUF imatrix")
+    q.add_argument("--hessian", default=None, metavar="FILE.npz",
+                   help="input second-moment matrices by tensor name (iqkt imatrix --covariance): KT "
+                        "matrices listed there get LDLQ error feedback (lower output error)")
     q.add_argument("--include-weights", action="append", default=[], metavar="NAME",
                    help="use the imatrix only for tensors whose names contain NAME (repeatable)")
     q.add_argument("--exclude-weights", action="append", default=[], metavar="NAME",
@@ -321,9 +337,9 @@ def main(argv=None) -> int:
     im.add_argument("-o", "--output", required=True, metavar="OUT.dat")
     im.add_argument("--ctx", type=int, default=512)
     im.add_argument("--chunks", type=int, default=None, help="at most this many chunks (default: all)")
-    im.add_argument("--weighting", choices=["mean", "residual"], default="mean",
-                    help="mean: every token counts the same (llama-imatrix); residual: each token "
-                         "weighted by 1 / mean square of the residual stream the matrix writes to")
+    im.add_argument("--covariance", default=None, metavar="REGEX",
+                    help="also write OUT.covariance.npz: the full input second-moment matrix of every "
+                         "tensor whose name matches (n x n float32 each; for iqkt quantize --hessian)")
     im.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="quantize a built-in synthetic matrix with every KT type")
     d.add_argument("--rows", type=int, default=128)

@@ -126,15 +126,6 @@ class LlamaModel:
         ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
         return (x / np.sqrt(ms + np.float32(self.hp.norm_eps))) * w
 
-    @staticmethod
-    def _residual_weight(x: np.ndarray) -> np.ndarray:
-        """1 / mean square of each token's residual stream, normalised to mean 1: an error added
-        to the residual is divided by its RMS at the next norm, so a token with a large residual
-        (attention sinks, massive activations) is less sensitive to it."""
-        ms = np.mean(np.square(x, dtype=np.float64), axis=-1)
-        w = 1.0 / np.maximum(ms, 1e-30)
-        return (w / w.mean()).astype(np.float32)
-
     def forward(self, tokens: np.ndarray, out_positions: slice | np.ndarray | None = None,
                 collect: dict | None = None) -> np.ndarray:
         """Logits (float32) at `out_positions` (default: all) of one sequence `tokens`.
@@ -156,18 +147,15 @@ class LlamaModel:
 
         full = None if collect is None else collect.get("#covariance")
 
-        tok_w = None     # per-token weights of the statistics (see collect_imatrix's weighting)
-        weighting = None if collect is None else collect.get("#weighting")
 
         def lin(name, x, w, b=None):
             if collect is not None:
                 acc = collect.get(name)
-                xw = x if tok_w is None else x * np.sqrt(tok_w)[:, None]
-                sq = np.einsum("ij,ij->j", xw, xw, dtype=np.float64)
+                sq = np.einsum("ij,ij->j", x, x, dtype=np.float64)
                 collect[name] = sq if acc is None else acc + sq
                 if full is not None and full.search(name):
                     c = collect.get("#cov:" + name)
-                    xtx = (xw.T @ xw).astype(np.float64)
+                    xtx = (x.T @ x).astype(np.float64)
                     collect["#cov:" + name] = xtx if c is None else c + xtx
             y = x @ w.T
             return y if b is None else y + b
@@ -176,8 +164,6 @@ class LlamaModel:
         with np.errstate(over="ignore"):
             for il, L in enumerate(self.layers):
                 pre = f"blk.{il}."
-                if weighting == "residual":
-                    tok_w = self._residual_weight(x)
                 h = self._norm(x, L.attn_norm)
                 q = lin(pre + "attn_q.weight", h, L.wq, L.bq).reshape(T, H, D)
                 k = lin(pre + "attn_k.weight", h, L.wk, L.bk).reshape(T, Hkv, D)
@@ -194,8 +180,6 @@ class LlamaModel:
                 s /= s.sum(axis=-1, keepdims=True)
                 a = (s @ vh).transpose(2, 0, 1, 3).reshape(T, H * D)
                 x = x + lin(pre + "attn_output.weight", a, L.wo)
-                if weighting == "residual":
-                    tok_w = self._residual_weight(x)
                 h = self._norm(x, L.ffn_norm)
                 g = lin(pre + "ffn_gate.weight", h, L.w_gate)
                 u = lin(pre + "ffn_up.weight", h, L.w_up)
@@ -203,7 +187,6 @@ class LlamaModel:
                 x = x + lin(pre + "ffn_down.weight", act, L.w_down)
             if collect is not None:
                 collect["#tokens"] = collect.get("#tokens", 0) + T
-                tok_w = None
             if out_positions is not None:
                 x = x[out_positions]
             x = self._norm(x, self.output_norm)
@@ -539,26 +522,20 @@ def evaluate(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, n_chunk
 
 
 def collect_imatrix(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, n_chunks: int | None = None,
-                    covariance: str | None = None, weighting: str = "mean",
-                    progress: bool | None = None) -> dict[str, np.ndarray]:
+                    covariance: str | None = None, progress: bool | None = None) -> dict[str, np.ndarray]:
     """Mean squared input activation per column of every weight matrix (what llama-imatrix
     computes), over `n_chunks` chunks of `n_ctx` tokens, all positions counted. Returns
     name -> float32 vector, plus '#chunks' -> the chunk count (an int). `covariance`: a regex of
     tensor names whose full input second-moment matrix E[x x^T] (float64, n x n) is returned too,
-    under 'cov:' + name. `weighting`: "mean" (every token counts the same, as llama-imatrix) or
-    "residual" (each token weighted by 1 / mean square of the residual stream its matrix's
-    output is added to)."""
+    under 'cov:' + name (for `iqkt.ldlq`)."""
     import re
-
-    if weighting not in ("mean", "residual"):
-        raise EvalError(f"unknown imatrix weighting {weighting!r} (mean, residual)")
 
     tokens = np.asarray(tokens)
     avail = tokens.shape[0] // n_ctx
     if avail == 0:
         raise EvalError(f"the text has {tokens.shape[0]} tokens, fewer than one chunk of {n_ctx}")
     n_chunks = avail if n_chunks is None else max(1, min(int(n_chunks), avail))
-    acc: dict = {"#weighting": weighting}
+    acc: dict = {}
     if covariance:
         acc["#covariance"] = re.compile(covariance)
     bar = _progress(n_chunks, progress, "imatrix")
@@ -574,7 +551,6 @@ def collect_imatrix(model: LlamaModel, tokens: np.ndarray, *, n_ctx: int = 512, 
         if bar is not None:
             bar.close()
     acc.pop("#covariance", None)
-    acc.pop("#weighting", None)
     n = acc.pop("#tokens")
     out = {}
     for k, v in acc.items():

@@ -310,11 +310,19 @@ def _weighted_sq_sum(a: np.ndarray, w: np.ndarray | None) -> float:
     return float(col @ w if w is not None else col.sum())
 
 
-def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: int | None):
+def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: int | None,
+                 hessian: np.ndarray | None = None):
     """Encode float32 rows (rows, n) as `out_type`. Returns (bytes (rows, row_bytes), err_num, den):
-    err_num / den is the relative squared error of the rows, imatrix-weighted when `im` is given."""
+    err_num / den is the relative squared error of the rows, imatrix-weighted when `im` is given.
+    hessian: the inputs' second-moment matrix (n x n): KT rows then get LDLQ error feedback."""
     w = None if im is None else im.astype(np.float64)
     den = _weighted_sq_sum(x, w)
+    if out_type in KT_TYPES and hessian is not None:
+        from .ldlq import quantize_ldlq
+
+        q = quantize_ldlq(x, out_type, hessian, threads=threads)
+        y = _decode_rows(type_id(out_type), q, x.shape[1])
+        return q, _weighted_sq_sum(y - x, w), den
     if out_type in KT_TYPES:
         q, st = _api.quantize(x, out_type, im, threads=threads, return_stats=True)
         return q, float(st["rel_err_total"]) * den, den
@@ -448,6 +456,7 @@ class _Plan:
     out_type: str  # output type name, or "keep" (copy the bytes unchanged)
     note: str = ""
     imatrix: np.ndarray | None = None  # (groups, n)
+    hessian: object | None = None      # (npz file, key): input second moments for LDLQ (2-D KT tensors)
 
     @property
     def out_tid(self) -> int:
@@ -826,7 +835,10 @@ def _convert_rows(p: _Plan, r0: int, r1: int, threads) -> tuple[np.ndarray, floa
     x = _decode_rows(p.src_tid, raw[r0:r1], n)
     if not np.isfinite(x).all():
         raise ValueError(f"tensor {p.name!r} contains NaN or infinity (rows {r0}..{r1 - 1})")
-    q, e_num, e_den = _encode_rows(p.out_type, x, im, threads)
+    hess = None
+    if p.hessian is not None and p.out_type in KT_TYPES:
+        hess = p.hessian[0][p.hessian[1]]
+    q, e_num, e_den = _encode_rows(p.out_type, x, im, threads, hess)
     return q.reshape(r1 - r0, p.out_nbytes // rows), e_num, e_den
 
 
@@ -1057,6 +1069,8 @@ def _fingerprint(header: bytes, plans: list, inputs: list[str]) -> str:
         h.update(f"{p.name}|{p.out_type}\n".encode())
         if p.imatrix is not None:
             h.update(np.ascontiguousarray(p.imatrix, dtype=np.float32).tobytes())
+        if p.hessian is not None:
+            h.update(f"hessian {p.hessian[1]}\n".encode())
     from . import __version__
     h.update(f"iqkt {__version__}".encode())  # another iqkt may quantize differently: start over
     return h.hexdigest()
@@ -1186,12 +1200,46 @@ def _fmt_list(names: list[str], limit: int = 8) -> str:
 # Public API
 # ----------------------------------------------------------------------------------------------
 
+def _npz_shape(npz, key: str) -> tuple:
+    """Shape of one array of an .npz from its header, without reading the data."""
+    with npz.zip.open(key + ".npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return read(f)[0]
+
+
+def _attach_hessians(plans: list, path, ray) -> None:
+    """Point every 2-D KT plan with an entry in the .npz at `path` to it (loaded per use)."""
+    path = os.fspath(path)
+    if ray is not None:
+        raise ValueError("--hessian (LDLQ) does not run on Ray yet; quantize locally")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such hessian file: {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        names = set(npz.files)
+    except Exception as e:
+        raise ValueError(f"{path}: not an .npz of matrices ({type(e).__name__}: {e})") from None
+    used = 0
+    for p in plans:
+        if p.out_type in KT_TYPES and len(p.shape) == 2 and p.name in names:
+            n = p.shape[-1]
+            shape = _npz_shape(npz, p.name)
+            if shape != (n, n):
+                raise ValueError(f"{path}: {p.name} is {shape}, expected {n} x {n}")
+            p.hessian = (npz, p.name)
+            used += 1
+    log.info("hessian %s: LDLQ error feedback for %d KT tensor(s)", path, used)
+    if used == 0:
+        log.warning("the hessian file %s matches none of the KT tensors", path)
+
+
 def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: str | None = None,
                    token_embedding_type: str | None = None, tensor_types: dict | None = None, pure: bool = False,
                    threads: int | None = None, imatrix=None, include_weights: Sequence[str] = (),
                    exclude_weights: Sequence[str] = (), fallback_type: str = "auto", allow_requantize: bool = False,
                    leave_output_tensor: bool = False, override_kv=None, keep_split: bool = False,
-                   ray: str | None = None, progress: bool | None = None) -> QuantizeReport:
+                   ray: str | None = None, hessian=None, progress: bool | None = None) -> QuantizeReport:
     """Quantize the GGUF model `src` into `dst`; returns a QuantizeReport.
 
     type: default type of weight matrices (a KT type, a K-quant, iq4_nl/iq4_xs, f32/f16/bf16/q8_0/
@@ -1204,6 +1252,9 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     imatrix: path of a legacy .dat or GGUF imatrix, or an `iqkt.imatrix.Imatrix`; used by the KT,
       K-quant and IQ4 quantizers. include_weights / exclude_weights: use it only for / not for the
       tensors whose names contain one of these strings.
+    hessian: path of an .npz of input second-moment matrices by tensor name (`iqkt imatrix
+      --covariance`): the KT matrices listed there are quantized with LDLQ error feedback
+      (`iqkt.ldlq`), which lowers the layer's output error rather than the weight error.
     fallback_type: type for matrices whose rows do not fit the chosen type's block; "auto" (a type
       near the requested bit width, see _AUTO_FALLBACK) or "keep".
     allow_requantize: without it, converting an already quantized input tensor is an error.
@@ -1306,6 +1357,8 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         extra_kv = {**_imatrix_provenance(im), **extra_kv}
     elif include_weights or exclude_weights:
         raise ValueError("--include-weights / --exclude-weights need an --imatrix")
+    if hessian is not None:
+        _attach_hessians(plans, hessian, ray)
     no_im_2bit = [p for p in im_plans if p.out_type in ("iq2_kt", "q2_k") and p.imatrix is None]
     if no_im_2bit:
         kinds = "/".join(sorted({p.out_type for p in no_im_2bit}))

@@ -137,7 +137,7 @@ def ref_weights(path):
     return meta, out
 
 
-def ref_forward(W, tokens, collect=None, residual_weighting=False):
+def ref_forward(W, tokens, collect=None):
     """Logits (T, vocab) in float64, one query at a time."""
     D = N_EMBD // N_HEAD
     T = len(tokens)
@@ -171,15 +171,11 @@ def ref_forward(W, tokens, collect=None, residual_weighting=False):
                 pr /= pr.sum()
                 att[t, hd] = pr @ v[: t + 1, kvh]
         x = x + att.reshape(T, -1) @ W[p + "attn_output.weight"].T
-        tw = np.ones(T)
-        if residual_weighting:   # tokens weighted by 1 / mean square of the residual, mean 1
-            tw = 1 / np.mean(x * x, axis=-1)
-            tw = tw / tw.mean()
         h = rms(x, W[p + "ffn_norm.weight"])
         gte = h @ W[p + "ffn_gate.weight"].T
         a = gte / (1 + np.exp(-gte)) * (h @ W[p + "ffn_up.weight"].T)
         if collect is not None:
-            collect[p + "ffn_down.weight"] = collect.get(p + "ffn_down.weight", 0) + (tw[:, None] * a * a).sum(0)
+            collect[p + "ffn_down.weight"] = collect.get(p + "ffn_down.weight", 0) + (a * a).sum(0)
         x = x + a @ W[p + "ffn_down.weight"].T
     return rms(x, W["output_norm.weight"]) @ W["output.weight"].T
 
@@ -316,15 +312,14 @@ def test_imatrix_matches_reference(models, tmp_path):
     for name, v in acc.items():
         np.testing.assert_allclose(im[name], v / 32, rtol=1e-4)
     assert set(im) >= {"blk.0.attn_q.weight", "blk.1.ffn_up.weight", "output.weight"}
-    imr = ev.collect_imatrix(m, toks, n_ctx=16, weighting="residual", progress=False)
-    accr = {}
-    for ch, _ in ref_chunks(toks, 16, 2):
-        ref_forward(W, ch, collect=accr, residual_weighting=True)
-    for name, v in accr.items():
-        np.testing.assert_allclose(imr[name], v / 32, rtol=1e-4)
-        assert not np.allclose(imr[name], im[name], rtol=1e-2)
-    with pytest.raises(ev.EvalError, match="weighting"):
-        ev.collect_imatrix(m, toks, n_ctx=16, weighting="median", progress=False)
+    imc = ev.collect_imatrix(m, toks, n_ctx=16, covariance="ffn_down", progress=False)
+    covs = {k: v for k, v in imc.items() if k.startswith("cov:")}
+    assert sorted(covs) == [f"cov:blk.{i}.ffn_down.weight" for i in range(N_LAYER)]
+    for i in range(N_LAYER):
+        c = covs[f"cov:blk.{i}.ffn_down.weight"]
+        assert c.shape == (N_FF, N_FF)
+        np.testing.assert_allclose(np.diag(c), acc[f"blk.{i}.ffn_down.weight"] / 32, rtol=1e-4)
+        np.testing.assert_allclose(c, c.T, rtol=1e-6, atol=1e-9 * np.abs(c).max())
     # through the command line, into a file `iqkt quantize --imatrix` reads
     out = tmp_path / "im.dat"
     assert cli.main(["imatrix", str(models["f32"]), "--text", str(models["text"]), "--ctx", "16",
@@ -332,6 +327,42 @@ def test_imatrix_matches_reference(models, tmp_path):
     loaded = load_imatrix(out)
     assert loaded.chunks == 3 and "blk.0.ffn_down.weight" in loaded
     assert loaded.entries["blk.0.ffn_down.weight"].shape == (N_FF,)
+
+
+def test_covariance_to_ldlq_quantization(models, tmp_path):
+    """iqkt imatrix --covariance, then iqkt quantize --hessian: the KT tensors listed are the
+    LDLQ quantization of the input tensor, the others the plain one."""
+    from iqkt.ldlq import quantize_ldlq
+
+    im = tmp_path / "im.dat"
+    assert cli.main(["imatrix", str(models["f32"]), "--text", str(models["text"]), "--ctx", "32",
+                     "--chunks", "8", "-o", str(im), "--covariance", r"blk\.0\.ffn_down", "--no-progress"]) == 0
+    cov = np.load(str(im) + ".covariance.npz")
+    assert cov.files == ["blk.0.ffn_down.weight"]
+    out = tmp_path / "ldlq.gguf"
+    assert cli.main(["quantize", str(models["f32"]), str(out), "--type", "q8_0", "--custom-q", "ffn_down=iq3_kt",
+                     "--imatrix", str(im), "--hessian", str(im) + ".covariance.npz", "--no-progress",
+                     "--summary"]) == 0
+    _, infos, buf = parse_gguf(out)
+    _, W = ref_weights(models["f32"])
+    rs = iqkt.row_size("iq3_kt", N_FF)
+    for i in range(N_LAYER):
+        name = f"blk.{i}.ffn_down.weight"
+        got = np.frombuffer(buf, np.uint8, N_EMBD * rs, infos[name]["offset"]).reshape(N_EMBD, rs)
+        x = W[name].astype(np.float32)
+        if i == 0:
+            want = quantize_ldlq(x, "iq3_kt", cov[name])
+        else:
+            want = iqkt.quantize(x, "iq3_kt", load_imatrix(im).entries[name])
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="expected 512 x 512"):
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **{"blk.0.ffn_down.weight": np.eye(256, dtype=np.float32)})
+        ig.quantize_model(str(models["f32"]), str(tmp_path / "x.gguf"), "q8_0", custom_q="ffn_down=iq3_kt",
+                          hessian=str(bad), progress=False)
+    with pytest.raises(FileNotFoundError):
+        ig.quantize_model(str(models["f32"]), str(tmp_path / "x.gguf"), "q8_0", hessian=str(tmp_path / "no.npz"),
+                          progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
