@@ -103,7 +103,8 @@ else:
 IDIR = os.path.join("iqkt", "include")
 include_dirs = [np.get_include(), KDIR, IDIR]
 # Every variant includes the shared kernel sources and headers: rebuild on any change.
-KERNEL_DEPENDS = sorted(os.path.join(KDIR, f) for f in os.listdir(KDIR) if f.endswith((".pxi", ".h", ".pxd")))
+KERNEL_DEPENDS = sorted([os.path.join(KDIR, f) for f in os.listdir(KDIR) if f.endswith((".pxi", ".h", ".pxd"))]
+                        + [os.path.join(IDIR, f) for f in os.listdir(IDIR) if f.endswith(".h")])
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = []
@@ -120,16 +121,19 @@ for v in variants:
         )
     )
 
-# CPU feature detection: compiled without ISA flags, it must run anywhere.
-extensions.append(
-    Extension(
-        "iqkt._kernels._cpu",
-        [os.path.join(KDIR, "_cpu.pyx")],
-        include_dirs=[KDIR],
-        extra_compile_args=BASE_CFLAGS,
-        extra_link_args=BASE_LDFLAGS,
+# CPU feature detection and the format table: compiled without ISA flags,
+# they must run anywhere.
+for name in ("_cpu", "_types"):
+    extensions.append(
+        Extension(
+            f"iqkt._kernels.{name}",
+            [os.path.join(KDIR, f"{name}.pyx")],
+            include_dirs=[KDIR, IDIR],
+            depends=[os.path.join(IDIR, "iqkt_types.h")],
+            extra_compile_args=BASE_CFLAGS,
+            extra_link_args=BASE_LDFLAGS,
+        )
     )
-)
 
 setup(
     cmdclass={"build_ext": ParallelBuildExt},

@@ -5,9 +5,9 @@
 Each root is a source tree with in-place built kernels.  Child processes
 alternate between the two trees (OLD, NEW, OLD, NEW, ...) so machine noise
 hits both; per case the best time over all rounds is kept and NEW/OLD speed
-ratios (>1: NEW faster) are printed.  Cases: quantize 16 x 4096 with an
-imatrix, one thread, per type; int8 mul_mat 4096 x 4096 at B = 1 and 8, one
-thread, per type.
+ratios (>1: NEW faster) are printed.  Cases, one thread, per type: quantize
+16 x 4096 with an imatrix; int8 mul_mat 4096 x 4096 at B = 1 and 8; float
+mul_mat 512 x 4096 at B = 1; dequantize 1024 x 4096.
 """
 import argparse
 import json
@@ -38,6 +38,9 @@ for isa in isas:
             for B in (1, 8):
                 a = rng.standard_normal((B, 4096)).astype(np.float32)
                 out[f"{isa} mul_mat {t} B={B}"] = best(lambda: iqkt.mul_mat(q, t, a, threads=1), 5 * reps)
+            out[f"{isa} mul_mat float {t} B=1"] = best(lambda: iqkt.mul_mat(q[:512], t, a[0], threads=1,
+                                                                            precision="float"), reps)
+            out[f"{isa} dequantize {t}"] = best(lambda: iqkt.dequantize(q[:1024], t, 4096, threads=1), 3 * reps)
 print(json.dumps(out))
 """
 

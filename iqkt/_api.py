@@ -16,16 +16,18 @@ import numpy as np
 
 from . import _dispatch
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
-_TYPE_IDS = {name: i for i, name in enumerate(TYPES)}
-_SB_BYTES = (68, 100, 128)
-BLOCK = 256
+from ._kernels._types import BLOCK, TYPE_TABLE
+
+# Everything per type comes from the format table (iqkt/include/iqkt_types.h).
+TYPES = tuple(t["name"] for t in TYPE_TABLE)
+_TYPE_IDS = {t["name"]: t["id"] for t in TYPE_TABLE}
+_SB_BYTES = tuple(t["block_bytes"] for t in TYPE_TABLE)
 # Kernels index within a row with 32-bit ints in places.
 MAX_ROW_LENGTH = (1 << 31) - BLOCK
 
 # ggml / GGUF identifiers (ik_llama.cpp)
-GGML_TYPE_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
-GGUF_FILE_TYPE_IDS = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
+GGML_TYPE_IDS = {t["name"]: t["ggml_type"] for t in TYPE_TABLE}
+GGUF_FILE_TYPE_IDS = {t["name"]: t["gguf_file_type"] for t in TYPE_TABLE}
 
 
 def _type_id(type) -> int:
@@ -261,8 +263,8 @@ def _as_q(q, tid: int, n: int) -> np.ndarray:
 
 
 def dequantize(q, type, n, *, inference=False, threads=None) -> np.ndarray:
-    """Decode KT bytes to float32 (rows, n).  inference=True applies the 1.05
-    factor IQ2_KT's matrix-product kernels use (no effect for other types)."""
+    """Decode KT bytes to float32 (rows, n).  inference=True applies the type's
+    inference factor, as the matrix products do (IQ2_KT: 1.05; 1 otherwise)."""
     tid = _type_id(type)
     n = _check_n(n)
     a = _as_q(q, tid, n)

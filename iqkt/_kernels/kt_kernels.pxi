@@ -71,35 +71,63 @@ cdef extern from "float.h":
 
 # ---------------------------------------------------------------- constants
 
-cdef enum:
-    KT_IQ2 = 0
-    KT_IQ3 = 1
-    KT_IQ4 = 2
+# The formats: one row per type (iqkt_types.h, docs/formats.md).
+cdef extern from "iqkt_types.h" nogil:
+    enum:
+        IQKT_NTYPES
+        IQKT_BLOCK
+        IQKT_TRELLIS_OFFSET
+    ctypedef struct iqkt_type_traits:
+        const char *name
+        int ggml_type
+        int gguf_file_type
+        int block_bytes
+        int group_size
+        int codebook_size
+        int codebooks
+        int index_layout
+        int sign_plane
+        int scale_layout
+        int scale_bias
+        int scale_code_min
+        int scale_code_max
+        const int16_t *scale_values
+        int scale_abs_max
+        float inference_factor
+        int search_levels
+    const iqkt_type_traits *iqkt_type_info(int type)
+    int iqkt_scale_value(const iqkt_type_traits *t, int code)
+    int iqkt_block_scale(const iqkt_type_traits *t, const uint8_t *sb, int b)
+    int64_t iqkt_type_row_size(const iqkt_type_traits *t, int64_t n)
+    uint32_t IQKT_TRELLIS_MUL
+
+cdef extern from "kt_decode.h" nogil:
+    uint32_t iqkt_group_index(const iqkt_type_traits *t, const uint8_t *sb, int b, int g)
+    int iqkt_sign_bit(const uint8_t *sb, int b, int k)
+    void iqkt_decode_values(const iqkt_type_traits *t, const uint8_t *sb, int b, const int8_t *cb,
+                            int signed_, int8_t *vals)
+    void iqkt_decode_superblocks(int type, const uint8_t *sbs, int64_t nsb, float d, const int8_t *cb,
+                                 float *out)
+
+# Type ids and return codes: the embedding API's (iqkt.h), so C callers and
+# the kernels cannot disagree.
+cdef extern from "iqkt.h" nogil:
+    enum:
+        KT_IQ2 "IQKT_IQ2_KT"
+        KT_IQ3 "IQKT_IQ3_KT"
+        KT_IQ4 "IQKT_IQ4_KT"
+        KT_OK "IQKT_OK"
+        KT_ERR_TYPE "IQKT_ERR_TYPE"
+        KT_ERR_SIZE "IQKT_ERR_SIZE"
+        KT_ERR_NONFINITE_INPUT "IQKT_ERR_NONFINITE_INPUT"
+        KT_ERR_NONFINITE_SCALE "IQKT_ERR_NONFINITE_SCALE"
+        KT_ERR_NOMEM "IQKT_ERR_NOMEM"
+        KT_ERR_IMATRIX "IQKT_ERR_IMATRIX"
+        KT_ERR_ARG "IQKT_ERR_ARG"
 
 cdef enum:
-    KT_OK = 0
-    KT_ERR_TYPE = -1            # unknown type id
-    KT_ERR_SIZE = -2            # n <= 0 or n % 256 != 0, or negative counts
-    KT_ERR_NONFINITE_INPUT = -3 # NaN/Inf in weights or activations
-    KT_ERR_NONFINITE_SCALE = -4 # a stored row scale is NaN/Inf
-    KT_ERR_NOMEM = -5
-    KT_ERR_IMATRIX = -6         # NaN/Inf/negative importance
-    KT_ERR_ARG = -7             # NULL pointer or bad range
-
-cdef enum:
-    QK = 256                    # weights per super-block
-    KT_CODEBOOK_SIZE = 65536
-
-# Magic multiplier of the integer trellis (see the format notes).
-cdef uint32_t TRELLIS_MUL = 0xCBAC1FED
-cdef uint32_t TRELLIS_OFFSET = 4096
-cdef uint32_t IQ4_SECOND_CODEBOOK = 32768
-
-cdef int IQ2_SCALE_TABLE[16]
-IQ2_SCALE_TABLE[:] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
-
-cdef int[3] SB_BYTES
-SB_BYTES[:] = [68, 100, 128]
+    QK = IQKT_BLOCK             # weights per super-block
+    KT_CODEBOOK_SIZE = 65536    # rows of each codebook table (CB8, CB4)
 
 ERROR_MESSAGES = {
     KT_ERR_TYPE: "unknown KT type id",
@@ -115,7 +143,7 @@ ERROR_MESSAGES = {
 
 cdef inline int trellis_step(uint32_t *state) noexcept nogil:
     """Advance the trellis one step and return its value in [-126, 126]."""
-    state[0] = state[0] * TRELLIS_MUL
+    state[0] = state[0] * IQKT_TRELLIS_MUL
     cdef uint32_t s = state[0] & 0x3F3F3F3Fu
     # The four 6-bit bytes sum without carries, so one multiply adds them
     # up into the top byte.
@@ -150,7 +178,7 @@ cdef int build_codebooks() except -1:
     if CB8 == NULL or CB4 == NULL:
         raise MemoryError("iqkt: cannot allocate the trellis codebooks")
     for i in range(KT_CODEBOOK_SIZE):
-        seed = i + TRELLIS_OFFSET
+        seed = i + IQKT_TRELLIS_OFFSET
         kt_trellis(&seed, 1, 8, CB8 + 8 * i)
         kt_trellis(&seed, 1, 4, CB4 + 4 * i)
     return 0
@@ -159,121 +187,53 @@ build_codebooks()
 
 # ---------------------------------------------------------------- row sizes
 
-cdef inline int valid_type(int type_id) noexcept nogil:
-    return type_id == KT_IQ2 or type_id == KT_IQ3 or type_id == KT_IQ4
-
 cdef int64_t kt_row_size(int type_id, int64_t n) noexcept nogil:
     """Bytes per row (row scale included), or a negative error code."""
-    if not valid_type(type_id):
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    if t == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0:
         return KT_ERR_SIZE
-    return 4 + SB_BYTES[type_id] * (n // QK)
+    return iqkt_type_row_size(t, n)
 
 # ---------------------------------------------------------------- block decode
-#
-# decode_block_*: the 32 integer trellis values of block b of a super-block
-# (signs applied for IQ3) and the block's integer scale.  Shared by
-# dequantization and both matrix-product paths, so the format is read in
-# exactly one place.
 
-cdef inline int iq2_scale_code(const uint8_t *sb, int b) noexcept nogil:
-    return (sb[b & 3] >> (4 * (b >> 2))) & 15
+cdef inline const int8_t *type_codebook(const iqkt_type_traits *t) noexcept nogil:
+    """The codebook table of a type's group size (KT_CODEBOOK_SIZE rows)."""
+    return CB8 if t.group_size == 8 else CB4
 
-cdef inline int decode_block_iq2(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int g, idx
-    for g in range(4):
-        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
-        memcpy(vals + 8 * g, CB8 + 8 * idx, 8)
-    return IQ2_SCALE_TABLE[iq2_scale_code(sb, b)]
-
-cdef inline int decode_magnitudes_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int g, k, idx, v
-    for g in range(4):
-        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
-        for k in range(8):
-            v = CB8[8 * idx + k]
-            vals[8 * g + k] = <int8_t>(-v if v < 0 else v)
-    return iq2_scale_code(sb, b)
-
-cdef inline int decode_block_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int k
-    cdef int bscale = decode_magnitudes_iq3(sb, b, vals)
-    for k in range(32):
-        if (sb[68 + k] >> b) & 1:
-            vals[k] = -vals[k]
-    return bscale
-
-cdef inline int iq4_group_index(const uint8_t *sb, uint32_t word, int b, int j) noexcept nogil:
-    cdef int jj = 8 * b + j
-    cdef int lo = sb[32 + jj]
-    cdef int mid = (sb[96 + (jj & 31)] >> (4 * (jj >> 5))) & 15
-    cdef int hi = (word >> (8 + 3 * j)) & 7
-    return lo | (mid << 8) | (hi << 12)
-
-cdef inline int decode_block_iq4(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef uint32_t word = iqkt_load_u32(sb + 4 * b)
-    cdef int flag = word & 1
-    cdef int j, idx
-    for j in range(8):
-        idx = iq4_group_index(sb, word, b, j) + flag * IQ4_SECOND_CODEBOOK
-        memcpy(vals + 4 * j, CB4 + 4 * idx, 4)
-    return <int>((word & 0xFF) >> 1) - 64
-
-cdef inline int decode_block(int type_id, const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    if type_id == KT_IQ2:
-        return decode_block_iq2(sb, b, vals)
-    if type_id == KT_IQ3:
-        return decode_block_iq3(sb, b, vals)
-    return decode_block_iq4(sb, b, vals)
+cdef inline float inference_scale(const iqkt_type_traits *t, float d) noexcept nogil:
+    """The row scale the inference kernels multiply by (IQ2_KT: d * 1.05)."""
+    return d * t.inference_factor if t.inference_factor != 1 else d
 
 # ---------------------------------------------------------------- dequantize
 
-cdef float IQ2_INFERENCE_FACTOR = 1.05
-
 cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
                             float *y, int inference) noexcept nogil:
-    """Decode nrows rows of n weights.  With inference != 0, IQ2_KT rows use
-    the 1.05 factor every reference inference kernel applies."""
+    """Decode nrows rows of n weights.  With inference != 0, rows use the
+    type's inference factor (IQ2_KT: 1.05, as every reference inference
+    kernel does)."""
     cdef int64_t rs = kt_row_size(type_id, n)
-    cdef int64_t r, ib, nsb = n // QK
-    cdef int b, k, bscale
-    cdef float d, dl, m
+    cdef int64_t r, nsb = n // QK
+    cdef float d
     cdef const uint8_t *row
-    cdef const uint8_t *sb
-    cdef float *out
-    cdef int8_t vals[32]
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    cdef const int8_t *cb
     if rs < 0:
         return <int>rs
     if nrows < 0:
         return KT_ERR_SIZE
     if nrows > 0 and (q == NULL or y == NULL):
         return KT_ERR_ARG
+    cb = type_codebook(t)
     for r in range(nrows):
         row = q + r * rs
         d = iqkt_load_f32(row)
         if not isfinite(d):
             return KT_ERR_NONFINITE_SCALE
-        if inference and type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
-        for ib in range(nsb):
-            sb = row + 4 + ib * SB_BYTES[type_id]
-            out = y + r * n + ib * QK
-            for b in range(8):
-                if type_id == KT_IQ3:
-                    # Sign applied to the float product, as the reference
-                    # does: a zero magnitude with its sign bit set is -0.0.
-                    bscale = decode_magnitudes_iq3(sb, b, vals)
-                    dl = d * <float>bscale
-                    for k in range(32):
-                        m = dl * <float>vals[k]
-                        out[32 * b + k] = -m if (sb[68 + k] >> b) & 1 else m
-                    continue
-                bscale = decode_block(type_id, sb, b, vals)
-                # The reference's float order: (d * block_scale) * value.
-                dl = d * <float>bscale
-                for k in range(32):
-                    out[32 * b + k] = dl * <float>vals[k]
+        if inference:
+            d = inference_scale(t, d)
+        iqkt_decode_superblocks(type_id, row + 4, nsb, d, cb, y + r * n)
     return KT_OK
 
 # ---------------------------------------------------------------- mul_mat
@@ -327,7 +287,7 @@ cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, i
     """qx (nrows, n) -> lanes (nrows, IQKT_MM_LANE_BYTES * n), bsum (nrows, n/32),
     laid out for products with weights of type type_id."""
     cdef int64_t r
-    if not valid_type(type_id):
+    if iqkt_type_info(type_id) == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
@@ -350,6 +310,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
     cdef float out[4]
     cdef uint8_t *scratch
     cdef float *tout
+    cdef const iqkt_type_traits *tt = iqkt_type_info(type_id)
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
@@ -375,8 +336,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                     free(scratch)
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
-                if type_id == KT_IQ2:
-                    dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
+                dt[t] = inference_scale(tt, dt[t])
             iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
                          scratch, tout, CB8, CB4)
             for t in range(nr):
@@ -391,8 +351,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         d = iqkt_load_f32(row)
         if not isfinite(d):
             return KT_ERR_NONFINITE_SCALE
-        if type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
+        d = inference_scale(tt, d)
         b0 = 0
         while b0 < nb_rows:
             nbc = <int>(nb_rows - b0) if nb_rows - b0 < IQKT_MM_NB else IQKT_MM_NB
@@ -485,15 +444,15 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
     """Float path: the dequantized inference weights dotted with x in double."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, ib, bi, nsb = n // QK
-    cdef int b, k, bscale
-    cdef float d, dl
+    cdef int b, k
+    cdef float d
     cdef double *acc
     cdef const uint8_t *row
-    cdef const uint8_t *sb
     cdef const float *xb
-    cdef int8_t vals[32]
-    cdef float w[32]
+    cdef float w[QK]
     cdef double s
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    cdef const int8_t *cb
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
@@ -503,28 +462,24 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
     acc = <double *>malloc(nb_rows * sizeof(double))
     if acc == NULL:
         return KT_ERR_NOMEM
+    cb = type_codebook(t)
     for r in range(row0, row1):
         row = q + r * rs
         d = iqkt_load_f32(row)
         if not isfinite(d):
             free(acc)
             return KT_ERR_NONFINITE_SCALE
-        if type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
+        d = inference_scale(t, d)
         for bi in range(nb_rows):
             acc[bi] = 0
         for ib in range(nsb):
-            sb = row + 4 + ib * SB_BYTES[type_id]
+            iqkt_decode_superblocks(type_id, row + 4 + ib * t.block_bytes, 1, d, cb, w)
             for b in range(8):
-                bscale = decode_block(type_id, sb, b, vals)
-                dl = d * <float>bscale
-                for k in range(32):
-                    w[k] = dl * <float>vals[k]
                 for bi in range(nb_rows):
                     xb = x + bi * n + ib * QK + 32 * b
                     s = 0
                     for k in range(32):
-                        s = s + <double>w[k] * <double>xb[k]
+                        s = s + <double>w[32 * b + k] * <double>xb[k]
                     acc[bi] = acc[bi] + s
         for bi in range(nb_rows):
             y[bi * ldy + r] = <float>acc[bi]

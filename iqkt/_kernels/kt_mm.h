@@ -58,6 +58,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "iqkt_types.h"
+#include "kt_decode.h"
+
 #if defined(_MSC_VER)
 #  define IQKT_ALWAYS_INLINE static __forceinline
 #else
@@ -73,11 +76,8 @@
 #define IQKT_MM_KC 8              /* super-blocks per K chunk in the batch kernels */
 #define IQKT_MM_LANE_BYTES 4      /* bytes of lanes per activation element */
 
-enum { IQKT_MM_IQ2 = 0, IQKT_MM_IQ3 = 1, IQKT_MM_IQ4 = 2 };
-
-static const int iqkt_mm_iq2_table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                          1, 13, 25, 38, 53, 69, 89, 113};
-static const int iqkt_mm_sb_bytes[3] = {68, 100, 128};
+/* Type ids and format facts: iqkt_types.h; block decode: kt_decode.h. */
+#define iqkt_mm_sb_bytes(type) (iqkt_type_info(type)->block_bytes)
 
 /* Powers of the trellis multiplier: state_k = seed * M^k, so every step of a
  * group is one independent multiply (no serial chain). */
@@ -91,12 +91,8 @@ static const int iqkt_mm_sb_bytes[3] = {68, 100, 128};
 #define IQKT_M8 0x60b19b21u
 
 /* Integer block scale of block b of a super-block. */
-static inline int iqkt_mm_block_scale(int type, const uint8_t *sb, int b) {
-    if (type == IQKT_MM_IQ4) {
-        return (int)(sb[4 * b] >> 1) - 64;
-    }
-    int code = (sb[b & 3] >> (4 * (b >> 2))) & 15;
-    return type == IQKT_MM_IQ2 ? iqkt_mm_iq2_table[code] : code;
+IQKT_ALWAYS_INLINE int iqkt_mm_block_scale(int type, const uint8_t *sb, int b) {
+    return iqkt_block_scale(iqkt_type_info(type), sb, b);
 }
 
 /* The fixed order in which the AVX512 kernels add their 8 per-block-slot
@@ -111,7 +107,7 @@ static inline float iqkt_mm_sum8(const float f[8]) {
  * layout described above iqkt_mm_row_iq23_avx512. */
 static inline int iqkt_mm_lane_pos(int type, int e) {
     int l = e & 15, k = (e >> 4) & 7;
-    if (type == IQKT_MM_IQ4) {
+    if (type == IQKT_IQ4_KT) {
         int q = e >> 6;
         k = (e >> 4) & 3;
         return 4 * (16 * q + l) + k;
@@ -125,7 +121,7 @@ static inline int iqkt_mm_lane_pos(int type, int e) {
  * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */
 static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
     int l = e & 7;
-    if (type == IQKT_MM_IQ4)
+    if (type == IQKT_IQ4_KT)
         return 32 * (e >> 5) + 4 * l + ((e >> 3) & 3);
     return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
 }
@@ -138,16 +134,16 @@ static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
  * the 4 groups of block b, lane l = group 2(l >> 2) + ((l >> 1) & 1), steps
  * 4q + 2(l & 1) + h (see iqkt_mm_iq3_pairs_avx2). */
 static inline int iqkt_mm_pair_pos_avx2(int type, int m, int l, int h) {
-    if (type == IQKT_MM_IQ3)
+    if (type == IQKT_IQ3_KT)
         return 32 * (m >> 1) + 8 * (2 * (l >> 2) + ((l >> 1) & 1)) + 4 * (m & 1) + 2 * (l & 1) + h;
-    int e0 = (type == IQKT_MM_IQ4) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
+    int e0 = (type == IQKT_IQ4_KT) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
     return iqkt_mm_lane_pos_avx2(type, e0 + 8 * h);
 }
 
 /* Whether the AVX2 kernels read activation rows in the pair layout (2 bytes
  * per element, 512 bytes per super-block) rather than the 4-byte lanes. */
 static inline int iqkt_mm_pairs_avx2(int type, int64_t nb) {
-    return type == IQKT_MM_IQ3 || nb > IQKT_MM_NB;
+    return type == IQKT_IQ3_KT || nb > IQKT_MM_NB;
 }
 
 /* Whether a product with nb activation rows uses the batch kernel (AVX512, AVX2)
@@ -198,8 +194,8 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
         for (int64_t ib = 0; ib < n / 256; ib++) {
             for (int m = 0; m < 8; m++) {
                 for (int l = 0; l < 16; l++) {
-                    int e0, kp = (type == IQKT_MM_IQ4) ? (m & 1) : (m & 3);
-                    if (type == IQKT_MM_IQ4) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
+                    int e0, kp = (type == IQKT_IQ4_KT) ? (m & 1) : (m & 3);
+                    if (type == IQKT_IQ4_KT) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
                     else e0 = 128 * (m >> 2) + 16 * (2 * kp) + l;
                     int16_t a = x16[256 * ib + iqkt_mm_lane_pos(type, e0)];
                     int16_t c = x16[256 * ib + iqkt_mm_lane_pos(type, e0 + 16)];
@@ -288,33 +284,12 @@ static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, in
 
 /* ---- lookup-based block decode (scalar and NEON) ------------------------- */
 
-/* The 32 signed trellis values of block b (IQ3: magnitude with the sign bit
- * applied) from the codebook tables cb8 (65536 x 8) and cb4 (65536 x 4). */
-static inline void iqkt_mm_decode_block(int type, const uint8_t *sb, int b,
+/* The 32 signed trellis values of block b from the codebook tables cb8
+ * (65536 x 8) and cb4 (65536 x 4). */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_block(int type, const uint8_t *sb, int b,
                                         const int8_t *cb8, const int8_t *cb4, int8_t *vals) {
-    if (type == IQKT_MM_IQ4) {
-        uint32_t w;
-        memcpy(&w, sb + 4 * b, 4);
-        int flag = (int)(w & 1);
-        for (int j = 0; j < 8; j++) {
-            int jj = 8 * b + j;
-            int idx = sb[32 + jj] | (((sb[96 + (jj & 31)] >> (4 * (jj >> 5))) & 15) << 8)
-                      | (int)(((w >> (8 + 3 * j)) & 7) << 12);
-            memcpy(vals + 4 * j, cb4 + 4 * (idx + 32768 * flag), 4);
-        }
-        return;
-    }
-    for (int g = 0; g < 4; g++) {
-        uint16_t idx;
-        memcpy(&idx, sb + 4 + 2 * (4 * b + g), 2);
-        memcpy(vals + 8 * g, cb8 + 8 * (uint32_t)idx, 8);
-    }
-    if (type == IQKT_MM_IQ3) {
-        for (int k = 0; k < 32; k++) {
-            int v = vals[k] < 0 ? -vals[k] : vals[k];
-            vals[k] = (int8_t)(((sb[68 + k] >> b) & 1) ? -v : v);
-        }
-    }
+    const iqkt_type_traits *t = iqkt_type_info(type);
+    iqkt_decode_values(t, sb, b, t->group_size == 8 ? cb8 : cb4, 1, vals);
 }
 
 /* Exact dot of 32 trellis values with one block of lanes. */
@@ -341,7 +316,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
                                            const int8_t *cb8, const int8_t *cb4) {
     float acc[IQKT_MM_NB] = {0, 0, 0, 0};
     int8_t vals[32];
-    const int sbb = iqkt_mm_sb_bytes[type];
+    const int sbb = iqkt_mm_sb_bytes(type);
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
         for (int b = 0; b < 8; b++) {
@@ -418,7 +393,7 @@ static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
     /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
     const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
                                           15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    const __m512i OFF = _mm512_set1_epi32(4096);
+    const __m512i OFF = _mm512_set1_epi32((int)IQKT_TRELLIS_OFFSET);
     __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
     seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
     seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
@@ -433,7 +408,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
     const __m512i ZERO = _mm512_setzero_si512();
-    const int sbb = is_iq3 ? 100 : 68;
+    const int sbb = iqkt_mm_sb_bytes(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
@@ -444,7 +419,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
         if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
         float sc[IQKT_MM_NB][8];
         for (int b = 0; b < 8; b++) {
-            float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_MM_IQ3 : IQKT_MM_IQ2, sb, b);
+            float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb, b);
             for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
         }
         __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
@@ -493,7 +468,7 @@ IQKT_ALWAYS_INLINE __m512i iqkt_mm_iq4_seeds(const uint8_t *sb, int q, __m512i w
 
 static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
     return _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(_mm256_and_si256(w8, _mm256_set1_epi32(1)), 15),
-                                                   _mm256_set1_epi32(4096)));
+                                                   _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET)));
 }
 
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
@@ -556,13 +531,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     float bsf[8];
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
     /* per-lane block scales (same lane-to-block map as the value vectors) */
-    if (type == IQKT_MM_IQ4) {
+    if (type == IQKT_IQ4_KT) {
         for (int q = 0; q < 4; q++)
             bsv[q] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(bsf[2 * q])), _mm256_set1_ps(bsf[2 * q + 1]), 1);
     } else {
         for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
     }
-    if (type == IQKT_MM_IQ4) {
+    if (type == IQKT_IQ4_KT) {
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
@@ -580,14 +555,14 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     __m512i seeds[2];
     iqkt_mm_iq23_seeds(sb, seeds);
     uint32_t wk[8];
-    if (type == IQKT_MM_IQ3) iqkt_mm_iq3_sign_words(sb, wk);
+    if (type == IQKT_IQ3_KT) iqkt_mm_iq3_sign_words(sb, wk);
     for (int h = 0; h < 2; h++) {
         /* lane l = 4j + i belongs to block 4h + i */
         __m512i v[8];
         for (int k = 0; k < 8; k++) {
             __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
             v[k] = _mm512_dpbusd_epi32(B126, st, ONES);
-            if (type == IQKT_MM_IQ3) {
+            if (type == IQKT_IQ3_KT) {
                 v[k] = _mm512_abs_epi32(v[k]);
                 v[k] = _mm512_mask_sub_epi32(v[k], (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v[k]);
             }
@@ -601,7 +576,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
                                                   const uint8_t *lanes, int64_t lstride,
                                                   const float *xs, int64_t xstride, int64_t nb, uint8_t *al,
                                                   float *out /* nr x nb */) {
-    const int sbb = iqkt_mm_sb_bytes[type];
+    const int sbb = iqkt_mm_sb_bytes(type);
     __m512i *wbuf = (__m512i *)al;                                       /* TILE * KC * 8 */
     __m512 *bvbuf = (__m512 *)(wbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);    /* TILE * KC * 4, unused */
     float *bbuf = (float *)(bvbuf + IQKT_MM_TILE * IQKT_MM_KC * 4);      /* TILE * KC * 8 */
@@ -629,7 +604,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
                     const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
                     __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(bbuf + (r * IQKT_MM_KC + c) * 8), xsv);
                     __m256i bd;
-                    if (type == IQKT_MM_IQ4) {
+                    if (type == IQKT_IQ4_KT) {
                         __m512i gd[4];
                         for (int g = 0; g < 4; g++)
                             gd[g] = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[2 * g], x[2 * g]), w[2 * g + 1], x[2 * g + 1]);
@@ -675,13 +650,13 @@ static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / I
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, const int8_t *cb8,
                                            const int8_t *cb4, int16_t *dst, float *bsf) {
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    if (type == IQKT_MM_IQ4) {
+    if (type == IQKT_IQ4_KT) {
         /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
             /* codebook row = seed - 4096 */
-            __m512i id = _mm512_sub_epi32(iqkt_mm_iq4_seeds(sb, q, words, off), _mm512_set1_epi32(4096));
+            __m512i id = _mm512_sub_epi32(iqkt_mm_iq4_seeds(sb, q, words, off), _mm512_set1_epi32((int)IQKT_TRELLIS_OFFSET));
             uint32_t ids[16];
             _mm512_storeu_si512((void *)ids, id);
             for (int h = 0; h < 2; h++) {
@@ -694,12 +669,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, co
         return;
     }
     __m256i qh = _mm256_setzero_si256();
-    if (type == IQKT_MM_IQ3) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
+    if (type == IQKT_IQ3_KT) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
     for (int b = 0; b < 8; b++) {
         int64_t g[4];
         for (int j = 0; j < 4; j++) memcpy(&g[j], cb8 + 8 * (uint32_t)iqkt_load_u16(sb + 4 + 2 * (4 * b + j)), 8);
         __m256i v = _mm256_setr_epi64x(g[0], g[1], g[2], g[3]);
-        if (type == IQKT_MM_IQ3) {   /* |value| with the sign bit of qh for this block */
+        if (type == IQKT_IQ3_KT) {   /* |value| with the sign bit of qh for this block */
             v = _mm256_abs_epi8(v);
             v = _mm256_mask_sub_epi8(v, _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << b))),
                                      _mm256_setzero_si256(), v);
@@ -774,7 +749,7 @@ static inline int64_t iqkt_mm_scratch_avx512(int64_t nb, int64_t n) {
 IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                                             const uint8_t *lanes, int64_t nb, uint8_t *al,
                                             const int8_t *cb8, const int8_t *cb4, float *out /* nr x nb */) {
-    const int sbb = iqkt_mm_sb_bytes[type];
+    const int sbb = iqkt_mm_sb_bytes(type);
     const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv(nb);
     const __m512 *xst = (const __m512 *)al;
     __m512 *facc = (__m512 *)al + nbv * (n / 32);
@@ -836,7 +811,7 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_pair_sums_avx2(__m256i seeds, __m256i ma, __m
  * group l & 3 of block 2v + (l >> 2), i.e. index words 8v .. 8v + 7. */
 static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
     return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))),
-                            _mm256_set1_epi32(4096));
+                            _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET));
 }
 
 /* IQ4 seeds (index + 4096 + 32768 * flag) of the 8 blocks of a super-block:
@@ -869,7 +844,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_iq4_seeds_avx2(const uint8_t *sb, __m256i seeds[
             uint64_t f = FLAG & ((uint64_t)0 - (w & 1));
             __m128i hw = _mm_insert_epi64(_mm_cvtsi64_si128((long long)(iqkt_mm_spread_3bit_fields(w >> 8) | f)),
                                           (long long)(iqkt_mm_spread_3bit_fields(w >> 20) | f), 1);
-            seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32(4096));
+            seeds[2 * p + h] = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_or_si128(lw[h], hw)), _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET));
         }
     }
 }
@@ -892,7 +867,7 @@ static inline __m256i iqkt_mm_iq3_seeds_avx2(const uint8_t *sb, int b) {
                                          4, 5, -1, -1, 4, 5, -1, -1, 6, 7, -1, -1, 6, 7, -1, -1);
     int64_t idx;
     memcpy(&idx, sb + 4 + 8 * b, 8);
-    return _mm256_add_epi32(_mm256_shuffle_epi8(_mm256_set1_epi64x(idx), DUP), _mm256_set1_epi32(4096));
+    return _mm256_add_epi32(_mm256_shuffle_epi8(_mm256_set1_epi64x(idx), DUP), _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET));
 }
 
 /* The qh bytes of the words of vectors 2b + q (any b) in the words' high bytes,
@@ -925,7 +900,7 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i sgn, co
  * vector lanes: no scalar int -> float converts or store-forwarding of 8
  * scalar stores into a vector load. */
 static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb) {
-    if (type == IQKT_MM_IQ4) {   /* ((w & 0xFF) >> 1) - 64 per block word */
+    if (type == IQKT_IQ4_KT) {   /* ((w & 0xFF) >> 1) - 64 per block word */
         __m256i w = _mm256_loadu_si256((const __m256i *)sb);
         w = _mm256_srli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0xFE)), 1);
         return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(64)));
@@ -933,9 +908,10 @@ static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb
     /* code of block b: nibble b / 4 of scales[b % 4] */
     __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
     c = _mm256_and_si256(c, _mm256_set1_epi32(15));
-    if (type == IQKT_MM_IQ3) return _mm256_cvtepi32_ps(c);
-    const __m256 T0 = _mm256_setr_ps(-127, -104, -83, -65, -49, -35, -22, -10);
-    const __m256 T1 = _mm256_setr_ps(1, 13, 25, 38, 53, 69, 89, 113);
+    if (type == IQKT_IQ3_KT) return _mm256_cvtepi32_ps(c);
+    const int16_t *tab = iqkt_type_info(IQKT_IQ2_KT)->scale_values;
+    const __m256 T0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)tab)));
+    const __m256 T1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(tab + 8))));
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(T0, c), _mm256_permutevar8x32_ps(T1, c),
                             _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
 }
@@ -966,7 +942,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
-    const int sbb = iqkt_mm_sb_bytes[type];
+    const int sbb = iqkt_mm_sb_bytes(type);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
@@ -978,7 +954,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
             _mm256_storeu_ps(sc[bi], scv[bi]);
         }
-        if (type == IQKT_MM_IQ3) {
+        if (type == IQKT_IQ3_KT) {
             const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
             const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
 #pragma GCC unroll 8
@@ -997,7 +973,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         }
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
-        if (type == IQKT_MM_IQ4) {
+        if (type == IQKT_IQ4_KT) {
             __m256i seeds8[8];
             iqkt_mm_iq4_seeds_avx2(sb, seeds8);
 #pragma GCC unroll 8
@@ -1054,7 +1030,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     *bsv = iqkt_mm_block_scales_avx2(type, sb);
-    if (type == IQKT_MM_IQ3) {   /* block vectors, as in iqkt_mm_row_avx2 */
+    if (type == IQKT_IQ3_KT) {   /* block vectors, as in iqkt_mm_row_avx2 */
         const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
         for (int b = 0; b < 8; b++) {
             __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
@@ -1065,11 +1041,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     }
     /* IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
      * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
-    const int nv = (type == IQKT_MM_IQ4) ? 8 : 4, np = (type == IQKT_MM_IQ4) ? 2 : 4;
+    const int nv = (type == IQKT_IQ4_KT) ? 8 : 4, np = (type == IQKT_IQ4_KT) ? 2 : 4;
     __m256i seeds8[8];
-    if (type == IQKT_MM_IQ4) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+    if (type == IQKT_IQ4_KT) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
     for (int v = 0; v < nv; v++) {
-        __m256i seeds = (type == IQKT_MM_IQ4) ? seeds8[v] : iqkt_mm_iq2_seeds_avx2(sb, v);
+        __m256i seeds = (type == IQKT_IQ4_KT) ? seeds8[v] : iqkt_mm_iq2_seeds_avx2(sb, v);
         for (int kp = 0; kp < np; kp++)
             dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
                                                       _mm256_set1_epi32((int)MK[2 * kp + 1]));
@@ -1081,7 +1057,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                                           int64_t bstride, const float *xs, int64_t xstride, int64_t nb,
                                           __m256i *wbuf /* TILE*KC*16 */, __m256 *bbuf /* TILE*KC */,
                                           __m256 *facc /* nb*TILE */, float *out /* nr x nb */) {
-    const int sbb = iqkt_mm_sb_bytes[type];
+    const int sbb = iqkt_mm_sb_bytes(type);
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
@@ -1098,11 +1074,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                 const uint8_t *lb = lanes + b * lstride + 512 * ib;
                 const int32_t *bs = bsum + b * bstride + 8 * ib;
                 __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
-                if (type != IQKT_MM_IQ2) {   /* one block per vector pair */
+                if (type != IQKT_IQ2_KT) {   /* one block per vector pair */
                     for (int o = 0; o < 8; o++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o + 32));
-                        __m256i bias = (type == IQKT_MM_IQ3) ? _mm256_setzero_si256()
+                        __m256i bias = (type == IQKT_IQ3_KT) ? _mm256_setzero_si256()
                                        : _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
                         __m256i sel = _mm256_set1_epi32(o);
                         for (int r = 0; r < IQKT_MM_TILE; r++) {
@@ -1149,23 +1125,29 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const int8_t *cb8, const int8_t *cb4) {
 #if defined(IQKT_HAVE_AVX512)
     (void)bsum; (void)bstride; (void)cb8; (void)cb4;
-    if (type == IQKT_MM_IQ4)
+    if (type == IQKT_IQ4_KT)
         iqkt_mm_row_iq4_avx512(sbs, nsb, lanes, lstride, xs, xstride, nb, out);
-    else if (type == IQKT_MM_IQ3)
+    else if (type == IQKT_IQ3_KT)
         iqkt_mm_row_iq23_avx512(1, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
     else
         iqkt_mm_row_iq23_avx512(0, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
 #elif defined(IQKT_HAVE_AVX2)
     (void)cb8; (void)cb4;
-    if (type == IQKT_MM_IQ2)
-        iqkt_mm_row_avx2(IQKT_MM_IQ2, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else if (type == IQKT_MM_IQ3)
-        iqkt_mm_row_avx2(IQKT_MM_IQ3, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    if (type == IQKT_IQ2_KT)
+        iqkt_mm_row_avx2(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    else if (type == IQKT_IQ3_KT)
+        iqkt_mm_row_avx2(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
     else
-        iqkt_mm_row_avx2(IQKT_MM_IQ4, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+        iqkt_mm_row_avx2(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
 #else
     (void)bsum; (void)bstride;
-    iqkt_mm_row_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+    /* a constant type per copy: the decode specialises (kt_decode.h) */
+    if (type == IQKT_IQ2_KT)
+        iqkt_mm_row_lookup(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+    else if (type == IQKT_IQ3_KT)
+        iqkt_mm_row_lookup(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+    else
+        iqkt_mm_row_lookup(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
 #endif
 }
 
@@ -1213,32 +1195,32 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
     (void)bsum; (void)bstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     if (!iqkt_mm_use_gemm(nb)) {
-        if (type == IQKT_MM_IQ2)
-            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
-        else if (type == IQKT_MM_IQ3)
-            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        if (type == IQKT_IQ2_KT)
+            iqkt_mm_tile_pairs_avx512(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        else if (type == IQKT_IQ3_KT)
+            iqkt_mm_tile_pairs_avx512(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
         else
-            iqkt_mm_tile_pairs_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+            iqkt_mm_tile_pairs_avx512(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
         return;
     }
-    if (type == IQKT_MM_IQ2)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
-    else if (type == IQKT_MM_IQ3)
-        iqkt_mm_tile_avx512(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+    if (type == IQKT_IQ2_KT)
+        iqkt_mm_tile_avx512(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+    else if (type == IQKT_IQ3_KT)
+        iqkt_mm_tile_avx512(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
     else
-        iqkt_mm_tile_avx512(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+        iqkt_mm_tile_avx512(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
 #elif defined(IQKT_HAVE_AVX2)
     (void)cb8; (void)cb4;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     __m256i *wbuf = (__m256i *)al;
     __m256 *bbuf = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 16);
     __m256 *facc = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 17);
-    if (type == IQKT_MM_IQ2)
-        iqkt_mm_tile_avx2(IQKT_MM_IQ2, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
-    else if (type == IQKT_MM_IQ3)
-        iqkt_mm_tile_avx2(IQKT_MM_IQ3, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    if (type == IQKT_IQ2_KT)
+        iqkt_mm_tile_avx2(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    else if (type == IQKT_IQ3_KT)
+        iqkt_mm_tile_avx2(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
     else
-        iqkt_mm_tile_avx2(IQKT_MM_IQ4, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+        iqkt_mm_tile_avx2(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
 #else
     (void)type; (void)bsum; (void)bstride; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
     (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out; (void)cb8; (void)cb4;

@@ -38,7 +38,10 @@ cdef int NFLIP_EARLY = 3       # cheaper search in the refinement passes before 
 cdef int REFINE_PASSES = 2
 
 cdef enum:
+    # IQ4_KT's search_levels and codebook_size (iqkt_types.h), as compile-time
+    # constants for array sizes; checked against the table at import.
     IQ4_LEVELS = 6              # grid levels per coordinate of the IQ4 search spaces
+    IQ4_CODEBOOK = 32768
     # Cells with fewer 16-code blocks are scanned whole: bounding the blocks
     # would cost about as much as scanning them (IQ4 cells hold ~2 blocks).
     BOUND_MIN_BLOCKS = 3
@@ -324,7 +327,7 @@ cdef inline void trellis8_code(uint32_t i, int take_abs, int *q) noexcept nogil:
     miss: the codebook is 512 KiB and read at random, and leaving it out of
     the searches' working set leaves the cache to the search space.  The
     8-D spaces (IQ2/IQ3) are the ones built on CB8."""
-    cdef uint32_t state = i + TRELLIS_OFFSET
+    cdef uint32_t state = i + IQKT_TRELLIS_OFFSET
     cdef int k, v
     for k in range(8):
         v = trellis_step(&state)
@@ -631,19 +634,30 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
 cdef SearchSpace SPACE_IQ2          # signed 8-value groups
 cdef SearchSpace SPACE_IQ3          # magnitudes of 8-value groups
 cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
+# The search space of (type, codebook).
+cdef const SearchSpace *TYPE_SPACE[IQKT_NTYPES][2]
+TYPE_SPACE[KT_IQ2][0] = &SPACE_IQ2
+TYPE_SPACE[KT_IQ2][1] = NULL
+TYPE_SPACE[KT_IQ3][0] = &SPACE_IQ3
+TYPE_SPACE[KT_IQ3][1] = NULL
+TYPE_SPACE[KT_IQ4][0] = &SPACE_IQ4[0]
+TYPE_SPACE[KT_IQ4][1] = &SPACE_IQ4[1]
 
 cdef int build_spaces() except -1:
     cdef int rc = 0
     with nogil:
-        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, 2, 0)
-        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, 2, 1)
+        rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, iqkt_type_info(KT_IQ2).search_levels, 0)
+        rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, iqkt_type_info(KT_IQ3).search_levels, 1)
         # IQ4: 6 levels (1296 cells of ~25 codes) rather than 4 (256 cells of
         # ~128): tighter cell bounds; the exact search scans fewer codes and
         # the approximate one (see NFLIP_TRIAL_IQ4) is better per instruction.
         # Measured against 4 levels: 5 levels -9%, 6 levels -14%, 8 levels
         # -2% instructions (AVX2 variant, whole IQ4 quantize).
-        rc |= build_space(&SPACE_IQ4[0], CB4, 32768, 4, IQ4_LEVELS, 0)
-        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * 32768, 32768, 4, IQ4_LEVELS, 0)
+        rc |= build_space(&SPACE_IQ4[0], CB4, IQ4_CODEBOOK, 4, IQ4_LEVELS, 0)
+        rc |= build_space(&SPACE_IQ4[1], CB4 + 4 * IQ4_CODEBOOK, IQ4_CODEBOOK, 4, IQ4_LEVELS, 0)
+    if (iqkt_type_info(KT_IQ4).search_levels != IQ4_LEVELS
+            or iqkt_type_info(KT_IQ4).codebook_size != IQ4_CODEBOOK):
+        raise ImportError("iqkt build error: IQ4_LEVELS / IQ4_CODEBOOK disagree with iqkt_types.h")
     if rc != 0:
         raise MemoryError("iqkt: cannot allocate the codebook search index")
     return 0
@@ -807,11 +821,6 @@ cdef float unscale_row_scale(float d, int expo, int max_code_product) noexcept n
 #   (b) each block's scale code for the current indices and row scale,
 #   (c) the row scale, by least squares.
 
-cdef inline int code_value(int type_id, int code) noexcept nogil:
-    if type_id == KT_IQ2:
-        return IQ2_SCALE_TABLE[code]
-    return code
-
 
 cdef inline void iq4_block_sums(const int8_t *cb, const int32_t *idx, const float *xb,
                                 const float *wb, double *sumqx, double *sumq2) noexcept nogil:
@@ -835,11 +844,12 @@ cdef void block_sums(int type_id, const RowScratch *s, int64_t b, double *sumqx,
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
     cdef int qv[8]
-    if type_id == KT_IQ4:
-        iq4_block_sums(CB4 + 4 * 32768 * s.bflag[b], s.gidx + 8 * b, xb, wb, sumqx, sumq2)
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    if t.group_size == 4:
+        iq4_block_sums(CB4 + 4 * t.codebook_size * s.bflag[b], s.gidx + 8 * b, xb, wb, sumqx, sumq2)
         return
     for g in range(4):
-        trellis8_code(<uint32_t>s.gidx[4 * b + g], type_id == KT_IQ3, qv)
+        trellis8_code(<uint32_t>s.gidx[4 * b + g], t.sign_plane, qv)
         for k in range(8):
             sx += <double>wb[g * 8 + k] * xb[g * 8 + k] * qv[k]
             s2 += <double>wb[g * 8 + k] * qv[k] * qv[k]
@@ -857,10 +867,11 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
     cdef uint32_t proven
     cdef const float *xb = s.x + 32 * b
     cdef const float *wb = s.w + 32 * b
-    if type_id != KT_IQ4:
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    if t.codebooks == 1:
         for j in range(4):
             old[j] = s.gidx[4 * b + j]
-        search_block(&SPACE_IQ3 if type_id == KT_IQ3 else &SPACE_IQ2, CB8, type_id == KT_IQ3,
+        search_block(TYPE_SPACE[type_id][0], CB8, t.sign_plane,
                      xb, wb, dl, s.target, old, s.gidx + 4 * b, &sx, &s2, nflip)
         for j in range(4):
             changed = changed or old[j] != s.gidx[4 * b + j]
@@ -875,19 +886,19 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
             # the pass.
             if f != s.bflag[b]:
                 continue
-            iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, s.gidx + 8 * b,
+            iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, xb, wb, dl, s.gidx + 8 * b,
                              cand[f], &sx, &s2, NULL, 3)
         elif IQ4_PROVEN_SKIP:
             # The batched search, then nearest_code only where its code is not
             # proven exact (the same result as searching every group).
-            iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl,
+            iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, xb, wb, dl,
                              s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2,
                              &proven, 3)
             if proven != 0xFF:
-                iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb, dl, cand[f], proven,
+                iq4_complete(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, xb, wb, dl, cand[f], proven,
                              nflip, &sx, &s2)
         else:
-            search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb, dl, s.target,
+            search_block(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, 0, xb, wb, dl, s.target,
                          s.gidx + 8 * b if f == s.bflag[b] else NULL, cand[f], &sx, &s2, nflip)
         # Error up to a constant: dl^2 * sum w q^2 - 2 dl * sum w x q.
         err = <double>dl * dl * s2 - 2 * <double>dl * sx
@@ -902,23 +913,21 @@ cdef bint research_block(int type_id, RowScratch *s, int64_t b, float dl, int nf
     return changed
 
 
-cdef inline int clamp_linear_code(int type_id, int c) noexcept nogil:
+cdef inline int clamp_linear_code(const iqkt_type_traits *t, int c) noexcept nogil:
     """Clamp an integer block scale to its type's code range (IQ3: 0..15, IQ4: -64..63)."""
-    if type_id == KT_IQ3:
-        return 0 if c < 0 else (15 if c > 15 else c)
-    return -64 if c < -64 else (63 if c > 63 else c)
+    return t.scale_code_min if c < t.scale_code_min else (t.scale_code_max if c > t.scale_code_max else c)
 
 
-cdef int best_scale_code(int type_id, float d, double sx, double s2, int current) noexcept nogil:
+cdef int best_scale_code(const iqkt_type_traits *t, float d, double sx, double s2, int current) noexcept nogil:
     """Scale code minimising d^2 v^2 s2 - 2 d v sx for code value v."""
     cdef int c, best = current
     cdef double e, best_e, v, opt
     if d == 0 or s2 <= 0:
         return current
-    if type_id == KT_IQ2:
+    if t.scale_values != NULL:
         best_e = HUGE_VALF
-        for c in range(16):
-            v = <double>d * IQ2_SCALE_TABLE[c]
+        for c in range(t.scale_code_min, t.scale_code_max + 1):
+            v = <double>d * t.scale_values[c]
             e = v * v * s2 - 2 * v * sx
             if e < best_e:
                 best_e = e
@@ -927,7 +936,7 @@ cdef int best_scale_code(int type_id, float d, double sx, double s2, int current
     # Linear codes: the error is a convex quadratic in the code, so the best
     # integer is the rounded, clamped optimum.
     opt = sx / (<double>d * s2)
-    return clamp_linear_code(type_id, <int>floor(opt + 0.5) if opt > -1e9 and opt < 1e9
+    return clamp_linear_code(t, <int>floor(opt + 0.5) if opt > -1e9 and opt < 1e9
                              else (-1000 if opt < 0 else 1000))
 
 
@@ -942,6 +951,7 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
     cdef float dl, d_new
     cdef bint changed
     cdef int nflip
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
     it = 0
     while it < iters:
         nflip = NFLIP_EARLY if it < iters - 1 else NFLIP_REFINE
@@ -949,16 +959,16 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
         num = 0
         den = 0
         for b in range(nblk):
-            dl = d * <float>code_value(type_id, s.bcode[b])
+            dl = d * <float>iqkt_scale_value(t, s.bcode[b])
             if dl != 0:
                 if research_block(type_id, s, b, dl, nflip):
                     changed = True
             block_sums(type_id, s, b, &sx, &s2)
-            code = best_scale_code(type_id, d, sx, s2, s.bcode[b])
+            code = best_scale_code(t, d, sx, s2, s.bcode[b])
             if code != s.bcode[b]:
                 changed = True
                 s.bcode[b] = code
-            v = code_value(type_id, s.bcode[b])
+            v = iqkt_scale_value(t, s.bcode[b])
             num += v * sx
             den += <double>v * v * s2
         if den > 0:
@@ -975,12 +985,11 @@ cdef float refine_row(int type_id, RowScratch *s, int64_t n, float d, int iters)
     return d
 
 
-cdef inline int nearest_scale_code(int type_id, float u) noexcept nogil:
+cdef inline int nearest_scale_code(const iqkt_type_traits *t, float u) noexcept nogil:
     """Scale code whose value is nearest to u."""
-    cdef int c
-    if type_id == KT_IQ2:
-        return nearest_iq2_scale_code(u)
-    return clamp_linear_code(type_id, <int>floorf(u + 0.5) if u > -1000 and u < 1000
+    if t.scale_values != NULL:
+        return nearest_table_code(t, u)
+    return clamp_linear_code(t, <int>floorf(u + 0.5) if u > -1000 and u < 1000
                              else (-1000 if u < 0 else 1000))
 
 
@@ -1004,6 +1013,7 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
     cdef float amax, u, inv_d, best_inv = 0
     cdef double num, den, score, best_score = -1, best_num = 0, best_den = 1
     cdef int ncand, ci
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
     cdef float cinv[4]
     cdef double cnum[4]
     cdef double cden[4]
@@ -1025,8 +1035,8 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
         na += 1
     if na == 0:
         return False
-    lo = 0 if type_id != KT_IQ4 else -64
-    hi = 15 if type_id != KT_IQ4 else 63
+    lo = t.scale_code_min
+    hi = t.scale_code_max
     for a in range(na):
         c = lo
         while c <= hi:
@@ -1034,7 +1044,7 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
             # order as alone, so the same values) overlap their latencies.
             ncand = 0
             while c <= hi and ncand < 4:
-                v = code_value(type_id, c)
+                v = iqkt_scale_value(t, c)
                 c += 1
                 if v == 0:
                     continue
@@ -1045,7 +1055,7 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
                 cden[ci] = 0
             for b in range(nblk):
                 for ci in range(ncand):
-                    v = code_value(type_id, nearest_scale_code(type_id, s.bscale[b] * cinv[ci]))
+                    v = iqkt_scale_value(t, nearest_scale_code(t, s.bscale[b] * cinv[ci]))
                     cnum[ci] += <double>s.bcurv[b] * s.bscale[b] * v
                     cden[ci] += <double>s.bcurv[b] * v * v
             for ci in range(ncand):
@@ -1061,18 +1071,19 @@ cdef bint choose_row_scale(int type_id, RowScratch *s, int64_t nblk, float *d_ou
     if best_score < 0:
         return False
     for b in range(nblk):
-        s.bcode[b] = nearest_scale_code(type_id, s.bscale[b] * best_inv)
+        s.bcode[b] = nearest_scale_code(t, s.bscale[b] * best_inv)
     d_out[0] = <float>(best_num / best_den)
     return True
 
 
 # ---------------------------------------------------------------- IQ2_KT / IQ3_KT
 
-cdef int nearest_iq2_scale_code(float v) noexcept nogil:
-    cdef int c, best = 0
+cdef int nearest_table_code(const iqkt_type_traits *t, float v) noexcept nogil:
+    """The code whose tabled scale is nearest to v (ties: the lower code)."""
+    cdef int c, best = t.scale_code_min
     cdef float e, best_e = HUGE_VALF
-    for c in range(16):
-        e = fabsf(v - <float>IQ2_SCALE_TABLE[c])
+    for c in range(t.scale_code_min, t.scale_code_max + 1):
+        e = fabsf(v - <float>t.scale_values[c])
         if e < best_e:
             best_e = e
             best = c
@@ -1082,8 +1093,9 @@ cdef int nearest_iq2_scale_code(float v) noexcept nogil:
 cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch *s,
                            uint8_t *out) noexcept nogil:
     cdef int64_t nblk = n // 32, b, j, ib
-    cdef int take_abs = type_id == KT_IQ3
-    cdef const SearchSpace *sp = &SPACE_IQ3 if take_abs else &SPACE_IQ2
+    cdef const iqkt_type_traits *tt = iqkt_type_info(type_id)
+    cdef int take_abs = tt.sign_plane
+    cdef const SearchSpace *sp = TYPE_SPACE[type_id][0]
     cdef int expo, trial, ntrials, g, k, c, best_t, sign
     cdef float amax_row, amax, s0, dl, max_scale, inv_d, v
     cdef double sx, s2, score, best_score, num, den, best_num, best_den
@@ -1151,10 +1163,10 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
     d = refine_row(type_id, s, n, d, REFINE_PASSES)
 
     # Encode.
-    max_prod = 127 * 126 if type_id == KT_IQ2 else 15 * 126
+    max_prod = tt.scale_abs_max * 126
     iqkt_store_f32(out, unscale_row_scale(d, expo, max_prod))
     for ib in range(n // QK):
-        sb = out + 4 + ib * SB_BYTES[type_id]
+        sb = out + 4 + ib * tt.block_bytes
         for k in range(4):
             sb[k] = <uint8_t>(s.bcode[8 * ib + k] | (s.bcode[8 * ib + k + 4] << 4))
         for g in range(32):
@@ -1418,7 +1430,7 @@ cdef void iq4_trial(RowScratch *s, int64_t b, const float *xb, const float *wb, 
     the block's choice if the score beats best_score."""
     cdef double sx, s2
     cdef int f = pair & 1
-    search_block(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, 0, xb, wb,
+    search_block(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, 0, xb, wb,
                  iq4_trial_scale(pair, amax, denom), s.target, hint, idx, &sx, &s2, nflip)
     iq4_keep_if_better(s, b, f, idx, sx, s2, score, best_score)
 
@@ -1468,7 +1480,7 @@ cdef void iq4_rank_trial(int pair, const float *xb, const float *wb, float amax,
     """iq4_trial's ranking twin: the batched approximate search, only the score."""
     cdef int f = pair & 1
     cdef double sx, s2
-    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb,
+    iq4_batch_search(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, xb, wb,
                      iq4_trial_scale(pair, amax, denom), hint, idx, &sx, &s2, proven, nflips)
     score[0] = sx * sx / s2 if s2 > 0 else -1
 
@@ -1553,13 +1565,13 @@ cdef void iq4_two_stage(RowScratch *s, int64_t b, const float *xb, const float *
             continue
         # Only the groups whose ranking code is not proven exact.
         f = cpair[pick] & 1
-        iq4_complete(&SPACE_IQ4[f], CB4 + 4 * 32768 * f, xb, wb,
+        iq4_complete(&SPACE_IQ4[f], CB4 + 4 * IQ4_CODEBOOK * f, xb, wb,
                      iq4_trial_scale(cpair[pick], amax, cden[pick]), cand[pick], cproven[pick],
                      NFLIP_TRIAL_IQ4, &sx, &s2)
         iq4_keep_if_better(s, b, f, cand[pick], sx, s2, &sc, &best_score)
 
 
-cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
+cdef int quantize_row_iq4(int type_id, const float *xrow, int64_t n, RowScratch *s, uint8_t *out) noexcept nogil:
     cdef int64_t nblk = n // 32, b, j, ib
     cdef int expo, k, jj, pr, st, side, ntr, cur
     cdef float amax_row, amax, s0, d, centre, off, denom
@@ -1571,10 +1583,11 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
     cdef uint8_t *sb
     cdef uint32_t word
     cdef int idx
+    cdef const iqkt_type_traits *tt = iqkt_type_info(type_id)
 
     amax_row = block_amax(xrow, <int>n) if n < 0x7FFFFFFF else 0
     if amax_row == 0:
-        memset(out, 0, kt_row_size(KT_IQ4, n))
+        memset(out, 0, kt_row_size(type_id, n))
         return KT_OK
     frexpf(amax_row, &expo)
     for j in range(n):
@@ -1625,17 +1638,17 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
                     ntr += 1
                 centre = off
 
-    if not choose_row_scale(KT_IQ4, s, nblk, &d):
-        memset(out, 0, kt_row_size(KT_IQ4, n))
+    if not choose_row_scale(type_id, s, nblk, &d):
+        memset(out, 0, kt_row_size(type_id, n))
         return KT_OK
-    d = refine_row(KT_IQ4, s, n, d, REFINE_PASSES)
+    d = refine_row(type_id, s, n, d, REFINE_PASSES)
 
-    iqkt_store_f32(out, unscale_row_scale(d, expo, 64 * 126))
+    iqkt_store_f32(out, unscale_row_scale(d, expo, tt.scale_abs_max * 126))
     for ib in range(n // QK):
-        sb = out + 4 + ib * SB_BYTES[KT_IQ4]
+        sb = out + 4 + ib * tt.block_bytes
         memset(sb + 96, 0, 32)
         for b in range(8):
-            word = <uint32_t>s.bflag[8 * ib + b] | (<uint32_t>(s.bcode[8 * ib + b] + 64) << 1)
+            word = <uint32_t>s.bflag[8 * ib + b] | (<uint32_t>(s.bcode[8 * ib + b] + tt.scale_bias) << 1)
             for j in range(8):
                 jj = 8 * b + j
                 idx = s.gidx[64 * ib + jj]
@@ -1648,11 +1661,17 @@ cdef int quantize_row_iq4(const float *xrow, int64_t n, RowScratch *s, uint8_t *
 
 # ---------------------------------------------------------------- entry point
 
+ctypedef int (*quantize_row_fn)(int type_id, const float *xrow, int64_t n, RowScratch *s,
+                                uint8_t *out) noexcept nogil
+# The row quantizer of each type.
+cdef quantize_row_fn QUANTIZE_ROW[IQKT_NTYPES]
+QUANTIZE_ROW[KT_IQ2] = quantize_row_iq23
+QUANTIZE_ROW[KT_IQ3] = quantize_row_iq23
+QUANTIZE_ROW[KT_IQ4] = quantize_row_iq4
+
 cdef inline int quantize_one_row(int type_id, const float *xrow, int64_t n, RowScratch *s,
                                  uint8_t *out) noexcept nogil:
-    if type_id == KT_IQ4:
-        return quantize_row_iq4(xrow, n, s, out)
-    return quantize_row_iq23(type_id, xrow, n, s, out)
+    return QUANTIZE_ROW[type_id](type_id, xrow, n, s, out)
 
 
 cdef double weighted_sq_error(int type_id, const float *xrow, int64_t n, const uint8_t *q,
