@@ -8,15 +8,15 @@
 #          release the GIL.  Validation and allocation live in iqkt/_api.py.
 #
 # Bit-identity across variants: every floating-point expression here is
-# evaluated in a fixed order (setup.py disables FP contraction), and SIMD
-# helpers in kt_simd.h only ever work across independent lanes.
+# evaluated in a fixed order (setup.py disables FP contraction), and the
+# per-ISA helpers (kt_isa.h, isa/*.h) only ever work across independent lanes.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
 
-cdef extern from "kt_simd.h" nogil:
+cdef extern from "kt_isa.h" nogil:
     const char *iqkt_variant_name()
     const char *iqkt_simd_name()
     uint16_t iqkt_load_u16(const uint8_t *p)
@@ -25,7 +25,6 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_store_u16(uint8_t *p, uint16_t v)
     void iqkt_store_u32(uint8_t *p, uint32_t v)
     void iqkt_store_f32(uint8_t *p, float v)
-    int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
     float iqkt_fma(float a, float b, float c)
     void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nblk, int dim,
                          const float *t, const float *w, float *best_e, int32_t *best_i)
@@ -41,7 +40,7 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, uint32_t mask, int dim)
     uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
                                const float *w, float best, float *lb)
-    # mul_mat helpers (kt_mm.h, included by kt_simd.h)
+    # mul_mat helpers (the ISA's, see kt_isa.h and kt_mm.h)
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
