@@ -190,13 +190,16 @@ def _check_finite(a: np.ndarray, what: str):
         raise ValueError(f"{what} contains NaN or infinity (first at index {tuple(int(i) for i in bad)})")
 
 
-def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
+def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=None):
     """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
 
     x: 2-D (rows, n) or 1-D (one row) real array, n a multiple of 256.
     imatrix: optional length-n vector of non-negative importances.
     return_stats: also return {"rel_err": per-row relative squared error
     (imatrix-weighted when given), "rel_err_total": over all rows}.
+    params: for experiments only, a dict of quantizer parameters that differ
+    from the defaults (names and effects: quantizer_params(); measurements:
+    docs/perf-notes.md).  The result is deterministic for given params.
     """
     tid = _type_id(type)
     a = _as_float_matrix(x, "x")
@@ -216,11 +219,13 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False):
         _check_finite(im, "imatrix")
         if (im < 0).any():
             raise ValueError("imatrix has negative entries; importances must be >= 0")
+    k = _dispatch.module()
+    if params is not None:
+        params = k.quantizer_params(params)     # validated once, before any work
     out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
-    k = _dispatch.module()
-    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1), rows, _threads(threads, rows),
-              chunk_rows=max(1, 8192 // n))
+    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1, params), rows,
+              _threads(threads, rows), chunk_rows=max(1, 8192 // n))
     if not return_stats:
         return out
     xd = a.astype(np.float64)
@@ -281,10 +286,11 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     """ggml-style product: x (K,) or (B, K) float -> (N,) or (B, N) float32,
     each output dot(W[r], x[b]) with W's inference values (IQ2_KT's 1.05).
 
-    precision="int8" (default) quantizes x once to int16 per block of 32 with
-    a float scale per block (~1e-5 relative accuracy) and sums trellis-value x
-    activation products exactly in int32; precision="float" is the exact
-    float path (dequantized weights, float64 accumulation).
+    precision="int8" (default) quantizes x once to int16 per block of 32
+    (|x16| <= 8000, one float scale per block) and sums trellis-value x
+    activation products exactly in int32 (~1e-4 relative accuracy);
+    precision="float" is the exact float path (dequantized weights, float64
+    accumulation).
     """
     tid = _type_id(type)
     xa = np.asarray(x) if not isinstance(x, np.ndarray) else x
@@ -336,6 +342,13 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
                 r1 = min(N, r0 + step)
                 k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, r0, r1, max(1, min(nt, (r1 - r0) // 16)))
     return y[0] if vec else y
+
+
+def quantizer_params(changes=None) -> dict:
+    """The quantizer parameters quantize(..., params=changes) uses: the
+    defaults with changes applied (clamped to valid ranges); unknown names
+    raise TypeError.  For experiments and benchmarks (docs/perf-notes.md)."""
+    return _dispatch.module().quantizer_params(changes)
 
 
 def trellis(seeds, steps) -> np.ndarray:

@@ -238,11 +238,10 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 # ---------------------------------------------------------------- mul_mat
 #
 # Activations are quantized once per call to int16 per block of 32 values:
-# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (32000), so x ~ s * x16 to
-# within s / 2 per value (~1.6e-5 of the block's largest value).  Every
+# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (8000), so x ~ s * x16 to
+# within s / 2 per value (1/16000 of the block's largest value).  Every
 # multiply-add of a trellis value with x16 is then exact in int32, and the
-# product is accurate to ~1e-5 relative.  (A single int8 plane per block was
-# tried first: 2.6% error on a golden case, over the 1% limit.)
+# product is accurate to ~1e-4 relative (contract: kt_mm.h).
 #
 # The int16 values are then laid out once per call into "lanes" (4 bytes per
 # value, layout chosen by the ISA's helper in kt_mm.h) and each weight row is
@@ -603,23 +602,6 @@ def prepare_activations(int type_id, const int16_t[:, ::1] qx, uint8_t[:, ::1] l
     check(rc)
 
 
-def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
-               const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
-               int64_t row0, int64_t row1):
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_q8: bad row range")
-    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
-            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
-        raise ValueError("mul_mat_q8: activation shape mismatch")
-    if row1 == row0 or lanes.shape[0] == 0:
-        return
-    with nogil:
-        rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0], lanes.shape[0],
-                           &y[0, 0], y.shape[1], row0, row1)
-    check(rc)
-
-
 def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
                        const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
                        int64_t row0, int64_t row1, int nthreads):
@@ -658,8 +640,11 @@ def mul_mat_f32(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, 
 
 
 def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
-                  row_err, int64_t row0, int64_t row1):
+                  row_err, int64_t row0, int64_t row1, params=None):
+    """params: None (defaults) or a mapping of quantizer parameters (see
+    quantizer_params)."""
     cdef int rc
+    cdef QuantParams p
     cdef const float[::1] im
     cdef const float *imp = NULL
     cdef double[::1] err
@@ -675,10 +660,11 @@ def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] o
     if row_err is not None:
         err = row_err
         errp = &err[row0]
+    params_from_changes(params, &p)
     if row1 == row0:
         return
     with nogil:
-        rc = kt_quantize_rows(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp)
+        rc = kt_quantize_rows_p(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp, &p)
     check(rc)
 
 include "kt_capi.pxi"

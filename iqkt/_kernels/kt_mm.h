@@ -17,24 +17,9 @@
  * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
  * batch and GEMM batch kernels all follow it, so they agree bit for bit.
  *
- * Why int16 activations and not int8: a single int8 plane per 32-block was
- * measured at 2.6% error on one golden case (the limit is 1%); int16 blocks are
- * accurate to ~1e-4 and, with the trellis values computed in 32-bit lanes, cost
- * the same as int8 (one vpdpwssd per 16 weights on AVX512-VNNI).
- *
- * Why the trellis is computed, not looked up, in the x86 GEMV kernels: each
- * group needs one 64-byte line of a 512 KiB table that lives in L2.  Measured
- * on Zen4 (4096 x 4096 IQ2, one thread, C prototypes): compute 0.96 ms;
- * vpgatherqq lookups 1.9-2.0 ms (1.9 ms even with the table in L1: the gather
- * instruction itself is slow there); 8 scalar 64-bit loads per 64 weights
- * 1.45 ms (0.82 ms with an L1-resident table, so L2 line traffic is the cap);
- * half lookups / half compute 1.38 ms (the two do not overlap well); AVX2
- * lookups did not beat AVX2 compute either (random 8-byte loads from the
- * 512 KiB table: ~0.7 ns each here, about the cost of computing 8 IQ2 values;
- * IQ2 with 1/4, 1/2, 3/4 of the vectors looked up was not faster than all
- * computed).  Lookups are used where the
- * decoded values are reused many times: the AVX512 GEMM batch kernel, and
- * scalar / NEON.
+ * Why int16 activations and not int8, and why the x86 kernels compute the
+ * trellis while scalar, NEON and the AVX512 GEMM batch kernel look it up:
+ * measurements in docs/perf-notes.md.
  *
  * Activation "lanes": each activation row is re-laid out once per call by
  * iqkt_mm_prepare into 4 bytes per element (block stride 128 bytes), in the

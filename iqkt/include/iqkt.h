@@ -71,7 +71,8 @@ enum {
 
 /* Values of the `precision` argument of mul_mat. */
 enum {
-    IQKT_PRECISION_INT8 = 0,   /* activations as int8 blocks of 32 (main + residual plane), ~1e-4 relative */
+    IQKT_PRECISION_INT8 = 0,   /* activations as int16 per block of 32 (|x16| <= 8000, a float scale
+                                  per block), exact integer products; ~1e-4 relative */
     IQKT_PRECISION_FLOAT = 1   /* dequantized float weights, float64 accumulation */
 };
 

@@ -392,12 +392,7 @@ static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb
  * super-block with the block's sum of x16 (in one lane of the block).
  * IQ3 uses block vectors of signed int16 pairs (iqkt_mm_iq3_pairs_avx2) and
  * the pair layout of the activations.
- * Measured and not kept (Zen4, one thread): IQ2 / IQ4 on int16 pairs as well
- * (iqkt_mm_pair_sums_avx2: fewer multiply-class ops but one more op per 16
- * weights) was 0-10% slower, so these loops are bound by the op count rather
- * than the two multiply pipes; reducing the 8 block vectors of IQ3 / IQ4 to
- * one vector of block dots per super-block (one convert + FMA instead of 8)
- * was 0-25% slower (the shuffles of the reduction cost more). */
+ * (Variants measured and not kept: docs/perf-notes.md.) */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,

@@ -193,9 +193,7 @@ static inline int iqkt_mm_use_batch(int64_t nb) { return nb >= 2; }
  * kernel (activation rows in the lanes) rather than the "pairs" kernel.  Both
  * are bound by vpdpwssd (32 int16 multiply-adds each); the GEMM saves the
  * per-row reductions but pays for codebook lookups and for partly filled
- * 16-row vectors.  Measured on Zen4 (4096 x 4096, one thread, ms, pairs /
- * GEMM): IQ2 nb=16 5.6 / 6.6, 32 9.5 / 10.3, 48 13.6 / 14.1, 64 24.2 / 21.3;
- * IQ4 nb=32 11.8 / 15.0, 48 23.0 / 18.4, 64 29.6 / 23.5 (noisy machine). */
+ * 16-row vectors; the crossover was measured near 40 (docs/perf-notes.md). */
 #ifndef IQKT_MM_GEMM_MIN
 #define IQKT_MM_GEMM_MIN 40
 #endif
@@ -429,7 +427,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
  * exactly as in the B = 1 kernels, so the result is bit-for-bit the same.
  * Tiles of IQKT_MM_TILE rows share every activation load; K is walked in
  * chunks of IQKT_MM_KC super-blocks so the decoded tile stays in L1. */
-IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst, __m512 *bsv) {
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, __m512i *dst) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F);
     const __m512i ZERO = _mm512_setzero_si512();
@@ -437,15 +435,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     const __m512i B126 = _mm512_set1_epi32(-126);
     const __mmask32 HI = 0xAAAAAAAAu;
     const __m512i ONES = BYTES;
-    float bsf[8];
-    for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    /* per-lane block scales (same lane-to-block map as the value vectors) */
-    if (type == IQKT_IQ4_KT) {
-        for (int q = 0; q < 4; q++)
-            bsv[q] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(bsf[2 * q])), _mm256_set1_ps(bsf[2 * q + 1]), 1);
-    } else {
-        for (int h = 0; h < 2; h++) bsv[h] = _mm512_broadcast_f32x4(_mm_loadu_ps(bsf + 4 * h));
-    }
     if (type == IQKT_IQ4_KT) {
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
@@ -487,8 +476,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
                                                   float *out /* nr x nb */) {
     const int sbb = iqkt_mm_sb_bytes(type);
     __m512i *wbuf = (__m512i *)al;                                       /* TILE * KC * 8 */
-    __m512 *bvbuf = (__m512 *)(wbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);    /* TILE * KC * 4, unused */
-    float *bbuf = (float *)(bvbuf + IQKT_MM_TILE * IQKT_MM_KC * 4);      /* TILE * KC * 8 */
+    float *bbuf = (float *)(wbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);       /* TILE * KC * 8 */
     __m256 *facc = (__m256 *)(bbuf + IQKT_MM_TILE * IQKT_MM_KC * 8);     /* nb * TILE */
     for (int64_t i = 0; i < nb * IQKT_MM_TILE; i++) facc[i] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
@@ -497,7 +485,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
         for (int r = 0; r < IQKT_MM_TILE; r++)
             for (int c = 0; c < kc; c++) {
                 const uint8_t *sb = q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb;
-                iqkt_mm_decode_pairs(type, sb, wbuf + (r * IQKT_MM_KC + c) * 8, bvbuf + (r * IQKT_MM_KC + c) * 4);
+                iqkt_mm_decode_pairs(type, sb, wbuf + (r * IQKT_MM_KC + c) * 8);
                 for (int b = 0; b < 8; b++) bbuf[(r * IQKT_MM_KC + c) * 8 + b] = (float)iqkt_mm_block_scale(type, sb, b);
             }
         for (int64_t b = 0; b < nb; b++) {
@@ -715,7 +703,7 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n) {
     if (iqkt_mm_use_gemm(nb))
         return iqkt_mm_scratch_avx512(nb, n);
     if (iqkt_mm_use_batch(nb))
-        return 64 * IQKT_MM_TILE * IQKT_MM_KC * 12 + 32 * IQKT_MM_TILE * IQKT_MM_KC + 32 * nb * IQKT_MM_TILE + 64;
+        return 64 * IQKT_MM_TILE * IQKT_MM_KC * 8 + 32 * IQKT_MM_TILE * IQKT_MM_KC + 32 * nb * IQKT_MM_TILE + 64;
     return 0;
 }
 #define IQKT_ISA_HAS_MM_TILE_SCRATCH 1

@@ -48,7 +48,7 @@ static inline void iqkt_store_f32(uint8_t *p, float v) { memcpy(p, &v, 4); }
 /* a * b + c with one rounding: the step of every search distance.  All
  * variants use the fused form (FMA instructions in the SIMD helpers, fmaf
  * here), so they round identically, and on the SIMD builds a step is one
- * instruction instead of two (measured x1.10 on AVX2 IQ2/IQ3 quantization).
+ * instruction instead of two (docs/perf-notes.md).
  * fmaf can be a library call (x86-64 without FMA): the portable scan only
  * uses it for the few codes that can still win (see iqkt_scan_codes). */
 static inline float iqkt_fma(float a, float b, float c) { return fmaf(a, b, c); }
