@@ -1,16 +1,14 @@
-"""Public functions: validation, allocation and threading around the kernels.
+"""Public functions: validation and output allocation around the kernels
+(each public call is one kernel call, which threads itself on the native pool).
 
 The kernel variant (scalar/avx2/avx512/neon) is looked up on every call
 through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import itertools
 import numbers
 import os
-import threading
 
 import numpy as np
 
@@ -83,86 +81,6 @@ def _threads(threads, work_rows: int) -> int:
     return max(1, min(int(threads), work_rows))
 
 
-_pool_lock = threading.Lock()
-_pool = None
-_pool_size = 0
-
-
-def _reset_pool_after_fork():
-    # A forked child has the parent's pool object but none of its threads,
-    # and possibly a lock held by a thread that no longer exists.
-    global _pool_lock, _pool, _pool_size
-    _pool_lock = threading.Lock()
-    _pool = None
-    _pool_size = 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pool_after_fork)
-
-
-def _get_pool(nthreads: int):
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < nthreads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="iqkt")
-            _pool_size = nthreads
-        return _pool
-
-
-def _run_rows(fn, nrows: int, nthreads: int, chunk_rows: int = 1):
-    """Call fn(row0, row1) over [0, nrows) in chunks of chunk_rows rows,
-    spread over nthreads threads (the kernels release the GIL).
-
-    Work is cut into short chunks so that Ctrl-C is honoured between them:
-    on KeyboardInterrupt no new chunk starts, running ones finish (they only
-    write their own rows), then the interrupt propagates.  Which thread runs
-    which chunk never changes a result: chunks write disjoint rows."""
-    chunk_rows = max(1, int(chunk_rows))
-    nchunks = -(-nrows // chunk_rows)
-    nthreads = max(1, min(nthreads, nchunks))
-    if nchunks <= 1:
-        fn(0, nrows)
-        return
-    counter = itertools.count()
-    state = {"stop": False, "error": None}
-
-    def work():
-        while not state["stop"]:
-            i = next(counter)   # atomic under the GIL
-            if i >= nchunks:
-                return
-            try:
-                fn(i * chunk_rows, min(nrows, (i + 1) * chunk_rows))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                state["stop"] = True
-                if state["error"] is None:
-                    state["error"] = e
-                return
-
-    futures = []
-    if nthreads > 1:
-        pool = _get_pool(nthreads - 1)
-        futures = [pool.submit(work) for _ in range(nthreads - 1)]
-    try:
-        work()
-    except KeyboardInterrupt:
-        state["stop"] = True
-        raise
-    finally:
-        state["stop"] = state["stop"] or state["error"] is not None
-        while futures:
-            try:
-                concurrent.futures.wait(futures)
-                futures = []
-            except KeyboardInterrupt:
-                state["stop"] = True
-    if state["error"] is not None:
-        raise state["error"]
-
-
 def _as_float_matrix(x, what: str) -> np.ndarray:
     """Any real float (or integer) array-like -> C-contiguous float32, 2-D."""
     try:
@@ -224,8 +142,7 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=
         params = k.quantizer_params(params)     # validated once, before any work
     out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
-    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1, params), rows,
-              _threads(threads, rows), chunk_rows=max(1, 8192 // n))
+    k.quantize_rows(tid, a, im, out, err, params, _threads(threads, rows))
     if not return_stats:
         return out
     xd = a.astype(np.float64)
@@ -275,10 +192,7 @@ def dequantize(q, type, n, *, inference=False, threads=None) -> np.ndarray:
     a = _as_q(q, tid, n)
     rows = a.shape[0]
     out = _empty((rows, n), np.float32, "the dequantized output")
-    k = _dispatch.module()
-    inf = 1 if inference else 0
-    _run_rows(lambda r0, r1: k.dequantize_rows(tid, a, n, out, inf, r0, r1), rows, _threads(threads, rows),
-              chunk_rows=max(1, (1 << 20) // n))
+    _dispatch.module().dequantize_rows(tid, a, n, out, 1 if inference else 0, _threads(threads, rows))
     return out
 
 
@@ -319,28 +233,10 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     N = a.shape[0]
     B = xm.shape[0]
     y = _empty((B, N), np.float32, "the product")
-    k = _dispatch.module()
-    nt = _threads(threads, N)
-    # Rows per kernel call: ~4M multiply-adds, but at least an even share.
-    chunk = max(16, min(-(-N // nt), (1 << 22) // (K * max(B, 1))))
     if B:
-        if precision == "float":
-            _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, chunk_rows=chunk)
-        else:
-            qx = _empty((B, K), np.int16, "the quantized activations")
-            xs = np.empty((B, K // 32), dtype=np.float32)
-            k.quantize_activations(xm, qx, xs)
-            lanes = _empty((B, k.LANE_BYTES * K), np.uint8, "the activation lanes")
-            bsum = np.empty((B, K // 32), dtype=np.int32)
-            k.prepare_activations(tid, qx, lanes, bsum)
-            # Native worker threads (kt_pool.h): handing a ~1 ms GEMV to Python
-            # threads costs ~0.1 ms.  Rows are split only, so the result does not
-            # depend on the thread count; calls of ~16M multiply-adds keep Ctrl-C
-            # responsive (it is honoured between them).
-            step = max(16 * nt, (1 << 24) // (K * B))
-            for r0 in range(0, N, step):
-                r1 = min(N, r0 + step)
-                k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, r0, r1, max(1, min(nt, (r1 - r0) // 16)))
+        # One kernel call: activation quantization and layout, scratch and
+        # the native threads all live in the kernel (kt_mul_mat_threads).
+        _dispatch.module().mul_mat(tid, a, K, xm, y, 1 if precision == "float" else 0, _threads(threads, N))
     return y[0] if vec else y
 
 

@@ -14,6 +14,7 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
+from cpython.exc cimport PyErr_Occurred
 from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
 
 cdef extern from "kt_isa.h" nogil:
@@ -60,7 +61,8 @@ cdef extern from "kt_isa.h" nogil:
 
 cdef extern from "kt_pool.h" nogil:
     ctypedef void (*iqkt_pool_fn)(void *ctx, int part) noexcept nogil
-    int IQKT_POOL_MAX
+    enum:
+        IQKT_POOL_MAX           # most threads of one call (the pool's size limit)
     void iqkt_pool_prepare(int nworkers)
     void iqkt_pool_run(int nparts, iqkt_pool_fn fn, void *ctx)
     int64_t iqkt_atomic_fetch_add(int64_t *p, int64_t v)
@@ -360,82 +362,6 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
             b0 += nbc
     return KT_OK
 
-# Native threads for the int8 product: the parts take chunks of weight rows
-# from a shared counter until none are left, so a part on a slower or busier
-# core simply takes fewer chunks (hybrid P/E cores, shared vCPUs).  Rows are
-# independent, so the result is the same for any number of parts and any
-# assignment of chunks.
-
-ctypedef struct MulMatJob:
-    int type_id
-    const uint8_t *q
-    int64_t n
-    const uint8_t *lanes
-    const int32_t *bsum
-    const float *xs
-    int64_t nb_rows
-    float *y
-    int64_t ldy
-    int64_t row0
-    int64_t nrows
-    int64_t chunk
-    int64_t next_row            # shared counter, relative to row0
-    int nparts
-    int rc[64]
-
-cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
-    cdef MulMatJob *j = <MulMatJob *>ctx
-    cdef int64_t r0, r1
-    cdef int rc = KT_OK
-    while True:
-        r0 = iqkt_atomic_fetch_add(&j.next_row, j.chunk)
-        if r0 >= j.nrows:
-            break
-        r1 = r0 + j.chunk if r0 + j.chunk < j.nrows else j.nrows
-        rc = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy,
-                           j.row0 + r0, j.row0 + r1)
-        if rc != KT_OK:
-            break
-    j.rc[part] = rc
-
-cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
-                               const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
-                               float *y, int64_t ldy, int64_t row0, int64_t row1, int nthreads) noexcept nogil:
-    """kt_mul_mat_q8 over weight rows [row0, row1) on up to nthreads native
-    threads (call iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
-    cdef MulMatJob job
-    cdef int i
-    if row0 < 0 or row1 < row0:
-        return KT_ERR_ARG
-    if nthreads < 1:
-        nthreads = 1
-    if nthreads > 64:
-        nthreads = 64
-    job.type_id = type_id
-    job.q = q
-    job.n = n
-    job.lanes = lanes
-    job.bsum = bsum
-    job.xs = xs
-    job.nb_rows = nb_rows
-    job.y = y
-    job.ldy = ldy
-    job.row0 = row0
-    job.nrows = row1 - row0
-    job.nparts = nthreads
-    job.next_row = 0
-    # ~8 chunks per thread balance uneven cores; multiples of 16 rows keep
-    # the batch kernels' 4-row tiles whole
-    job.chunk = job.nrows if nthreads == 1 else (job.nrows + 8 * nthreads - 1) // (8 * nthreads)
-    job.chunk = (job.chunk + 15) // 16 * 16
-    if job.chunk < 16:
-        job.chunk = 16
-    iqkt_pool_run(nthreads, mul_mat_part, &job)
-    for i in range(nthreads):
-        if job.rc[i] != KT_OK:
-            return job.rc[i]
-    return KT_OK
-
 cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
                         const float *x, int64_t nb_rows,
                         float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
@@ -484,17 +410,135 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
     free(acc)
     return KT_OK
 
-cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
-                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
-    """All-in-one product on raw pointers (the stable entry for embedders):
-    y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's inference values.
-    precision_float != 0 uses the exact float path, else int8 activations."""
+include "kt_quantize.pxi"
+
+# ---------------------------------------------------------------- threads
+#
+# Every multi-threaded call runs on the one native pool (kt_pool.h): parts
+# take chunks of rows from a shared counter until none are left, so a part
+# on a slower or busier core simply takes fewer (hybrid cores, shared vCPUs).
+# Rows are independent, so results never depend on the thread count or on
+# which part ran which chunk.  Part 0 runs on the calling thread; when asked
+# it checks for Python signals between chunks (Ctrl-C), and a failing or
+# interrupted part stops the others after their current chunk.
+
+cdef extern from "Python.h":
+    # Declared without "except": the exception stays pending for the caller.
+    int PyErr_CheckSignals_pending "PyErr_CheckSignals"() noexcept
+
+cdef enum:
+    KT_INTERRUPTED = -50        # internal: a Python signal handler raised
+
+ctypedef int (*rows_fn)(void *ctx, int64_t row0, int64_t row1) noexcept nogil
+
+ctypedef struct RowsJob:
+    rows_fn fn
+    void *ctx
+    int64_t nrows
+    int64_t chunk
+    int64_t next_row            # shared counter
+    int64_t stop                # nonzero: take no more chunks (read/written atomically)
+    int check_signals
+    int rc[IQKT_POOL_MAX]
+
+cdef void rows_part(void *vjob, int part) noexcept nogil:
+    cdef RowsJob *j = <RowsJob *>vjob
+    cdef int64_t r0, r1
+    cdef int rc = KT_OK
+    while iqkt_atomic_fetch_add(&j.stop, 0) == 0:
+        r0 = iqkt_atomic_fetch_add(&j.next_row, j.chunk)
+        if r0 >= j.nrows:
+            break
+        r1 = r0 + j.chunk if r0 + j.chunk < j.nrows else j.nrows
+        rc = j.fn(j.ctx, r0, r1)
+        if rc == KT_OK and part == 0 and j.check_signals:
+            with gil:
+                if PyErr_CheckSignals_pending() != 0:
+                    rc = KT_INTERRUPTED
+        if rc != KT_OK:
+            iqkt_atomic_fetch_add(&j.stop, 1)
+            break
+    j.rc[part] = rc
+
+cdef int run_rows(rows_fn fn, void *ctx, int64_t nrows, int64_t chunk, int nthreads,
+                  int check_signals) noexcept nogil:
+    """fn(ctx, r0, r1) over [0, nrows) in chunks of chunk rows on up to
+    nthreads threads of the pool (iqkt_pool_prepare(nthreads - 1) first, with
+    the GIL).  check_signals: the calling thread holds a Python thread state
+    and polls signals between its chunks."""
+    cdef RowsJob job
+    cdef int i, rc = KT_OK
+    if nrows <= 0:
+        return KT_OK
+    if chunk < 1:
+        chunk = 1
+    if nthreads > (nrows + chunk - 1) // chunk:
+        nthreads = <int>((nrows + chunk - 1) // chunk)
+    nthreads = 1 if nthreads < 1 else (IQKT_POOL_MAX if nthreads > IQKT_POOL_MAX else nthreads)
+    job.fn = fn
+    job.ctx = ctx
+    job.nrows = nrows
+    job.chunk = chunk
+    job.next_row = 0
+    job.stop = 0
+    job.check_signals = check_signals
+    if nthreads == 1:
+        rows_part(&job, 0)
+    else:
+        iqkt_pool_run(nthreads, rows_part, &job)
+    for i in range(nthreads):
+        if job.rc[i] != KT_OK and (rc == KT_OK or rc == KT_INTERRUPTED):
+            rc = job.rc[i]          # a kernel error wins over an interrupt
+    return rc
+
+cdef inline int64_t chunk_rows(int64_t nrows, int nthreads, int64_t work_per_row, int64_t max_work,
+                               int64_t multiple) noexcept nogil:
+    """Rows per chunk: about 8 chunks per thread (uneven cores), at most
+    max_work per chunk (Ctrl-C stays responsive), a multiple of multiple."""
+    cdef int64_t c = (nrows + 8 * nthreads - 1) // (8 * nthreads) if nthreads > 1 else nrows
+    cdef int64_t cap = max_work // (work_per_row if work_per_row > 0 else 1)
+    if c > cap:
+        c = cap
+    c = (c + multiple - 1) // multiple * multiple
+    return c if c >= multiple else multiple
+
+# ---------------------------------------------------------------- mul_mat driver
+
+ctypedef struct MulMatCtx:
+    int type_id
+    const uint8_t *q
+    int64_t n
+    const float *x              # float path
+    const uint8_t *lanes        # int8 path: prepared activations
+    const int32_t *bsum
+    const float *xs
+    int64_t nb
+    float *y
+    int64_t ldy
+
+cdef int mul_mat_q8_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef MulMatCtx *c = <MulMatCtx *>vctx
+    return kt_mul_mat_q8(c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
+
+cdef int mul_mat_f32_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef MulMatCtx *c = <MulMatCtx *>vctx
+    return kt_mul_mat_f32(c.type_id, c.q, c.n, c.x, c.nb, c.y, c.ldy, r0, r1)
+
+cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                            const float *x, int64_t nb, float *y, int precision_float,
+                            int nthreads, int check_signals) noexcept nogil:
+    """The whole product: y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's
+    inference values.  precision_float != 0: the exact float path; else the
+    activations are quantized and laid out once (kt_quantize_activations,
+    kt_prepare_activations) and the weight rows split over nthreads pool
+    threads (iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int rc
-    cdef int16_t *qx
-    cdef uint8_t *lanes
-    cdef int32_t *bsum
-    cdef float *xs
+    cdef MulMatCtx c
+    cdef int16_t *qx = NULL
+    cdef uint8_t *lanes = NULL
+    cdef int32_t *bsum = NULL
+    cdef float *xs = NULL
     if rs < 0:
         return <int>rs
     if nrows < 0 or nb < 0:
@@ -503,35 +547,73 @@ cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
         return KT_OK
     if q == NULL or x == NULL or y == NULL:
         return KT_ERR_ARG
+    c.type_id = type_id
+    c.q = q
+    c.n = n
+    c.x = x
+    c.nb = nb
+    c.y = y
+    c.ldy = nrows
     if precision_float:
-        return kt_mul_mat_f32(type_id, q, n, x, nb, y, nrows, 0, nrows)
+        return run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 22, 16),
+                        nthreads, check_signals)
     qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
     lanes = <uint8_t *>malloc(<size_t>nb * n * IQKT_MM_LANE_BYTES)
     bsum = <int32_t *>malloc(<size_t>nb * (n // 32) * sizeof(int32_t))
     xs = <float *>malloc(<size_t>nb * (n // 32) * sizeof(float))
-    if qx == NULL or lanes == NULL or bsum == NULL or xs == NULL:
-        free(qx)
-        free(lanes)
-        free(bsum)
-        free(xs)
-        return KT_ERR_NOMEM
-    rc = kt_quantize_activations(x, nb, n, qx, xs)
-    if rc == KT_OK:
-        rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
-    if rc == KT_OK:
-        rc = kt_mul_mat_q8(type_id, q, n, lanes, bsum, xs, nb, y, nrows, 0, nrows)
+    rc = KT_ERR_NOMEM
+    if qx != NULL and lanes != NULL and bsum != NULL and xs != NULL:
+        rc = kt_quantize_activations(x, nb, n, qx, xs)
+        if rc == KT_OK:
+            rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
+        if rc == KT_OK:
+            c.lanes = lanes
+            c.bsum = bsum
+            c.xs = xs
+            # multiples of 16 rows keep the batch kernels' 4-row tiles whole
+            rc = run_rows(mul_mat_q8_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 24, 16),
+                          nthreads, check_signals)
     free(qx)
     free(lanes)
     free(bsum)
     free(xs)
     return rc
 
-include "kt_quantize.pxi"
+cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
+    """The embedding API's product (iqkt.h): kt_mul_mat_threads on the
+    calling thread only."""
+    return kt_mul_mat_threads(type_id, q, nrows, n, x, nb, y, precision_float, 1, 0)
+
+# ---------------------------------------------------------------- quantize / dequantize drivers
+
+ctypedef struct QuantCtx:
+    int type_id
+    const float *x
+    int64_t n
+    int64_t rs
+    const float *imatrix
+    uint8_t *out
+    double *row_err
+    const QuantParams *params
+    const uint8_t *q
+    float *y
+    int inference
+
+cdef int quantize_rows_part(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef QuantCtx *c = <QuantCtx *>vctx
+    return kt_quantize_rows_p(c.type_id, c.x + r0 * c.n, r1 - r0, c.n, c.imatrix, c.out + r0 * c.rs,
+                              c.row_err + r0 if c.row_err != NULL else NULL, c.params)
+
+cdef int dequantize_rows_part(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef QuantCtx *c = <QuantCtx *>vctx
+    return kt_dequantize_rows(c.type_id, c.q + r0 * c.rs, r1 - r0, c.n, c.y + r0 * c.n, c.inference)
+
 
 # ---------------------------------------------------------------- Python wrappers
 #
-# Arrays arrive validated, C-contiguous and of the right dtype (iqkt/_api.py).
-# row0/row1 let the caller split work across threads on shared arrays.
+# Arrays arrive validated, C-contiguous and of the right dtype (iqkt/_api.py);
+# each wrapper is one kernel call that allocates, lays out and threads itself.
 
 VARIANT = iqkt_variant_name().decode()
 SIMD = iqkt_simd_name().decode()
@@ -561,110 +643,113 @@ def trellis(const uint32_t[::1] seeds, int64_t steps, int8_t[:, ::1] out):
     check(rc)
 
 
-def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
-                    int inference, int64_t row0, int64_t row1):
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row1 > out.shape[0] or row0 > row1:
-        raise ValueError("dequantize_rows: bad row range")
-    if row1 == row0:
-        return
-    with nogil:
-        rc = kt_dequantize_rows(type_id, &q[row0, 0], row1 - row0, n, &out[row0, 0], inference)
-    check(rc)
-
-
-LANE_BYTES = IQKT_MM_LANE_BYTES
-ACT_MAX = IQKT_MM_XMAX
-
-
-def quantize_activations(const float[:, ::1] x, int16_t[:, ::1] qx, float[:, ::1] xs):
-    cdef int rc
-    cdef int64_t nrows = x.shape[0], n = x.shape[1]
-    if qx.shape[0] != nrows or qx.shape[1] != n or xs.shape[0] != nrows or xs.shape[1] != n // 32:
-        raise ValueError("quantize_activations: output shape mismatch")
-    if nrows == 0:
-        return
-    with nogil:
-        rc = kt_quantize_activations(&x[0, 0], nrows, n, &qx[0, 0], &xs[0, 0])
-    check(rc)
-
-
-def prepare_activations(int type_id, const int16_t[:, ::1] qx, uint8_t[:, ::1] lanes, int32_t[:, ::1] bsum):
-    cdef int rc
-    cdef int64_t nrows = qx.shape[0], n = qx.shape[1]
-    if lanes.shape[0] != nrows or lanes.shape[1] != IQKT_MM_LANE_BYTES * n or bsum.shape[0] != nrows \
-            or bsum.shape[1] != n // 32:
-        raise ValueError("prepare_activations: output shape mismatch")
-    if nrows == 0:
-        return
-    with nogil:
-        rc = kt_prepare_activations(type_id, &qx[0, 0], nrows, n, &lanes[0, 0], &bsum[0, 0])
-    check(rc)
-
-
-def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
-                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
-                       int64_t row0, int64_t row1, int nthreads):
-    """mul_mat_q8 over rows [row0, row1), split across nthreads native threads."""
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_q8_threads: bad row range")
-    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
-            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
-        raise ValueError("mul_mat_q8_threads: activation shape mismatch")
-    if row1 == row0 or lanes.shape[0] == 0:
-        return
-    if nthreads < 1:
-        nthreads = 1
-    if nthreads > 64:
-        nthreads = 64
+def _threads(int nthreads):
+    """Pool threads for a call (clamped to 1..MAX_THREADS); starts workers."""
+    nthreads = 1 if nthreads < 1 else (IQKT_POOL_MAX if nthreads > IQKT_POOL_MAX else nthreads)
     if nthreads > 1:
         iqkt_pool_prepare(nthreads - 1)
-    with nogil:
-        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
-                                   lanes.shape[0], &y[0, 0], y.shape[1], row0, row1, nthreads)
+    return nthreads
+
+
+cdef int check_threads_rc(int rc) except -1:
+    """Raise for a return code of a run_rows call: a pending Python exception
+    (a signal handler raised, e.g. KeyboardInterrupt), or a kernel error."""
+    if rc == KT_INTERRUPTED:
+        if PyErr_Occurred() != NULL:
+            return -1           # propagate the pending exception
+        raise KeyboardInterrupt
     check(rc)
+    return 0
 
 
-def mul_mat_f32(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x,
-                float[:, ::1] y, int64_t row0, int64_t row1):
+#: Most threads one call uses (the pool's size limit, kt_pool.h).
+MAX_THREADS = IQKT_POOL_MAX
+
+
+def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
+                    int inference, int nthreads):
     cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_f32: bad row range")
-    if row1 == row0 or x.shape[0] == 0:
+    cdef QuantCtx c
+    cdef int64_t nrows = q.shape[0]
+    if out.shape[0] != nrows or out.shape[1] != n:
+        raise ValueError("dequantize_rows: output shape mismatch")
+    if nrows == 0:
         return
+    nthreads = _threads(nthreads)
+    c.type_id = type_id
+    c.q = &q[0, 0]
+    c.n = n
+    c.rs = q.shape[1]
+    c.y = &out[0, 0]
+    c.inference = inference
+    check(<int>kt_row_size(type_id, n) if kt_row_size(type_id, n) < 0 else KT_OK)
+    if kt_row_size(type_id, n) != c.rs:
+        raise ValueError("dequantize_rows: row size mismatch")
     with nogil:
-        rc = kt_mul_mat_f32(type_id, &q[0, 0], n, &x[0, 0], x.shape[0],
-                            &y[0, 0], y.shape[1], row0, row1)
-    check(rc)
+        rc = run_rows(dequantize_rows_part, &c, nrows, chunk_rows(nrows, nthreads, n, 1 << 20, 1),
+                      nthreads, 1)
+    check_threads_rc(rc)
+
+
+def mul_mat(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x, float[:, ::1] y,
+            int precision_float, int nthreads):
+    """y (B, N) = x (B, n) @ W(N, n).T, the whole product in one kernel call
+    (kt_mul_mat_threads) on nthreads pool threads."""
+    cdef int rc
+    cdef int64_t nrows = q.shape[0], nb = x.shape[0]
+    if x.shape[1] != n or y.shape[0] != nb or y.shape[1] != nrows:
+        raise ValueError("mul_mat: shape mismatch")
+    if kt_row_size(type_id, n) >= 0 and kt_row_size(type_id, n) != q.shape[1]:
+        raise ValueError("mul_mat: row size mismatch")
+    if nrows == 0 or nb == 0:
+        return
+    nthreads = _threads(nthreads)
+    with nogil:
+        rc = kt_mul_mat_threads(type_id, &q[0, 0], nrows, n, &x[0, 0], nb, &y[0, 0], precision_float,
+                                nthreads, 1)
+    check_threads_rc(rc)
 
 
 def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
-                  row_err, int64_t row0, int64_t row1, params=None):
-    """params: None (defaults) or a mapping of quantizer parameters (see
-    quantizer_params)."""
+                  row_err, params, int nthreads):
+    """All rows of x into out on nthreads pool threads; row_err: None or a
+    float64 array receiving each row's relative error; params: None
+    (defaults) or a mapping of quantizer parameters (quantizer_params)."""
     cdef int rc
     cdef QuantParams p
+    cdef QuantCtx c
     cdef const float[::1] im
-    cdef const float *imp = NULL
     cdef double[::1] err
-    cdef double *errp = NULL
-    cdef int64_t n = x.shape[1]
-    if row0 < 0 or row1 > x.shape[0] or row1 > out.shape[0] or row0 > row1:
-        raise ValueError("quantize_rows: bad row range")
+    cdef int64_t nrows = x.shape[0], n = x.shape[1]
+    if out.shape[0] != nrows:
+        raise ValueError("quantize_rows: output shape mismatch")
+    c.type_id = type_id
+    c.x = &x[0, 0] if nrows > 0 else NULL
+    c.n = n
+    c.rs = kt_row_size(type_id, n)
+    check(<int>c.rs if c.rs < 0 else KT_OK)
+    if out.shape[1] != c.rs:
+        raise ValueError("quantize_rows: output row size mismatch")
+    c.out = &out[0, 0] if nrows > 0 else NULL
+    c.imatrix = NULL
+    c.row_err = NULL
     if imatrix is not None:
         im = imatrix
         if im.shape[0] != n:
             raise ValueError("quantize_rows: imatrix length mismatch")
-        imp = &im[0]
+        c.imatrix = &im[0]
     if row_err is not None:
         err = row_err
-        errp = &err[row0]
+        if err.shape[0] != nrows:
+            raise ValueError("quantize_rows: row_err length mismatch")
+        c.row_err = &err[0] if nrows > 0 else NULL
     params_from_changes(params, &p)
-    if row1 == row0:
+    c.params = &p
+    if nrows == 0:
         return
+    nthreads = _threads(nthreads)
     with nogil:
-        rc = kt_quantize_rows_p(type_id, &x[row0, 0], row1 - row0, n, imp, &out[row0, 0], errp, &p)
-    check(rc)
+        rc = run_rows(quantize_rows_part, &c, nrows, chunk_rows(nrows, nthreads, n, 8192, 1), nthreads, 1)
+    check_threads_rc(rc)
 
 include "kt_capi.pxi"
