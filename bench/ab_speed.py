@@ -7,7 +7,8 @@ alternate between the two trees (OLD, NEW, OLD, NEW, ...) so machine noise
 hits both; per case the best time over all rounds is kept and NEW/OLD speed
 ratios (>1: NEW faster) are printed.  Cases, one thread, per type: quantize
 16 x 4096 with an imatrix; int8 mul_mat 4096 x 4096 at B = 1 and 8; float
-mul_mat 512 x 4096 at B = 1; dequantize 1024 x 4096.
+mul_mat 512 x 4096 at B = 1; dequantize 1024 x 4096; on the first ISA also
+quantize and int8 mul_mat (B = 1, 8) with 2 threads.
 """
 import argparse
 import json
@@ -41,6 +42,12 @@ for isa in isas:
             out[f"{isa} mul_mat float {t} B=1"] = best(lambda: iqkt.mul_mat(q[:512], t, a[0], threads=1,
                                                                             precision="float"), reps)
             out[f"{isa} dequantize {t}"] = best(lambda: iqkt.dequantize(q[:1024], t, 4096, threads=1), 3 * reps)
+            if isa == isas[0]:      # the threaded paths, on the first ISA only
+                out[f"{isa} quantize 2 threads {t}"] = best(lambda: iqkt.quantize(x, t, im, threads=2), reps)
+                for B in (1, 8):
+                    a = rng.standard_normal((B, 4096)).astype(np.float32)
+                    out[f"{isa} mul_mat 2 threads {t} B={B}"] = best(lambda: iqkt.mul_mat(q, t, a, threads=2),
+                                                                     5 * reps)
 print(json.dumps(out))
 """
 
