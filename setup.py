@@ -10,6 +10,7 @@ Environment knobs (all optional):
   IQKT_DEBUG      "1" -> -O0 -g
 """
 import os
+import runpy
 import sys
 import sysconfig
 
@@ -50,29 +51,14 @@ def _target_arch():
 MSVC = sys.platform == "win32"
 ARCH = _target_arch()
 
-# Per-variant ISA flags.  Everything else (optimisation, no FP contraction) is
-# common, so that every variant computes the quantizer bit-identically.
-if MSVC:
-    ISA_FLAGS = {
-        "scalar": [],
-        "avx2": ["/arch:AVX2"],
-        "avx512": ["/arch:AVX512"],
-        "neon": [],
-    }
-else:
-    ISA_FLAGS = {
-        "scalar": [],
-        "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
-        "avx512": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt",
-                   "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"],
-        "neon": ["-march=armv8.2-a+dotprod"],
-    }
-
-DEFAULT_VARIANTS = {
-    "x86_64": ["scalar", "avx2", "avx512"],
-    "arm64": ["scalar", "neon"],
-    "other": ["scalar"],
-}[ARCH]
+# The variants, their features and compiler flags: one table, shared with the
+# runtime detection (iqkt/_kernels/isa_manifest.py; loaded as a plain file, the
+# package is not importable before it is built).  Everything else
+# (optimisation, no FP contraction) is common, so that every variant computes
+# the quantizer bit-identically.
+MANIFEST = runpy.run_path(os.path.join(KDIR, "isa_manifest.py"))
+ISA_FLAGS = {isa: MANIFEST["compile_flags"](isa, msvc=MSVC) for isa in MANIFEST["ISAS"]}
+DEFAULT_VARIANTS = MANIFEST["variants_for"](ARCH)
 
 variants = os.environ.get("IQKT_VARIANTS")
 variants = [v.strip() for v in variants.split(",") if v.strip()] if variants else DEFAULT_VARIANTS
@@ -103,7 +89,8 @@ else:
 IDIR = os.path.join("iqkt", "include")
 include_dirs = [np.get_include(), KDIR, IDIR]
 # Every variant includes the shared kernel sources and headers: rebuild on any change.
-KERNEL_DEPENDS = sorted(os.path.join(KDIR, f) for f in os.listdir(KDIR) if f.endswith((".pxi", ".h", ".pxd")))
+KERNEL_DEPENDS = sorted([os.path.join(d, f) for d in (KDIR, os.path.join(KDIR, "isa"), IDIR)
+                         for f in os.listdir(d) if f.endswith((".pxi", ".h", ".pxd"))])
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = []
@@ -120,16 +107,19 @@ for v in variants:
         )
     )
 
-# CPU feature detection: compiled without ISA flags, it must run anywhere.
-extensions.append(
-    Extension(
-        "iqkt._kernels._cpu",
-        [os.path.join(KDIR, "_cpu.pyx")],
-        include_dirs=[KDIR],
-        extra_compile_args=BASE_CFLAGS,
-        extra_link_args=BASE_LDFLAGS,
+# CPU feature detection and the format table: compiled without ISA flags,
+# they must run anywhere.
+for name in ("_cpu", "_types"):
+    extensions.append(
+        Extension(
+            f"iqkt._kernels.{name}",
+            [os.path.join(KDIR, f"{name}.pyx")],
+            include_dirs=[KDIR, IDIR],
+            depends=[os.path.join(IDIR, "iqkt_types.h")],
+            extra_compile_args=BASE_CFLAGS,
+            extra_link_args=BASE_LDFLAGS,
+        )
     )
-)
 
 setup(
     cmdclass={"build_ext": ParallelBuildExt},

@@ -1,10 +1,11 @@
-"""Speed / error trade-offs of the quantizer's experiment knobs.
+"""Speed / error trade-offs of the quantizer's parameters.
 
     python bench/quantizer_tradeoffs.py iq2_kt "" "nflip_refine=5" "refine_passes=1; nflip_trial=1"
 
-Each argument after the type is one setting: knob=value pairs separated by
-semicolons (values are Python literals, e.g. iq4_steps=[24, 12]) for the loaded variant's ``set_quantizer_knobs`` (an empty string is
-the defaults; every setting starts from the defaults).  For each setting it
+Each argument after the type is one setting: name=value pairs separated by
+semicolons (values are Python literals, e.g. iq4_steps=[24, 12]) passed as
+``iqkt.quantize(..., params=...)`` (an empty string is the defaults; every
+setting starts from the defaults; names: ``iqkt._api.quantizer_params()``).  For each setting it
 prints the throughput on 6 synthetic cases (Gaussian, Student-t 3, 0.5% x20
 outliers; each without and with a chi-square imatrix; ROWS x 4096, 1
 thread), each case's error relative to the first setting, and the error
@@ -34,7 +35,6 @@ try:
 except ImportError:     # run from a checkout built in place (setup.py build_ext --inplace)
     sys.path.insert(0, os.path.join(HERE, ".."))
     import iqkt
-from iqkt import _dispatch  # noqa: E402
 
 
 def parse(setting: str) -> dict:
@@ -62,41 +62,35 @@ def main(argv: list[str]) -> None:
     settings = argv[2:] or [""]
     if os.environ.get("ISA"):
         iqkt.set_isa(os.environ["ISA"])
-    mod = _dispatch.module()
-    defaults = mod.set_quantizer_knobs()
     data = cases(int(os.environ.get("ROWS", "16")))
     gold = sorted(glob.glob(os.path.join(HERE, "..", "tests", "data", f"{ty}_*.npz")))
     names = [os.path.basename(f)[len(ty) + 1:-4] for f in gold]
     print(f"{ty} on {iqkt.isa()}; cases: {' '.join(n for n, _, _ in data)}; golden: {' '.join(names)}")
     base = None
-    try:
-        for s in settings:
-            mod.set_quantizer_knobs(**defaults)
-            mod.set_quantizer_knobs(**parse(s))
-            errs, dt = [], 0.0
-            for _, x, m in data:
-                t0 = time.perf_counter()
-                q = iqkt.quantize(x, ty, m, threads=1)
-                dt += time.perf_counter() - t0
-                errs.append(pyref.rel_err(x, pyref.dequantize(q, ty, x.shape[1]), m))
-            gr = []
-            for f in gold:
-                d = np.load(f)
-                im = d["imatrix"] if "imatrix" in d.files else None
-                q = iqkt.quantize(d["x"], ty, im, threads=1)
-                gr.append(pyref.rel_err(d["x"], pyref.dequantize(q, ty, d["x"].shape[1]), im)
-                          / pyref.rel_err(d["x"], d["deq_ref"], im))
-            errs = np.array(errs)
-            mw = sum(x.size for _, x, _ in data) / dt / 1e6
-            if base is None:
-                base = (errs, mw)
-            rel = errs / base[0]
-            print(f"{s or 'defaults':45s} {mw:6.3f} Mw/s (x{mw / base[1]:.2f})  "
-                  f"err geo x{np.exp(np.log(rel).mean()):.4f} max x{rel.max():.4f} "
-                  f"[{' '.join(f'{r:.3f}' for r in rel)}]  golden max {max(gr):.3f} "
-                  f"[{' '.join(f'{r:.3f}' for r in gr)}]", flush=True)
-    finally:
-        mod.set_quantizer_knobs(**defaults)
+    for s in settings:
+        params = parse(s)
+        errs, dt = [], 0.0
+        for _, x, m in data:
+            t0 = time.perf_counter()
+            q = iqkt.quantize(x, ty, m, threads=1, params=params)
+            dt += time.perf_counter() - t0
+            errs.append(pyref.rel_err(x, pyref.dequantize(q, ty, x.shape[1]), m))
+        gr = []
+        for f in gold:
+            d = np.load(f)
+            im = d["imatrix"] if "imatrix" in d.files else None
+            q = iqkt.quantize(d["x"], ty, im, threads=1, params=params)
+            gr.append(pyref.rel_err(d["x"], pyref.dequantize(q, ty, d["x"].shape[1]), im)
+                      / pyref.rel_err(d["x"], d["deq_ref"], im))
+        errs = np.array(errs)
+        mw = sum(x.size for _, x, _ in data) / dt / 1e6
+        if base is None:
+            base = (errs, mw)
+        rel = errs / base[0]
+        print(f"{s or 'defaults':45s} {mw:6.3f} Mw/s (x{mw / base[1]:.2f})  "
+              f"err geo x{np.exp(np.log(rel).mean()):.4f} max x{rel.max():.4f} "
+              f"[{' '.join(f'{r:.3f}' for r in rel)}]  golden max {max(gr):.3f} "
+              f"[{' '.join(f'{r:.3f}' for r in gr)}]", flush=True)
 
 
 if __name__ == "__main__":

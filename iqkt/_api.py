@@ -1,33 +1,31 @@
-"""Public functions: validation, allocation and threading around the kernels.
+"""Public functions: validation and output allocation around the kernels
+(each public call is one kernel call, which threads itself on the native pool).
 
 The kernel variant (scalar/avx2/avx512/neon) is looked up on every call
 through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import itertools
 import numbers
 import os
-import threading
 
 import numpy as np
 
 from . import _dispatch
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
-_TYPE_IDS = {name: i for i, name in enumerate(TYPES)}
-_SB_BYTES = (68, 100, 128)
-# Largest |block scale code x trellis value| per type: a row scale above FLT_MAX / this overflows.
-_MAX_CODE_PRODUCT = (127 * 126, 15 * 126, 64 * 126)
-BLOCK = 256
+from ._kernels._types import BLOCK, TYPE_TABLE
+
+# Everything per type comes from the format table (iqkt/include/iqkt_types.h).
+TYPES = tuple(t["name"] for t in TYPE_TABLE)
+_TYPE_IDS = {t["name"]: t["id"] for t in TYPE_TABLE}
+_SB_BYTES = tuple(t["block_bytes"] for t in TYPE_TABLE)
 # Kernels index within a row with 32-bit ints in places.
 MAX_ROW_LENGTH = (1 << 31) - BLOCK
 
 # ggml / GGUF identifiers (ik_llama.cpp)
-GGML_TYPE_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
-GGUF_FILE_TYPE_IDS = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
+GGML_TYPE_IDS = {t["name"]: t["ggml_type"] for t in TYPE_TABLE}
+GGUF_FILE_TYPE_IDS = {t["name"]: t["gguf_file_type"] for t in TYPE_TABLE}
 
 
 def _type_id(type) -> int:
@@ -83,86 +81,6 @@ def _threads(threads, work_rows: int) -> int:
     return max(1, min(int(threads), work_rows))
 
 
-_pool_lock = threading.Lock()
-_pool = None
-_pool_size = 0
-
-
-def _reset_pool_after_fork():
-    # A forked child has the parent's pool object but none of its threads,
-    # and possibly a lock held by a thread that no longer exists.
-    global _pool_lock, _pool, _pool_size
-    _pool_lock = threading.Lock()
-    _pool = None
-    _pool_size = 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pool_after_fork)
-
-
-def _get_pool(nthreads: int):
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < nthreads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="iqkt")
-            _pool_size = nthreads
-        return _pool
-
-
-def _run_rows(fn, nrows: int, nthreads: int, chunk_rows: int = 1):
-    """Call fn(row0, row1) over [0, nrows) in chunks of chunk_rows rows,
-    spread over nthreads threads (the kernels release the GIL).
-
-    Work is cut into short chunks so that Ctrl-C is honoured between them:
-    on KeyboardInterrupt no new chunk starts, running ones finish (they only
-    write their own rows), then the interrupt propagates.  Which thread runs
-    which chunk never changes a result: chunks write disjoint rows."""
-    chunk_rows = max(1, int(chunk_rows))
-    nchunks = -(-nrows // chunk_rows)
-    nthreads = max(1, min(nthreads, nchunks))
-    if nchunks <= 1:
-        fn(0, nrows)
-        return
-    counter = itertools.count()
-    state = {"stop": False, "error": None}
-
-    def work():
-        while not state["stop"]:
-            i = next(counter)   # atomic under the GIL
-            if i >= nchunks:
-                return
-            try:
-                fn(i * chunk_rows, min(nrows, (i + 1) * chunk_rows))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                state["stop"] = True
-                if state["error"] is None:
-                    state["error"] = e
-                return
-
-    futures = []
-    if nthreads > 1:
-        pool = _get_pool(nthreads - 1)
-        futures = [pool.submit(work) for _ in range(nthreads - 1)]
-    try:
-        work()
-    except KeyboardInterrupt:
-        state["stop"] = True
-        raise
-    finally:
-        state["stop"] = state["stop"] or state["error"] is not None
-        while futures:
-            try:
-                concurrent.futures.wait(futures)
-                futures = []
-            except KeyboardInterrupt:
-                state["stop"] = True
-    if state["error"] is not None:
-        raise state["error"]
-
-
 def _as_float_matrix(x, what: str) -> np.ndarray:
     """Any real float (or integer) array-like -> C-contiguous float32, 2-D."""
     try:
@@ -190,13 +108,16 @@ def _check_finite(a: np.ndarray, what: str):
         raise ValueError(f"{what} contains NaN or infinity (first at index {tuple(int(i) for i in bad)})")
 
 
-def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, row_scale=None):
+def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=None, row_scale=None):
     """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
 
     x: 2-D (rows, n) or 1-D (one row) real array, n a multiple of 256.
     imatrix: optional length-n vector of non-negative importances.
     return_stats: also return {"rel_err": per-row relative squared error
     (imatrix-weighted when given), "rel_err_total": over all rows}.
+    params: for experiments only, a dict of quantizer parameters that differ
+    from the defaults (names and effects: quantizer_params(); measurements:
+    docs/perf-notes.md).  The result is deterministic for given params.
     row_scale: optional per-row float32 scales the rows are stored with (only
     block scales and codebook indices are chosen): column slices of the same
     rows quantized separately then share their row scale, so their blocks can
@@ -227,14 +148,15 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, row_sca
             raise ValueError(f"row_scale must be a vector of {rows} row scales, got shape {np.shape(row_scale)}")
         rsc = np.ascontiguousarray(rsc[0])
         _check_finite(rsc, "row_scale")
-        lim = np.finfo(np.float32).max / (_MAX_CODE_PRODUCT[tid] * 1.0001)
+        lim = np.finfo(np.float32).max / (TYPE_TABLE[tid]["scale_abs_max"] * 126 * 1.0001)
         if (np.abs(rsc) > lim).any():
             raise ValueError(f"row_scale has entries above {lim:.3g}: decoded weights would overflow")
+    k = _dispatch.module()
+    if params is not None:
+        params = k.quantizer_params(params)     # validated once, before any work
     out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
-    k = _dispatch.module()
-    _run_rows(lambda r0, r1: k.quantize_rows(tid, a, im, out, err, r0, r1, rsc), rows, _threads(threads, rows),
-              chunk_rows=max(1, 8192 // n))
+    k.quantize_rows(tid, a, im, out, err, params, _threads(threads, rows), rsc)
     if not return_stats:
         return out
     xd = a.astype(np.float64)
@@ -277,17 +199,14 @@ def _as_q(q, tid: int, n: int) -> np.ndarray:
 
 
 def dequantize(q, type, n, *, inference=False, threads=None) -> np.ndarray:
-    """Decode KT bytes to float32 (rows, n).  inference=True applies the 1.05
-    factor IQ2_KT's matrix-product kernels use (no effect for other types)."""
+    """Decode KT bytes to float32 (rows, n).  inference=True applies the type's
+    inference factor, as the matrix products do (IQ2_KT: 1.05; 1 otherwise)."""
     tid = _type_id(type)
     n = _check_n(n)
     a = _as_q(q, tid, n)
     rows = a.shape[0]
     out = _empty((rows, n), np.float32, "the dequantized output")
-    k = _dispatch.module()
-    inf = 1 if inference else 0
-    _run_rows(lambda r0, r1: k.dequantize_rows(tid, a, n, out, inf, r0, r1), rows, _threads(threads, rows),
-              chunk_rows=max(1, (1 << 20) // n))
+    _dispatch.module().dequantize_rows(tid, a, n, out, 1 if inference else 0, _threads(threads, rows))
     return out
 
 
@@ -295,10 +214,11 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     """ggml-style product: x (K,) or (B, K) float -> (N,) or (B, N) float32,
     each output dot(W[r], x[b]) with W's inference values (IQ2_KT's 1.05).
 
-    precision="int8" (default) quantizes x once to int16 per block of 32 with
-    a float scale per block (~1e-5 relative accuracy) and sums trellis-value x
-    activation products exactly in int32; precision="float" is the exact
-    float path (dequantized weights, float64 accumulation).
+    precision="int8" (default) quantizes x once to int16 per block of 32
+    (|x16| <= 8000, one float scale per block) and sums trellis-value x
+    activation products exactly in int32 (~1e-4 relative accuracy);
+    precision="float" is the exact float path (dequantized weights, float64
+    accumulation).
     """
     tid = _type_id(type)
     xa = np.asarray(x) if not isinstance(x, np.ndarray) else x
@@ -327,29 +247,18 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     N = a.shape[0]
     B = xm.shape[0]
     y = _empty((B, N), np.float32, "the product")
-    k = _dispatch.module()
-    nt = _threads(threads, N)
-    # Rows per kernel call: ~4M multiply-adds, but at least an even share.
-    chunk = max(16, min(-(-N // nt), (1 << 22) // (K * max(B, 1))))
     if B:
-        if precision == "float":
-            _run_rows(lambda r0, r1: k.mul_mat_f32(tid, a, K, xm, y, r0, r1), N, nt, chunk_rows=chunk)
-        else:
-            qx = _empty((B, K), np.int16, "the quantized activations")
-            xs = np.empty((B, K // 32), dtype=np.float32)
-            k.quantize_activations(xm, qx, xs)
-            lanes = _empty((B, k.LANE_BYTES * K), np.uint8, "the activation lanes")
-            bsum = np.empty((B, K // 32), dtype=np.int32)
-            k.prepare_activations(tid, qx, lanes, bsum)
-            # Native worker threads (kt_pool.h): handing a ~1 ms GEMV to Python
-            # threads costs ~0.1 ms.  Rows are split only, so the result does not
-            # depend on the thread count; calls of ~16M multiply-adds keep Ctrl-C
-            # responsive (it is honoured between them).
-            step = max(16 * nt, (1 << 24) // (K * B))
-            for r0 in range(0, N, step):
-                r1 = min(N, r0 + step)
-                k.mul_mat_q8_threads(tid, a, K, lanes, bsum, xs, y, r0, r1, max(1, min(nt, (r1 - r0) // 16)))
+        # One kernel call: activation quantization and layout, scratch and
+        # the native threads all live in the kernel (kt_mul_mat_threads).
+        _dispatch.module().mul_mat(tid, a, K, xm, y, 1 if precision == "float" else 0, _threads(threads, N))
     return y[0] if vec else y
+
+
+def quantizer_params(changes=None) -> dict:
+    """The quantizer parameters quantize(..., params=changes) uses: the
+    defaults with changes applied (clamped to valid ranges); unknown names
+    raise TypeError.  For experiments and benchmarks (docs/perf-notes.md)."""
+    return _dispatch.module().quantizer_params(changes)
 
 
 def trellis(seeds, steps) -> np.ndarray:

@@ -33,8 +33,10 @@ __all__ = [
     "show_config",
 ]
 
-#: Every variant name iqkt knows, best first.
-ALL_ISAS = ("avx512", "avx2", "neon", "scalar")
+from iqkt._kernels import isa_manifest as _manifest
+
+#: Every variant name iqkt knows, best first (iqkt/_kernels/isa_manifest.py).
+ALL_ISAS = tuple(_manifest.ISAS)
 
 _PKG = "iqkt._kernels"
 

@@ -104,7 +104,7 @@ def quantize_ldlq(w, type, hessian, *, damp: float = 0.01, threads=None, return_
     num = np.einsum("ij,ij->i", qh, a)
     den = np.einsum("ij,ij->i", qh, deq)
     f = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
-    lim = np.finfo(np.float32).max / (_api._MAX_CODE_PRODUCT[_api._type_id(type)] * 1.0001)
+    lim = np.finfo(np.float32).max / (_api.TYPE_TABLE[_api._type_id(type)]["scale_abs_max"] * 126 * 1.0001)
     d_new = np.clip(d.astype(np.float64) * f, -lim, lim).astype(np.float32)
     out[:, :4] = d_new.reshape(-1, 1).view(np.uint8)
     if not return_stats:

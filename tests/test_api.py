@@ -327,3 +327,23 @@ def test_use_isa_restores():
         with iqkt.use_isa("no_such_isa"):
             pass
     assert iqkt.isa() == before
+
+
+def test_type_table_matches_the_independent_reference():
+    """The format table the kernels and _api read (iqkt_types.h) against the
+    facts tests/pyref.py states independently."""
+    from iqkt._kernels._types import BLOCK as TBLOCK, TYPE_TABLE
+    assert TBLOCK == 256
+    assert tuple(t["name"] for t in TYPE_TABLE) == pyref.TYPES == iqkt.TYPES
+    ggml = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
+    gguf = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
+    for i, t in enumerate(TYPE_TABLE):
+        name = t["name"]
+        assert t["id"] == i
+        assert t["block_bytes"] == pyref.BLOCK_BYTES[name]
+        assert t["inference_factor"] == pytest.approx(pyref.INFERENCE_FACTOR[name], rel=1e-7)
+        assert (t["ggml_type"], t["gguf_file_type"]) == (ggml[name], gguf[name])
+        assert iqkt.GGML_TYPE_IDS[name] == ggml[name] and iqkt.GGUF_FILE_TYPE_IDS[name] == gguf[name]
+    assert TYPE_TABLE[0]["scale_values"] == pyref.IQ2_TABLE
+    assert TYPE_TABLE[1]["scale_values"] is None and TYPE_TABLE[1]["sign_plane"]
+    assert TYPE_TABLE[2]["scale_codes"] == (-64, 63) and TYPE_TABLE[2]["codebooks"] == 2

@@ -4,8 +4,6 @@ The codebook here is rebuilt in numpy from the trellis definition in the format
 notes, independently of the package, and searched by brute force."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -15,19 +13,6 @@ from iqkt import _dispatch
 
 ISAS = iqkt.available_isas()
 TRELLIS_MUL = 0xCBAC1FED
-
-
-@contextlib.contextmanager
-def knobs_set(isa=None, **knobs):
-    """Quantizer knobs set on a variant's module (the current one, or isa's,
-    which is also made current) for the block, restored after."""
-    with _dispatch.use_isa(isa) if isa else contextlib.nullcontext():
-        m = _dispatch.module()
-        prev = m.set_quantizer_knobs(**knobs)
-        try:
-            yield
-        finally:
-            m.set_quantizer_knobs(**prev)
 
 
 def codebook(steps: int, offset: int, count: int) -> np.ndarray:
@@ -90,70 +75,70 @@ def test_more_refinement_never_hurts(type):
     im = rng.chisquare(1, 512).astype(np.float32)
     errs = []
     for passes in (1, 3, 6):
-        with knobs_set(refine_passes=passes):
-            q = iqkt.quantize(x, type, im, threads=1)
+        q = iqkt.quantize(x, type, im, threads=1, params={"refine_passes": passes})
         errs.append(pyref.rel_err(x, pyref.dequantize(q, type, 512), im))
     assert errs[1] <= errs[0] * (1 + 1e-6) and errs[2] <= errs[1] * (1 + 1e-6), errs
 
 
+@pytest.mark.parametrize("params", [dict(nflip_trial_iq4=0), dict(iq4_keep=1, iq4_keep_margin=1.0),
+                                    dict(iq4_rank_flips=0), dict(iq4_nsteps=3, iq4_step_margin=[0, 0, 0])])
 @pytest.mark.parametrize("isa", ISAS)
-def test_iq4_cheap_trial_search_same_bytes_everywhere(isa):
-    """IQ4's trial scales searched at a cheaper, non-default effort must stay
-    deterministic across ISAs and thread counts, and the result must be a
-    valid encoding no worse than encoding nothing."""
+def test_iq4_non_default_params_same_bytes_everywhere(isa, params):
+    """IQ4 with non-default trial parameters stays deterministic across ISAs
+    and thread counts, gives a valid encoding, and leaves the defaults alone
+    (params are per call: no state survives it)."""
     rng = np.random.default_rng(21)
     x = rng.standard_t(4, (5, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
-    with knobs_set(nflip_trial_iq4=0):
-        want = iqkt.quantize(x, "iq4_kt", im, threads=1)
-        with knobs_set(isa, nflip_trial_iq4=0):
-            got1 = iqkt.quantize(x, "iq4_kt", im, threads=1)
-            got3 = iqkt.quantize(x, "iq4_kt", im, threads=3)
-    assert np.array_equal(got1, want) and np.array_equal(got3, want)
-    assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
-
-
-@pytest.mark.parametrize("knobs", [dict(iq4_two_stage=0), dict(iq4_proven_skip=0),
-                                   dict(iq4_keep=1, iq4_keep_margin=1.0), dict(iq4_rank_flips=0)])
-@pytest.mark.parametrize("isa", ISAS)
-def test_iq4_trial_variants_same_bytes_everywhere(isa, knobs):
-    """The non-default IQ4 trial strategies (kept as experiment knobs) stay
-    deterministic across ISAs, and restoring the knobs restores the bytes."""
-    rng = np.random.default_rng(22)
-    x = rng.standard_normal((3, 512)).astype(np.float32)
-    im = rng.chisquare(1, 512).astype(np.float32)
     default = iqkt.quantize(x, "iq4_kt", im, threads=1)
-    with knobs_set(**knobs):
-        want = iqkt.quantize(x, "iq4_kt", im, threads=1)
-        with knobs_set(isa, **knobs):
-            got = iqkt.quantize(x, "iq4_kt", im, threads=2)
-    assert np.array_equal(got, want)
+    want = iqkt.quantize(x, "iq4_kt", im, threads=1, params=params)
+    with _dispatch.use_isa(isa):
+        assert np.array_equal(iqkt.quantize(x, "iq4_kt", im, threads=1, params=params), want)
+        assert np.array_equal(iqkt.quantize(x, "iq4_kt", im, threads=3, params=params), want)
     assert np.array_equal(iqkt.quantize(x, "iq4_kt", im, threads=1), default)
     assert pyref.rel_err(x, pyref.dequantize(want, "iq4_kt", 512), im) < 0.05
 
 
 @pytest.mark.parametrize("type", pyref.TYPES)
 def test_approximate_last_pass_same_bytes_everywhere(type):
-    """An approximate last refinement pass (nflip_refine, an experiment knob
-    used to measure what the exact pass buys) stays deterministic across
-    ISAs and thread counts."""
+    """An approximate last refinement pass (nflip_refine, used to measure what
+    the exact pass buys) stays deterministic across ISAs and thread counts."""
     rng = np.random.default_rng(23)
     x = rng.standard_t(3, (3, 512)).astype(np.float32)
     im = rng.chisquare(1, 512).astype(np.float32)
-    with knobs_set(nflip_refine=3):
-        want = iqkt.quantize(x, type, im, threads=1)
-        for isa in ISAS:
-            with knobs_set(isa, nflip_refine=3):
-                assert np.array_equal(iqkt.quantize(x, type, im, threads=2), want), isa
+    p = {"nflip_refine": 3}
+    want = iqkt.quantize(x, type, im, threads=1, params=p)
+    for isa in ISAS:
+        with _dispatch.use_isa(isa):
+            assert np.array_equal(iqkt.quantize(x, type, im, threads=2, params=p), want), isa
     assert pyref.rel_err(x, pyref.dequantize(want, type, 512), im) < 0.2
 
 
-def test_quantizer_knobs_reject_unknown_names():
-    k = _dispatch.module()
-    with pytest.raises(TypeError, match="no_such_knob"):
-        k.set_quantizer_knobs(no_such_knob=1)
-    before = k.set_quantizer_knobs()
-    assert k.set_quantizer_knobs(**before) == before
+def test_quantizer_params_validated():
+    with pytest.raises(TypeError, match="no_such_param"):
+        iqkt.quantize(np.ones((1, 256), np.float32), "iq2_kt", params={"no_such_param": 1})
+    with pytest.raises(TypeError, match="mapping"):
+        iqkt.quantize(np.ones((1, 256), np.float32), "iq2_kt", params=3)
+    defaults = iqkt._api.quantizer_params()
+    assert iqkt._api.quantizer_params(defaults) == defaults
+    assert iqkt._api.quantizer_params({"refine_passes": 0})["refine_passes"] == 1   # clamped
+
+
+def test_params_run_concurrently_without_interference():
+    """Two threads quantizing with different params at once each get the
+    bytes their params give alone (no process-wide state)."""
+    import concurrent.futures
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((6, 512)).astype(np.float32)
+    a = iqkt.quantize(x, "iq4_kt", threads=1)
+    b = iqkt.quantize(x, "iq4_kt", threads=1, params={"iq4_keep": 1, "refine_passes": 1})
+    assert not np.array_equal(a, b)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(iqkt.quantize, x, "iq4_kt", threads=1,
+                          params=None if i % 2 == 0 else {"iq4_keep": 1, "refine_passes": 1})
+                for i in range(8)]
+        for i, f in enumerate(futs):
+            assert np.array_equal(f.result(), a if i % 2 == 0 else b)
 
 
 def _fma32(a, b, c):

@@ -32,18 +32,12 @@ FEATURE_NAMES = tuple(iqkt_cpu_feature_name(i).decode("ascii")
 #: Architecture this module was built for: "x86_64", "arm64" or "other".
 ARCH = {IQKT_ARCH_X86_64: "x86_64", IQKT_ARCH_ARM64: "arm64"}.get(iqkt_cpu_arch(), "other")
 
-# Variants, best first, with the architecture and features each needs.  The
-# x86 lists mirror the compiler flags in setup.py (-mpopcnt included): the
-# variant may use any instruction those flags allow.
-ISA_ARCH = {"avx512": "x86_64", "avx2": "x86_64", "neon": "arm64", "scalar": None}
-_AVX2_SET = ("avx2", "fma", "f16c", "bmi2", "popcnt", "os_avx")
-ISA_FEATURES = {
-    "avx512": _AVX2_SET + ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni",
-                           "os_avx512"),
-    "avx2": _AVX2_SET,
-    "neon": ("asimddp",),
-    "scalar": (),
-}
+# Variants, best first, with the architecture and features each needs: the
+# table setup.py compiles them from (isa_manifest.py), so a variant may use
+# any instruction its flags allow.
+from iqkt._kernels import isa_manifest as _manifest
+ISA_ARCH = {isa: _manifest.arch(isa) for isa in _manifest.ISAS}
+ISA_FEATURES = {isa: tuple(_manifest.features(isa)) for isa in _manifest.ISAS}
 ISAS = tuple(ISA_ARCH)
 
 # The hardware does not change while we run: detect once, at import.

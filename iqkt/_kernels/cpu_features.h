@@ -233,13 +233,4 @@ IQKT_CPU_INLINE int iqkt_cpu_arch(void)
 #endif
 }
 
-/* 1 if the feature is present (CPU and OS), 0 if absent or unknown id.
- * Re-runs detection each call: cheap, and free of shared mutable state. */
-IQKT_CPU_INLINE int iqkt_cpu_has(int feature)
-{
-    if (feature < 0 || feature >= IQKT_CPU_NFEATURES)
-        return 0;
-    return (int)((iqkt_cpu_detect() >> feature) & 1u);
-}
-
 #endif /* IQKT_CPU_FEATURES_H */

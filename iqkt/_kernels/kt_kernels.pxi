@@ -8,15 +8,16 @@
 #          release the GIL.  Validation and allocation live in iqkt/_api.py.
 #
 # Bit-identity across variants: every floating-point expression here is
-# evaluated in a fixed order (setup.py disables FP contraction), and SIMD
-# helpers in kt_simd.h only ever work across independent lanes.
+# evaluated in a fixed order (setup.py disables FP contraction), and the
+# per-ISA helpers (kt_isa.h, isa/*.h) only ever work across independent lanes.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
+from cpython.exc cimport PyErr_Occurred
 from libc.math cimport sqrtf, fabsf, floorf, floor, ldexpf, frexpf, isfinite, HUGE_VALF
 
-cdef extern from "kt_simd.h" nogil:
+cdef extern from "kt_isa.h" nogil:
     const char *iqkt_variant_name()
     const char *iqkt_simd_name()
     uint16_t iqkt_load_u16(const uint8_t *p)
@@ -25,7 +26,6 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_store_u16(uint8_t *p, uint16_t v)
     void iqkt_store_u32(uint8_t *p, uint32_t v)
     void iqkt_store_f32(uint8_t *p, float v)
-    int32_t iqkt_dot_i8_32(const int8_t *a, const int8_t *b)
     float iqkt_fma(float a, float b, float c)
     void iqkt_scan_codes(const int8_t *vals, const uint16_t *idx, int nblk, int dim,
                          const float *t, const float *w, float *best_e, int32_t *best_i)
@@ -41,7 +41,7 @@ cdef extern from "kt_simd.h" nogil:
     void iqkt_prefetch_blocks(const int8_t *vals, const uint16_t *idx, uint32_t mask, int dim)
     uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const float *t,
                                const float *w, float best, float *lb)
-    # mul_mat helpers (kt_mm.h, included by kt_simd.h)
+    # mul_mat helpers (the ISA's, see kt_isa.h and kt_mm.h)
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
@@ -61,7 +61,8 @@ cdef extern from "kt_simd.h" nogil:
 
 cdef extern from "kt_pool.h" nogil:
     ctypedef void (*iqkt_pool_fn)(void *ctx, int part) noexcept nogil
-    int IQKT_POOL_MAX
+    enum:
+        IQKT_POOL_MAX           # most threads of one call (the pool's size limit)
     void iqkt_pool_prepare(int nworkers)
     void iqkt_pool_run(int nparts, iqkt_pool_fn fn, void *ctx)
     int64_t iqkt_atomic_fetch_add(int64_t *p, int64_t v)
@@ -71,35 +72,63 @@ cdef extern from "float.h":
 
 # ---------------------------------------------------------------- constants
 
-cdef enum:
-    KT_IQ2 = 0
-    KT_IQ3 = 1
-    KT_IQ4 = 2
+# The formats: one row per type (iqkt_types.h, docs/formats.md).
+cdef extern from "iqkt_types.h" nogil:
+    enum:
+        IQKT_NTYPES
+        IQKT_BLOCK
+        IQKT_TRELLIS_OFFSET
+    ctypedef struct iqkt_type_traits:
+        const char *name
+        int ggml_type
+        int gguf_file_type
+        int block_bytes
+        int group_size
+        int codebook_size
+        int codebooks
+        int index_layout
+        int sign_plane
+        int scale_layout
+        int scale_bias
+        int scale_code_min
+        int scale_code_max
+        const int16_t *scale_values
+        int scale_abs_max
+        float inference_factor
+        int search_levels
+    const iqkt_type_traits *iqkt_type_info(int type)
+    int iqkt_scale_value(const iqkt_type_traits *t, int code)
+    int iqkt_block_scale(const iqkt_type_traits *t, const uint8_t *sb, int b)
+    int64_t iqkt_type_row_size(const iqkt_type_traits *t, int64_t n)
+    uint32_t IQKT_TRELLIS_MUL
+
+cdef extern from "kt_decode.h" nogil:
+    uint32_t iqkt_group_index(const iqkt_type_traits *t, const uint8_t *sb, int b, int g)
+    int iqkt_sign_bit(const uint8_t *sb, int b, int k)
+    void iqkt_decode_values(const iqkt_type_traits *t, const uint8_t *sb, int b, const int8_t *cb,
+                            int signed_, int8_t *vals)
+    void iqkt_decode_superblocks(int type, const uint8_t *sbs, int64_t nsb, float d, const int8_t *cb,
+                                 float *out)
+
+# Type ids and return codes: the embedding API's (iqkt.h), so C callers and
+# the kernels cannot disagree.
+cdef extern from "iqkt.h" nogil:
+    enum:
+        KT_IQ2 "IQKT_IQ2_KT"
+        KT_IQ3 "IQKT_IQ3_KT"
+        KT_IQ4 "IQKT_IQ4_KT"
+        KT_OK "IQKT_OK"
+        KT_ERR_TYPE "IQKT_ERR_TYPE"
+        KT_ERR_SIZE "IQKT_ERR_SIZE"
+        KT_ERR_NONFINITE_INPUT "IQKT_ERR_NONFINITE_INPUT"
+        KT_ERR_NONFINITE_SCALE "IQKT_ERR_NONFINITE_SCALE"
+        KT_ERR_NOMEM "IQKT_ERR_NOMEM"
+        KT_ERR_IMATRIX "IQKT_ERR_IMATRIX"
+        KT_ERR_ARG "IQKT_ERR_ARG"
 
 cdef enum:
-    KT_OK = 0
-    KT_ERR_TYPE = -1            # unknown type id
-    KT_ERR_SIZE = -2            # n <= 0 or n % 256 != 0, or negative counts
-    KT_ERR_NONFINITE_INPUT = -3 # NaN/Inf in weights or activations
-    KT_ERR_NONFINITE_SCALE = -4 # a stored row scale is NaN/Inf
-    KT_ERR_NOMEM = -5
-    KT_ERR_IMATRIX = -6         # NaN/Inf/negative importance
-    KT_ERR_ARG = -7             # NULL pointer or bad range
-
-cdef enum:
-    QK = 256                    # weights per super-block
-    KT_CODEBOOK_SIZE = 65536
-
-# Magic multiplier of the integer trellis (see the format notes).
-cdef uint32_t TRELLIS_MUL = 0xCBAC1FED
-cdef uint32_t TRELLIS_OFFSET = 4096
-cdef uint32_t IQ4_SECOND_CODEBOOK = 32768
-
-cdef int IQ2_SCALE_TABLE[16]
-IQ2_SCALE_TABLE[:] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
-
-cdef int[3] SB_BYTES
-SB_BYTES[:] = [68, 100, 128]
+    QK = IQKT_BLOCK             # weights per super-block
+    KT_CODEBOOK_SIZE = 65536    # rows of each codebook table (CB8, CB4)
 
 ERROR_MESSAGES = {
     KT_ERR_TYPE: "unknown KT type id",
@@ -115,7 +144,7 @@ ERROR_MESSAGES = {
 
 cdef inline int trellis_step(uint32_t *state) noexcept nogil:
     """Advance the trellis one step and return its value in [-126, 126]."""
-    state[0] = state[0] * TRELLIS_MUL
+    state[0] = state[0] * IQKT_TRELLIS_MUL
     cdef uint32_t s = state[0] & 0x3F3F3F3Fu
     # The four 6-bit bytes sum without carries, so one multiply adds them
     # up into the top byte.
@@ -150,7 +179,7 @@ cdef int build_codebooks() except -1:
     if CB8 == NULL or CB4 == NULL:
         raise MemoryError("iqkt: cannot allocate the trellis codebooks")
     for i in range(KT_CODEBOOK_SIZE):
-        seed = i + TRELLIS_OFFSET
+        seed = i + IQKT_TRELLIS_OFFSET
         kt_trellis(&seed, 1, 8, CB8 + 8 * i)
         kt_trellis(&seed, 1, 4, CB4 + 4 * i)
     return 0
@@ -159,131 +188,62 @@ build_codebooks()
 
 # ---------------------------------------------------------------- row sizes
 
-cdef inline int valid_type(int type_id) noexcept nogil:
-    return type_id == KT_IQ2 or type_id == KT_IQ3 or type_id == KT_IQ4
-
 cdef int64_t kt_row_size(int type_id, int64_t n) noexcept nogil:
     """Bytes per row (row scale included), or a negative error code."""
-    if not valid_type(type_id):
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    if t == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0:
         return KT_ERR_SIZE
-    return 4 + SB_BYTES[type_id] * (n // QK)
+    return iqkt_type_row_size(t, n)
 
 # ---------------------------------------------------------------- block decode
-#
-# decode_block_*: the 32 integer trellis values of block b of a super-block
-# (signs applied for IQ3) and the block's integer scale.  Shared by
-# dequantization and both matrix-product paths, so the format is read in
-# exactly one place.
 
-cdef inline int iq2_scale_code(const uint8_t *sb, int b) noexcept nogil:
-    return (sb[b & 3] >> (4 * (b >> 2))) & 15
+cdef inline const int8_t *type_codebook(const iqkt_type_traits *t) noexcept nogil:
+    """The codebook table of a type's group size (KT_CODEBOOK_SIZE rows)."""
+    return CB8 if t.group_size == 8 else CB4
 
-cdef inline int decode_block_iq2(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int g, idx
-    for g in range(4):
-        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
-        memcpy(vals + 8 * g, CB8 + 8 * idx, 8)
-    return IQ2_SCALE_TABLE[iq2_scale_code(sb, b)]
-
-cdef inline int decode_magnitudes_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int g, k, idx, v
-    for g in range(4):
-        idx = iqkt_load_u16(sb + 4 + 2 * (4 * b + g))
-        for k in range(8):
-            v = CB8[8 * idx + k]
-            vals[8 * g + k] = <int8_t>(-v if v < 0 else v)
-    return iq2_scale_code(sb, b)
-
-cdef inline int decode_block_iq3(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef int k
-    cdef int bscale = decode_magnitudes_iq3(sb, b, vals)
-    for k in range(32):
-        if (sb[68 + k] >> b) & 1:
-            vals[k] = -vals[k]
-    return bscale
-
-cdef inline int iq4_group_index(const uint8_t *sb, uint32_t word, int b, int j) noexcept nogil:
-    cdef int jj = 8 * b + j
-    cdef int lo = sb[32 + jj]
-    cdef int mid = (sb[96 + (jj & 31)] >> (4 * (jj >> 5))) & 15
-    cdef int hi = (word >> (8 + 3 * j)) & 7
-    return lo | (mid << 8) | (hi << 12)
-
-cdef inline int decode_block_iq4(const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    cdef uint32_t word = iqkt_load_u32(sb + 4 * b)
-    cdef int flag = word & 1
-    cdef int j, idx
-    for j in range(8):
-        idx = iq4_group_index(sb, word, b, j) + flag * IQ4_SECOND_CODEBOOK
-        memcpy(vals + 4 * j, CB4 + 4 * idx, 4)
-    return <int>((word & 0xFF) >> 1) - 64
-
-cdef inline int decode_block(int type_id, const uint8_t *sb, int b, int8_t *vals) noexcept nogil:
-    if type_id == KT_IQ2:
-        return decode_block_iq2(sb, b, vals)
-    if type_id == KT_IQ3:
-        return decode_block_iq3(sb, b, vals)
-    return decode_block_iq4(sb, b, vals)
+cdef inline float inference_scale(const iqkt_type_traits *t, float d) noexcept nogil:
+    """The row scale the inference kernels multiply by (IQ2_KT: d * 1.05)."""
+    return d * t.inference_factor if t.inference_factor != 1 else d
 
 # ---------------------------------------------------------------- dequantize
 
-cdef float IQ2_INFERENCE_FACTOR = 1.05
-
 cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
                             float *y, int inference) noexcept nogil:
-    """Decode nrows rows of n weights.  With inference != 0, IQ2_KT rows use
-    the 1.05 factor every reference inference kernel applies."""
+    """Decode nrows rows of n weights.  With inference != 0, rows use the
+    type's inference factor (IQ2_KT: 1.05, as every reference inference
+    kernel does)."""
     cdef int64_t rs = kt_row_size(type_id, n)
-    cdef int64_t r, ib, nsb = n // QK
-    cdef int b, k, bscale
-    cdef float d, dl, m
+    cdef int64_t r, nsb = n // QK
+    cdef float d
     cdef const uint8_t *row
-    cdef const uint8_t *sb
-    cdef float *out
-    cdef int8_t vals[32]
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    cdef const int8_t *cb
     if rs < 0:
         return <int>rs
     if nrows < 0:
         return KT_ERR_SIZE
     if nrows > 0 and (q == NULL or y == NULL):
         return KT_ERR_ARG
+    cb = type_codebook(t)
     for r in range(nrows):
         row = q + r * rs
         d = iqkt_load_f32(row)
         if not isfinite(d):
             return KT_ERR_NONFINITE_SCALE
-        if inference and type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
-        for ib in range(nsb):
-            sb = row + 4 + ib * SB_BYTES[type_id]
-            out = y + r * n + ib * QK
-            for b in range(8):
-                if type_id == KT_IQ3:
-                    # Sign applied to the float product, as the reference
-                    # does: a zero magnitude with its sign bit set is -0.0.
-                    bscale = decode_magnitudes_iq3(sb, b, vals)
-                    dl = d * <float>bscale
-                    for k in range(32):
-                        m = dl * <float>vals[k]
-                        out[32 * b + k] = -m if (sb[68 + k] >> b) & 1 else m
-                    continue
-                bscale = decode_block(type_id, sb, b, vals)
-                # The reference's float order: (d * block_scale) * value.
-                dl = d * <float>bscale
-                for k in range(32):
-                    out[32 * b + k] = dl * <float>vals[k]
+        if inference:
+            d = inference_scale(t, d)
+        iqkt_decode_superblocks(type_id, row + 4, nsb, d, cb, y + r * n)
     return KT_OK
 
 # ---------------------------------------------------------------- mul_mat
 #
 # Activations are quantized once per call to int16 per block of 32 values:
-# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (32000), so x ~ s * x16 to
-# within s / 2 per value (~1.6e-5 of the block's largest value).  Every
+# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (8000), so x ~ s * x16 to
+# within s / 2 per value (1/16000 of the block's largest value).  Every
 # multiply-add of a trellis value with x16 is then exact in int32, and the
-# product is accurate to ~1e-5 relative.  (A single int8 plane per block was
-# tried first: 2.6% error on a golden case, over the 1% limit.)
+# product is accurate to ~1e-4 relative (contract: kt_mm.h).
 #
 # The int16 values are then laid out once per call into "lanes" (4 bytes per
 # value, layout chosen by the ISA's helper in kt_mm.h) and each weight row is
@@ -327,7 +287,7 @@ cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, i
     """qx (nrows, n) -> lanes (nrows, IQKT_MM_LANE_BYTES * n), bsum (nrows, n/32),
     laid out for products with weights of type type_id."""
     cdef int64_t r
-    if not valid_type(type_id):
+    if iqkt_type_info(type_id) == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
@@ -350,6 +310,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
     cdef float out[4]
     cdef uint8_t *scratch
     cdef float *tout
+    cdef const iqkt_type_traits *tt = iqkt_type_info(type_id)
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
@@ -375,8 +336,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                     free(scratch)
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
-                if type_id == KT_IQ2:
-                    dt[t] = dt[t] * IQ2_INFERENCE_FACTOR
+                dt[t] = inference_scale(tt, dt[t])
             iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
                          scratch, tout, CB8, CB4)
             for t in range(nr):
@@ -391,8 +351,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         d = iqkt_load_f32(row)
         if not isfinite(d):
             return KT_ERR_NONFINITE_SCALE
-        if type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
+        d = inference_scale(tt, d)
         b0 = 0
         while b0 < nb_rows:
             nbc = <int>(nb_rows - b0) if nb_rows - b0 < IQKT_MM_NB else IQKT_MM_NB
@@ -403,97 +362,21 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
             b0 += nbc
     return KT_OK
 
-# Native threads for the int8 product: the parts take chunks of weight rows
-# from a shared counter until none are left, so a part on a slower or busier
-# core simply takes fewer chunks (hybrid P/E cores, shared vCPUs).  Rows are
-# independent, so the result is the same for any number of parts and any
-# assignment of chunks.
-
-ctypedef struct MulMatJob:
-    int type_id
-    const uint8_t *q
-    int64_t n
-    const uint8_t *lanes
-    const int32_t *bsum
-    const float *xs
-    int64_t nb_rows
-    float *y
-    int64_t ldy
-    int64_t row0
-    int64_t nrows
-    int64_t chunk
-    int64_t next_row            # shared counter, relative to row0
-    int nparts
-    int rc[64]
-
-cdef void mul_mat_part(void *ctx, int part) noexcept nogil:
-    cdef MulMatJob *j = <MulMatJob *>ctx
-    cdef int64_t r0, r1
-    cdef int rc = KT_OK
-    while True:
-        r0 = iqkt_atomic_fetch_add(&j.next_row, j.chunk)
-        if r0 >= j.nrows:
-            break
-        r1 = r0 + j.chunk if r0 + j.chunk < j.nrows else j.nrows
-        rc = kt_mul_mat_q8(j.type_id, j.q, j.n, j.lanes, j.bsum, j.xs, j.nb_rows, j.y, j.ldy,
-                           j.row0 + r0, j.row0 + r1)
-        if rc != KT_OK:
-            break
-    j.rc[part] = rc
-
-cdef int kt_mul_mat_q8_threads(int type_id, const uint8_t *q, int64_t n,
-                               const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
-                               float *y, int64_t ldy, int64_t row0, int64_t row1, int nthreads) noexcept nogil:
-    """kt_mul_mat_q8 over weight rows [row0, row1) on up to nthreads native
-    threads (call iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
-    cdef MulMatJob job
-    cdef int i
-    if row0 < 0 or row1 < row0:
-        return KT_ERR_ARG
-    if nthreads < 1:
-        nthreads = 1
-    if nthreads > 64:
-        nthreads = 64
-    job.type_id = type_id
-    job.q = q
-    job.n = n
-    job.lanes = lanes
-    job.bsum = bsum
-    job.xs = xs
-    job.nb_rows = nb_rows
-    job.y = y
-    job.ldy = ldy
-    job.row0 = row0
-    job.nrows = row1 - row0
-    job.nparts = nthreads
-    job.next_row = 0
-    # ~8 chunks per thread balance uneven cores; multiples of 16 rows keep
-    # the batch kernels' 4-row tiles whole
-    job.chunk = job.nrows if nthreads == 1 else (job.nrows + 8 * nthreads - 1) // (8 * nthreads)
-    job.chunk = (job.chunk + 15) // 16 * 16
-    if job.chunk < 16:
-        job.chunk = 16
-    iqkt_pool_run(nthreads, mul_mat_part, &job)
-    for i in range(nthreads):
-        if job.rc[i] != KT_OK:
-            return job.rc[i]
-    return KT_OK
-
 cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
                         const float *x, int64_t nb_rows,
                         float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
     """Float path: the dequantized inference weights dotted with x in double."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, ib, bi, nsb = n // QK
-    cdef int b, k, bscale
-    cdef float d, dl
+    cdef int b, k
+    cdef float d
     cdef double *acc
     cdef const uint8_t *row
-    cdef const uint8_t *sb
     cdef const float *xb
-    cdef int8_t vals[32]
-    cdef float w[32]
+    cdef float w[QK]
     cdef double s
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    cdef const int8_t *cb
     if rs < 0:
         return <int>rs
     if row0 < 0 or row1 < row0 or nb_rows < 0:
@@ -503,45 +386,159 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
     acc = <double *>malloc(nb_rows * sizeof(double))
     if acc == NULL:
         return KT_ERR_NOMEM
+    cb = type_codebook(t)
     for r in range(row0, row1):
         row = q + r * rs
         d = iqkt_load_f32(row)
         if not isfinite(d):
             free(acc)
             return KT_ERR_NONFINITE_SCALE
-        if type_id == KT_IQ2:
-            d = d * IQ2_INFERENCE_FACTOR
+        d = inference_scale(t, d)
         for bi in range(nb_rows):
             acc[bi] = 0
         for ib in range(nsb):
-            sb = row + 4 + ib * SB_BYTES[type_id]
+            iqkt_decode_superblocks(type_id, row + 4 + ib * t.block_bytes, 1, d, cb, w)
             for b in range(8):
-                bscale = decode_block(type_id, sb, b, vals)
-                dl = d * <float>bscale
-                for k in range(32):
-                    w[k] = dl * <float>vals[k]
                 for bi in range(nb_rows):
                     xb = x + bi * n + ib * QK + 32 * b
                     s = 0
                     for k in range(32):
-                        s = s + <double>w[k] * <double>xb[k]
+                        s = s + <double>w[32 * b + k] * <double>xb[k]
                     acc[bi] = acc[bi] + s
         for bi in range(nb_rows):
             y[bi * ldy + r] = <float>acc[bi]
     free(acc)
     return KT_OK
 
-cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
-                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
-    """All-in-one product on raw pointers (the stable entry for embedders):
-    y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's inference values.
-    precision_float != 0 uses the exact float path, else int8 activations."""
+include "kt_quantize.pxi"
+
+# ---------------------------------------------------------------- threads
+#
+# Every multi-threaded call runs on the one native pool (kt_pool.h): parts
+# take chunks of rows from a shared counter until none are left, so a part
+# on a slower or busier core simply takes fewer (hybrid cores, shared vCPUs).
+# Rows are independent, so results never depend on the thread count or on
+# which part ran which chunk.  Part 0 runs on the calling thread; when asked
+# it checks for Python signals between chunks (Ctrl-C), and a failing or
+# interrupted part stops the others after their current chunk.
+
+cdef extern from "Python.h":
+    # Declared without "except": the exception stays pending for the caller.
+    int PyErr_CheckSignals_pending "PyErr_CheckSignals"() noexcept
+
+cdef enum:
+    KT_INTERRUPTED = -50        # internal: a Python signal handler raised
+
+ctypedef int (*rows_fn)(void *ctx, int64_t row0, int64_t row1) noexcept nogil
+
+ctypedef struct RowsJob:
+    rows_fn fn
+    void *ctx
+    int64_t nrows
+    int64_t chunk
+    int64_t next_row            # shared counter
+    int64_t stop                # nonzero: take no more chunks (read/written atomically)
+    int check_signals
+    int rc[IQKT_POOL_MAX]
+
+cdef void rows_part(void *vjob, int part) noexcept nogil:
+    cdef RowsJob *j = <RowsJob *>vjob
+    cdef int64_t r0, r1
+    cdef int rc = KT_OK
+    while iqkt_atomic_fetch_add(&j.stop, 0) == 0:
+        r0 = iqkt_atomic_fetch_add(&j.next_row, j.chunk)
+        if r0 >= j.nrows:
+            break
+        r1 = r0 + j.chunk if r0 + j.chunk < j.nrows else j.nrows
+        rc = j.fn(j.ctx, r0, r1)
+        if rc == KT_OK and part == 0 and j.check_signals:
+            with gil:
+                if PyErr_CheckSignals_pending() != 0:
+                    rc = KT_INTERRUPTED
+        if rc != KT_OK:
+            iqkt_atomic_fetch_add(&j.stop, 1)
+            break
+    j.rc[part] = rc
+
+cdef int run_rows(rows_fn fn, void *ctx, int64_t nrows, int64_t chunk, int nthreads,
+                  int check_signals) noexcept nogil:
+    """fn(ctx, r0, r1) over [0, nrows) in chunks of chunk rows on up to
+    nthreads threads of the pool (iqkt_pool_prepare(nthreads - 1) first, with
+    the GIL).  check_signals: the calling thread holds a Python thread state
+    and polls signals between its chunks."""
+    cdef RowsJob job
+    cdef int i, rc = KT_OK
+    if nrows <= 0:
+        return KT_OK
+    if chunk < 1:
+        chunk = 1
+    if nthreads > (nrows + chunk - 1) // chunk:
+        nthreads = <int>((nrows + chunk - 1) // chunk)
+    nthreads = 1 if nthreads < 1 else (IQKT_POOL_MAX if nthreads > IQKT_POOL_MAX else nthreads)
+    job.fn = fn
+    job.ctx = ctx
+    job.nrows = nrows
+    job.chunk = chunk
+    job.next_row = 0
+    job.stop = 0
+    job.check_signals = check_signals
+    if nthreads == 1:
+        rows_part(&job, 0)
+    else:
+        iqkt_pool_run(nthreads, rows_part, &job)
+    for i in range(nthreads):
+        if job.rc[i] != KT_OK and (rc == KT_OK or rc == KT_INTERRUPTED):
+            rc = job.rc[i]          # a kernel error wins over an interrupt
+    return rc
+
+cdef inline int64_t chunk_rows(int64_t nrows, int nthreads, int64_t work_per_row, int64_t max_work,
+                               int64_t multiple) noexcept nogil:
+    """Rows per chunk: about 8 chunks per thread (uneven cores), at most
+    max_work per chunk (Ctrl-C stays responsive), a multiple of multiple."""
+    cdef int64_t c = (nrows + 8 * nthreads - 1) // (8 * nthreads) if nthreads > 1 else nrows
+    cdef int64_t cap = max_work // (work_per_row if work_per_row > 0 else 1)
+    if c > cap:
+        c = cap
+    c = (c + multiple - 1) // multiple * multiple
+    return c if c >= multiple else multiple
+
+# ---------------------------------------------------------------- mul_mat driver
+
+ctypedef struct MulMatCtx:
+    int type_id
+    const uint8_t *q
+    int64_t n
+    const float *x              # float path
+    const uint8_t *lanes        # int8 path: prepared activations
+    const int32_t *bsum
+    const float *xs
+    int64_t nb
+    float *y
+    int64_t ldy
+
+cdef int mul_mat_q8_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef MulMatCtx *c = <MulMatCtx *>vctx
+    return kt_mul_mat_q8(c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
+
+cdef int mul_mat_f32_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef MulMatCtx *c = <MulMatCtx *>vctx
+    return kt_mul_mat_f32(c.type_id, c.q, c.n, c.x, c.nb, c.y, c.ldy, r0, r1)
+
+cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                            const float *x, int64_t nb, float *y, int precision_float,
+                            int nthreads, int check_signals) noexcept nogil:
+    """The whole product: y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's
+    inference values.  precision_float != 0: the exact float path; else the
+    activations are quantized and laid out once (kt_quantize_activations,
+    kt_prepare_activations) and the weight rows split over nthreads pool
+    threads (iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int rc
-    cdef int16_t *qx
-    cdef uint8_t *lanes
-    cdef int32_t *bsum
-    cdef float *xs
+    cdef MulMatCtx c
+    cdef int16_t *qx = NULL
+    cdef uint8_t *lanes = NULL
+    cdef int32_t *bsum = NULL
+    cdef float *xs = NULL
     if rs < 0:
         return <int>rs
     if nrows < 0 or nb < 0:
@@ -550,35 +547,75 @@ cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
         return KT_OK
     if q == NULL or x == NULL or y == NULL:
         return KT_ERR_ARG
+    c.type_id = type_id
+    c.q = q
+    c.n = n
+    c.x = x
+    c.nb = nb
+    c.y = y
+    c.ldy = nrows
     if precision_float:
-        return kt_mul_mat_f32(type_id, q, n, x, nb, y, nrows, 0, nrows)
+        return run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 22, 16),
+                        nthreads, check_signals)
     qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
     lanes = <uint8_t *>malloc(<size_t>nb * n * IQKT_MM_LANE_BYTES)
     bsum = <int32_t *>malloc(<size_t>nb * (n // 32) * sizeof(int32_t))
     xs = <float *>malloc(<size_t>nb * (n // 32) * sizeof(float))
-    if qx == NULL or lanes == NULL or bsum == NULL or xs == NULL:
-        free(qx)
-        free(lanes)
-        free(bsum)
-        free(xs)
-        return KT_ERR_NOMEM
-    rc = kt_quantize_activations(x, nb, n, qx, xs)
-    if rc == KT_OK:
-        rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
-    if rc == KT_OK:
-        rc = kt_mul_mat_q8(type_id, q, n, lanes, bsum, xs, nb, y, nrows, 0, nrows)
+    rc = KT_ERR_NOMEM
+    if qx != NULL and lanes != NULL and bsum != NULL and xs != NULL:
+        rc = kt_quantize_activations(x, nb, n, qx, xs)
+        if rc == KT_OK:
+            rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
+        if rc == KT_OK:
+            c.lanes = lanes
+            c.bsum = bsum
+            c.xs = xs
+            # multiples of 16 rows keep the batch kernels' 4-row tiles whole
+            rc = run_rows(mul_mat_q8_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 24, 16),
+                          nthreads, check_signals)
     free(qx)
     free(lanes)
     free(bsum)
     free(xs)
     return rc
 
-include "kt_quantize.pxi"
+cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
+                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
+    """The embedding API's product (iqkt.h): kt_mul_mat_threads on the
+    calling thread only."""
+    return kt_mul_mat_threads(type_id, q, nrows, n, x, nb, y, precision_float, 1, 0)
+
+# ---------------------------------------------------------------- quantize / dequantize drivers
+
+ctypedef struct QuantCtx:
+    int type_id
+    const float *x
+    int64_t n
+    int64_t rs
+    const float *imatrix
+    const float *row_scale
+    uint8_t *out
+    double *row_err
+    const QuantParams *params
+    const uint8_t *q
+    float *y
+    int inference
+
+cdef int quantize_rows_part(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef QuantCtx *c = <QuantCtx *>vctx
+    return kt_quantize_rows_p(c.type_id, c.x + r0 * c.n, r1 - r0, c.n, c.imatrix,
+                              c.row_scale + r0 if c.row_scale != NULL else NULL, c.out + r0 * c.rs,
+                              c.row_err + r0 if c.row_err != NULL else NULL, c.params)
+
+cdef int dequantize_rows_part(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
+    cdef QuantCtx *c = <QuantCtx *>vctx
+    return kt_dequantize_rows(c.type_id, c.q + r0 * c.rs, r1 - r0, c.n, c.y + r0 * c.n, c.inference)
+
 
 # ---------------------------------------------------------------- Python wrappers
 #
-# Arrays arrive validated, C-contiguous and of the right dtype (iqkt/_api.py).
-# row0/row1 let the caller split work across threads on shared arrays.
+# Arrays arrive validated, C-contiguous and of the right dtype (iqkt/_api.py);
+# each wrapper is one kernel call that allocates, lays out and threads itself.
 
 VARIANT = iqkt_variant_name().decode()
 SIMD = iqkt_simd_name().decode()
@@ -608,130 +645,121 @@ def trellis(const uint32_t[::1] seeds, int64_t steps, int8_t[:, ::1] out):
     check(rc)
 
 
-def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
-                    int inference, int64_t row0, int64_t row1):
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row1 > out.shape[0] or row0 > row1:
-        raise ValueError("dequantize_rows: bad row range")
-    if row1 == row0:
-        return
-    with nogil:
-        rc = kt_dequantize_rows(type_id, &q[row0, 0], row1 - row0, n, &out[row0, 0], inference)
-    check(rc)
-
-
-LANE_BYTES = IQKT_MM_LANE_BYTES
-ACT_MAX = IQKT_MM_XMAX
-
-
-def quantize_activations(const float[:, ::1] x, int16_t[:, ::1] qx, float[:, ::1] xs):
-    cdef int rc
-    cdef int64_t nrows = x.shape[0], n = x.shape[1]
-    if qx.shape[0] != nrows or qx.shape[1] != n or xs.shape[0] != nrows or xs.shape[1] != n // 32:
-        raise ValueError("quantize_activations: output shape mismatch")
-    if nrows == 0:
-        return
-    with nogil:
-        rc = kt_quantize_activations(&x[0, 0], nrows, n, &qx[0, 0], &xs[0, 0])
-    check(rc)
-
-
-def prepare_activations(int type_id, const int16_t[:, ::1] qx, uint8_t[:, ::1] lanes, int32_t[:, ::1] bsum):
-    cdef int rc
-    cdef int64_t nrows = qx.shape[0], n = qx.shape[1]
-    if lanes.shape[0] != nrows or lanes.shape[1] != IQKT_MM_LANE_BYTES * n or bsum.shape[0] != nrows \
-            or bsum.shape[1] != n // 32:
-        raise ValueError("prepare_activations: output shape mismatch")
-    if nrows == 0:
-        return
-    with nogil:
-        rc = kt_prepare_activations(type_id, &qx[0, 0], nrows, n, &lanes[0, 0], &bsum[0, 0])
-    check(rc)
-
-
-def mul_mat_q8(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
-               const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
-               int64_t row0, int64_t row1):
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_q8: bad row range")
-    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
-            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
-        raise ValueError("mul_mat_q8: activation shape mismatch")
-    if row1 == row0 or lanes.shape[0] == 0:
-        return
-    with nogil:
-        rc = kt_mul_mat_q8(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0], lanes.shape[0],
-                           &y[0, 0], y.shape[1], row0, row1)
-    check(rc)
-
-
-def mul_mat_q8_threads(int type_id, const uint8_t[:, ::1] q, int64_t n, const uint8_t[:, ::1] lanes,
-                       const int32_t[:, ::1] bsum, const float[:, ::1] xs, float[:, ::1] y,
-                       int64_t row0, int64_t row1, int nthreads):
-    """mul_mat_q8 over rows [row0, row1), split across nthreads native threads."""
-    cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_q8_threads: bad row range")
-    if lanes.shape[1] != IQKT_MM_LANE_BYTES * n or xs.shape[1] != n // 32 or bsum.shape[1] != n // 32 \
-            or y.shape[0] != lanes.shape[0] or xs.shape[0] != lanes.shape[0] or bsum.shape[0] != lanes.shape[0]:
-        raise ValueError("mul_mat_q8_threads: activation shape mismatch")
-    if row1 == row0 or lanes.shape[0] == 0:
-        return
-    if nthreads < 1:
-        nthreads = 1
-    if nthreads > 64:
-        nthreads = 64
+def _threads(int nthreads):
+    """Pool threads for a call (clamped to 1..MAX_THREADS); starts workers."""
+    nthreads = 1 if nthreads < 1 else (IQKT_POOL_MAX if nthreads > IQKT_POOL_MAX else nthreads)
     if nthreads > 1:
         iqkt_pool_prepare(nthreads - 1)
-    with nogil:
-        rc = kt_mul_mat_q8_threads(type_id, &q[0, 0], n, &lanes[0, 0], &bsum[0, 0], &xs[0, 0],
-                                   lanes.shape[0], &y[0, 0], y.shape[1], row0, row1, nthreads)
+    return nthreads
+
+
+cdef int check_threads_rc(int rc) except -1:
+    """Raise for a return code of a run_rows call: a pending Python exception
+    (a signal handler raised, e.g. KeyboardInterrupt), or a kernel error."""
+    if rc == KT_INTERRUPTED:
+        if PyErr_Occurred() != NULL:
+            return -1           # propagate the pending exception
+        raise KeyboardInterrupt
     check(rc)
+    return 0
 
 
-def mul_mat_f32(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x,
-                float[:, ::1] y, int64_t row0, int64_t row1):
+#: Most threads one call uses (the pool's size limit, kt_pool.h).
+MAX_THREADS = IQKT_POOL_MAX
+
+
+def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
+                    int inference, int nthreads):
     cdef int rc
-    if row0 < 0 or row1 > q.shape[0] or row0 > row1 or y.shape[1] != q.shape[0]:
-        raise ValueError("mul_mat_f32: bad row range")
-    if row1 == row0 or x.shape[0] == 0:
+    cdef QuantCtx c
+    cdef int64_t nrows = q.shape[0]
+    if out.shape[0] != nrows or out.shape[1] != n:
+        raise ValueError("dequantize_rows: output shape mismatch")
+    if nrows == 0:
         return
+    nthreads = _threads(nthreads)
+    c.type_id = type_id
+    c.q = &q[0, 0]
+    c.n = n
+    c.rs = q.shape[1]
+    c.y = &out[0, 0]
+    c.inference = inference
+    check(<int>kt_row_size(type_id, n) if kt_row_size(type_id, n) < 0 else KT_OK)
+    if kt_row_size(type_id, n) != c.rs:
+        raise ValueError("dequantize_rows: row size mismatch")
     with nogil:
-        rc = kt_mul_mat_f32(type_id, &q[0, 0], n, &x[0, 0], x.shape[0],
-                            &y[0, 0], y.shape[1], row0, row1)
-    check(rc)
+        rc = run_rows(dequantize_rows_part, &c, nrows, chunk_rows(nrows, nthreads, n, 1 << 20, 1),
+                      nthreads, 1)
+    check_threads_rc(rc)
+
+
+def mul_mat(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x, float[:, ::1] y,
+            int precision_float, int nthreads):
+    """y (B, N) = x (B, n) @ W(N, n).T, the whole product in one kernel call
+    (kt_mul_mat_threads) on nthreads pool threads."""
+    cdef int rc
+    cdef int64_t nrows = q.shape[0], nb = x.shape[0]
+    if x.shape[1] != n or y.shape[0] != nb or y.shape[1] != nrows:
+        raise ValueError("mul_mat: shape mismatch")
+    if kt_row_size(type_id, n) >= 0 and kt_row_size(type_id, n) != q.shape[1]:
+        raise ValueError("mul_mat: row size mismatch")
+    if nrows == 0 or nb == 0:
+        return
+    nthreads = _threads(nthreads)
+    with nogil:
+        rc = kt_mul_mat_threads(type_id, &q[0, 0], nrows, n, &x[0, 0], nb, &y[0, 0], precision_float,
+                                nthreads, 1)
+    check_threads_rc(rc)
 
 
 def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
-                  row_err, int64_t row0, int64_t row1, row_scale=None):
+                  row_err, params, int nthreads, row_scale=None):
+    """All rows of x into out on nthreads pool threads; row_err: None or a
+    float64 array receiving each row's relative error; params: None
+    (defaults) or a mapping of quantizer parameters (quantizer_params);
+    row_scale: None or one float32 row scale per row to store the rows with."""
     cdef int rc
+    cdef QuantParams p
+    cdef QuantCtx c
     cdef const float[::1] im
     cdef const float[::1] rsc
-    cdef const float *imp = NULL
-    cdef const float *rsp = NULL
     cdef double[::1] err
-    cdef double *errp = NULL
-    cdef int64_t n = x.shape[1]
-    if row0 < 0 or row1 > x.shape[0] or row1 > out.shape[0] or row0 > row1:
-        raise ValueError("quantize_rows: bad row range")
+    cdef int64_t nrows = x.shape[0], n = x.shape[1]
+    if out.shape[0] != nrows:
+        raise ValueError("quantize_rows: output shape mismatch")
+    c.type_id = type_id
+    c.x = &x[0, 0] if nrows > 0 else NULL
+    c.n = n
+    c.rs = kt_row_size(type_id, n)
+    check(<int>c.rs if c.rs < 0 else KT_OK)
+    if out.shape[1] != c.rs:
+        raise ValueError("quantize_rows: output row size mismatch")
+    c.out = &out[0, 0] if nrows > 0 else NULL
+    c.imatrix = NULL
+    c.row_scale = NULL
+    c.row_err = NULL
+    if row_scale is not None:
+        rsc = row_scale
+        if rsc.shape[0] != nrows:
+            raise ValueError("quantize_rows: row_scale length mismatch")
+        c.row_scale = &rsc[0] if nrows > 0 else NULL
     if imatrix is not None:
         im = imatrix
         if im.shape[0] != n:
             raise ValueError("quantize_rows: imatrix length mismatch")
-        imp = &im[0]
+        c.imatrix = &im[0]
     if row_err is not None:
         err = row_err
-        errp = &err[row0]
-    if row_scale is not None:
-        rsc = row_scale
-        if rsc.shape[0] < row1:
-            raise ValueError("quantize_rows: row_scale too short")
-        rsp = &rsc[row0]
-    if row1 == row0:
+        if err.shape[0] != nrows:
+            raise ValueError("quantize_rows: row_err length mismatch")
+        c.row_err = &err[0] if nrows > 0 else NULL
+    params_from_changes(params, &p)
+    c.params = &p
+    if nrows == 0:
         return
+    nthreads = _threads(nthreads)
     with nogil:
-        rc = kt_quantize_rows_at(type_id, &x[row0, 0], row1 - row0, n, imp, rsp, &out[row0, 0], errp)
-    check(rc)
+        rc = run_rows(quantize_rows_part, &c, nrows, chunk_rows(nrows, nthreads, n, 8192, 1), nthreads, 1)
+    check_threads_rc(rc)
 
 include "kt_capi.pxi"

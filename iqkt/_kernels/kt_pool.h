@@ -1,4 +1,5 @@
-/* A small native thread pool for the mul_mat kernels.
+/* The native thread pool every multi-threaded call runs on (quantize,
+ * dequantize, mul_mat; run_rows in kt_kernels.pxi).
  *
  * Why: a GEMV takes about a millisecond, and handing work to Python threads
  * costs ~0.1 ms per call, which caps 2-thread scaling well below 2x.  These
@@ -20,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IQKT_POOL_MAX 64
+#define IQKT_POOL_MAX 64          /* most threads (parts) of one call */
 
 typedef void (*iqkt_pool_fn)(void *ctx, int part);
 

@@ -43,6 +43,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Type ids (IQKT_IQ2_KT, ...), IQKT_BLOCK and the per-type format table. */
+#include "iqkt_types.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -50,13 +53,6 @@ extern "C" {
 #define IQKT_API_VERSION 1
 /* Name of the capsule (also the module attribute it is reached by). */
 #define IQKT_CAPSULE_NAME "iqkt._C_API"
-
-/* Type ids (the order of iqkt.TYPES). */
-enum {
-    IQKT_IQ2_KT = 0,
-    IQKT_IQ3_KT = 1,
-    IQKT_IQ4_KT = 2
-};
 
 /* Return codes: 0 is success, errors are negative. */
 enum {
@@ -75,12 +71,10 @@ enum {
 
 /* Values of the `precision` argument of mul_mat. */
 enum {
-    IQKT_PRECISION_INT8 = 0,   /* activations as int8 blocks of 32 (main + residual plane), ~1e-4 relative */
+    IQKT_PRECISION_INT8 = 0,   /* activations as int16 per block of 32 (|x16| <= 8000, a float scale
+                                  per block), exact integer products; ~1e-4 relative */
     IQKT_PRECISION_FLOAT = 1   /* dequantized float weights, float64 accumulation */
 };
-
-/* Super-block length: row lengths n must be positive multiples of it. */
-#define IQKT_BLOCK 256
 
 typedef struct iqkt_api {
     /* Header, stable across all versions: check before using anything else. */

@@ -1,0 +1,27 @@
+/* Helpers shared by the AVX2 and AVX512 variants. */
+#ifndef IQKT_ISA_X86_H
+#define IQKT_ISA_X86_H
+
+#include <immintrin.h>
+
+/* Sum of the 8 lanes of v in iqkt_mm_sum8's order: ((f0 + f4) + (f2 + f6)) +
+ * ((f1 + f5) + (f3 + f7)), with shuffles instead of a store. */
+static inline float iqkt_mm_sum8_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* IQ3 sign bits transposed for the step-major kernels: byte j of wk[k] =
+ * qh[8j + k], i.e. the signs of step k of group j of every block (bit = block). */
+static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
+    const __m256i QHT = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __m256i t = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(sb + 68)), QHT);
+    __m128i lo = _mm256_castsi256_si128(t), hi = _mm256_extracti128_si256(t, 1);
+    _mm_storeu_si128((__m128i *)wk, _mm_unpacklo_epi16(lo, hi));
+    _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
+}
+
+#endif /* IQKT_ISA_X86_H */
