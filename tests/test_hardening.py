@@ -179,7 +179,10 @@ def test_interpreter_exit_with_live_pool_does_not_hang():
 @pytest.mark.parametrize("op", ["quantize", "mul_mat"])
 def test_ctrl_c_interrupts_long_call(op):
     code = f"""
-        import sys, time, threading, numpy as np, iqkt
+        import signal, sys, time, threading, numpy as np, iqkt
+        # A shell that starts background jobs without job control makes them ignore SIGINT,
+        # and the child inherits that: put Python's own handler back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         rng = np.random.default_rng(0)
         if "{op}" == "quantize":
             x = rng.standard_normal((20000, 4096)).astype(np.float32)
