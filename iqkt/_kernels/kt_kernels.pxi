@@ -78,6 +78,7 @@ cdef extern from "iqkt_types.h" nogil:
         IQKT_NTYPES
         IQKT_BLOCK
         IQKT_TRELLIS_OFFSET
+        IQKT_INDEX_SPLIT13
     ctypedef struct iqkt_type_traits:
         const char *name
         int ggml_type
@@ -117,6 +118,7 @@ cdef extern from "iqkt.h" nogil:
         KT_IQ2 "IQKT_IQ2_KT"
         KT_IQ3 "IQKT_IQ3_KT"
         KT_IQ4 "IQKT_IQ4_KT"
+        KT_IQ1 "IQKT_IQ1_KT"
         KT_OK "IQKT_OK"
         KT_ERR_TYPE "IQKT_ERR_TYPE"
         KT_ERR_SIZE "IQKT_ERR_SIZE"

@@ -42,8 +42,8 @@
 #define IQKT_KT_MM_H
 
 /* Whether this ISA has its own GEMV kernels for the type; the others (a type
- * added to the table before anyone wrote vector kernels for it) go through
- * the lookup kernel of isa/generic.h, lanes included. */
+ * added to the table before anyone wrote vector kernels for it: IQ1_KT on
+ * x86) go through the lookup kernel of isa/generic.h, lanes included. */
 static inline int iqkt_mm_isa_has_type(int type) {
     return (int)((IQKT_ISA_MM_KERNEL_TYPES >> type) & 1u);
 }

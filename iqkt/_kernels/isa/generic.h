@@ -248,6 +248,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb_lookup(int type, const uint8_t *sbs, int6
     switch (type) {
     case IQKT_IQ2_KT: iqkt_mm_row_lookup(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
     case IQKT_IQ3_KT: iqkt_mm_row_lookup(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_lookup(IQKT_IQ1_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
     default: iqkt_mm_row_lookup(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
     }
 }
