@@ -1,4 +1,4 @@
-"""iqkt: IQ2_KT / IQ3_KT / IQ4_KT trellis quantization, byte-compatible with
+"""iqkt: IQ1_KT / IQ2_KT / IQ3_KT / IQ4_KT trellis quantization, byte-compatible with
 ik_llama.cpp, with per-CPU-ISA compiled kernels."""
 
 __version__ = "0.1.0"

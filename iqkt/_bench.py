@@ -234,7 +234,8 @@ def main(argv=None) -> int:
         description="Time iqkt's mul_mat / dequantize / quantize against numpy float32.")
     ap.add_argument("--quick", action="store_true",
                     help="only the 4096x4096 shape (also: IQKT_BENCH_QUICK=1)")
-    ap.add_argument("--types", default="iq2_kt,iq3_kt,iq4_kt", help="comma list (default: all)")
+    ap.add_argument("--types", default="iq2_kt,iq3_kt,iq4_kt",
+                    help="comma list of iqkt.TYPES (default: iq2_kt,iq3_kt,iq4_kt)")
     ap.add_argument("--threads", default=",".join(map(str, THREADS)),
                     help="comma list of thread counts (default: 1,2)")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)),

@@ -23,6 +23,7 @@ cdef extern from "iqkt.h":
         IQ2_KT "IQKT_IQ2_KT"
         IQ3_KT "IQKT_IQ3_KT"
         IQ4_KT "IQKT_IQ4_KT"
+        IQ1_KT "IQKT_IQ1_KT"
 
         OK "IQKT_OK"
         ERR_TYPE "IQKT_ERR_TYPE"

@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     q.add_argument("output", metavar="OUT.gguf")
     q.add_argument("type_pos", nargs="?", default=None, metavar="TYPE", help="same as --type")
     q.add_argument("threads_pos", nargs="?", default=None, metavar="THREADS", help="same as --threads")
-    q.add_argument("--type", default=None, help="default type of weight matrices: iq2_kt, iq3_kt, iq4_kt, "
+    q.add_argument("--type", default=None, help="default type of weight matrices: iq1_kt, iq2_kt, iq3_kt, iq4_kt, "
                    "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, q8_0, q5_1, q5_0, q4_1, q4_0, f16, bf16, f32; "
                    "or a mix: q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m")
     q.add_argument("--custom-q", default=None, metavar="REGEX=TYPE,...",

@@ -1,4 +1,4 @@
-"""GGUF models: quantize to IQ2_KT / IQ3_KT / IQ4_KT (and the K-quants, IQ4_NL/IQ4_XS and the
+"""GGUF models: quantize to IQ1_KT / IQ2_KT / IQ3_KT / IQ4_KT (and the K-quants, IQ4_NL/IQ4_XS and the
 gguf package's types around them), inspect, and dequantize.
 
 Needs the PyPI ``gguf`` package (from an iqkt checkout: ``pip install '.[gguf]'``; or
@@ -137,7 +137,8 @@ def _add_tensor_info(writer: "gguf.GGUFWriter", name: str, shape: Sequence[int],
 # ----------------------------------------------------------------------------------------------
 
 class KTGGUFReader(gguf.GGUFReader):
-    """``gguf.GGUFReader`` that also maps IQ2_KT/IQ3_KT/IQ4_KT tensors (ids 153/154/155).
+    """``gguf.GGUFReader`` that also maps KT tensors (IQ2_KT/IQ3_KT/IQ4_KT/IQ1_KT: ids 153/154/155/158,
+    from the type table).
 
     KT tensors get ``tensor_type`` = the int id and ``data`` = uint8 (..., rows, row_size) over
     the memory map. Tensor data running past the end of the file (truncation) is a clear error."""
@@ -529,7 +530,7 @@ def _is_quantized(tid: int) -> bool:
 # iq4_nl 0.0074 (4.5 bpw), q4_0 0.011, q5_0 0.0028 (5.5), q5_1 0.0018 (6.0). So every KT type and
 # q2_k/q3_k/iq4_xs -> iq4_nl (the lowest-bit 32-block type), q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0
 # (the K-quant rules are llama-quantize's). A row that is not even a multiple of 32 gets f16.
-_AUTO_FALLBACK = {"iq2_kt": "iq4_nl", "iq3_kt": "iq4_nl", "iq4_kt": "iq4_nl", "q2_k": "iq4_nl",
+_AUTO_FALLBACK = {"iq1_kt": "iq4_nl", "iq2_kt": "iq4_nl", "iq3_kt": "iq4_nl", "iq4_kt": "iq4_nl", "q2_k": "iq4_nl",
                   "q3_k": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 
 # Per-tensor-class options (--attn-v-type ...): a class matches blk.N.<class>.weight and the MoE
@@ -1359,7 +1360,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         raise ValueError("--include-weights / --exclude-weights need an --imatrix")
     if hessian is not None:
         _attach_hessians(plans, hessian, ray)
-    no_im_2bit = [p for p in im_plans if p.out_type in ("iq2_kt", "q2_k") and p.imatrix is None]
+    no_im_2bit = [p for p in im_plans if p.out_type in ("iq1_kt", "iq2_kt", "q2_k") and p.imatrix is None]
     if no_im_2bit:
         kinds = "/".join(sorted({p.out_type for p in no_im_2bit}))
         warn(f"{len(no_im_2bit)} tensor(s) quantized to {kinds} without an imatrix; 2-bit quality depends on "

@@ -1,6 +1,6 @@
-"""Independent reference for the IQ2_KT / IQ3_KT / IQ4_KT formats, written from
-the format description (docs in /work/shared/notes/kt-formats.md), not from the
-package.  Plain Python + numpy; nothing here imports ``iqkt``.
+"""Independent reference for the IQ1_KT / IQ2_KT / IQ3_KT / IQ4_KT formats, written
+from the format description (docs in /work/shared/notes/kt-formats.md; IQ1_KT from
+issue #16's formula), not from the package.  Plain Python + numpy; nothing here imports ``iqkt``.
 
 Contents
 --------
@@ -17,15 +17,15 @@ import functools
 
 import numpy as np
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
+TYPES = ("iq2_kt", "iq3_kt", "iq4_kt", "iq1_kt")
 MULT = 0xCBAC1FED
 MASK = 0x3F3F3F3F
 M32 = 0xFFFFFFFF
 OFFSET = 4096
 OFFSET_IQ4_ALT = 4096 + 32768
 IQ2_TABLE = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
-BLOCK_BYTES = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128}
-INFERENCE_FACTOR = {"iq2_kt": 1.05, "iq3_kt": 1.0, "iq4_kt": 1.0}
+BLOCK_BYTES = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128, "iq1_kt": 56}
+INFERENCE_FACTOR = {"iq2_kt": 1.05, "iq3_kt": 1.0, "iq4_kt": 1.0, "iq1_kt": 1.0}
 
 
 # --------------------------------------------------------------------------- trellis
@@ -125,6 +125,16 @@ def _dequantize(q, t: str, n: int, inference: bool) -> np.ndarray:
             neg = ((qh[:, :, None, :] >> b) & 1).astype(bool)     # (rows, nsb, 8, 32)
             mag = scale[..., None] * np.abs(vals)
             out = np.where(neg, -mag, mag)
+    elif t == "iq1_kt":
+        sh = blk[..., 0:8].astype(np.int64)                       # (rows, nsb, 8)
+        ql = blk[..., 8:40].astype(np.int64)                      # (rows, nsb, 32)
+        qh = blk[..., 40:56].astype(np.int64)                     # (rows, nsb, 16)
+        j = np.arange(32)
+        ib, ig = j // 4, j % 4
+        idx = (ql | ((qh[..., j % 16] << (8 - 4 * (j // 16))) & 0xF00)
+               | ((sh[..., ib] << (8 - ig)) & 0x1000))            # (rows, nsb, 32)
+        vals = codebook(OFFSET, 8, 8192)[idx].reshape(rows, nsb, 8, 32).astype(np.float32)
+        out = _scales(d, blk, t)[..., None] * vals
     else:
         w = blk[..., 0:32].copy().view("<u4").astype(np.int64)   # (rows, nsb, 8)
         ql = blk[..., 32:96].astype(np.int64)                     # (rows, nsb, 64)
@@ -148,6 +158,8 @@ def _scales(d: np.ndarray, blk: np.ndarray, t: str) -> np.ndarray:
         return _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[_nibble_scales(blk[..., 0:4])])
     if t == "iq3_kt":
         return _mul_f32(d, _nibble_scales(blk[..., 0:4]))
+    if t == "iq1_kt":
+        return _mul_f32(d, np.asarray(IQ2_TABLE, dtype=np.int64)[blk[..., 0:8].astype(np.int64) & 15])
     w = blk[..., 0:32].copy().view("<u4").astype(np.int64)
     return _mul_f32(d, ((w & 0xFF) >> 1) - 64)
 
@@ -197,6 +209,17 @@ def dequantize_scalar(q, t: str, n: int) -> np.ndarray:
                             p = (8 * g + k) % 32
                             m = s * f32(abs(vals[k]))
                             out[r, base + 8 * g + k] = -m if (bb[68 + p] >> blk) & 1 else m
+            elif t == "iq1_kt":
+                sh, ql, qh = bb[0:8], bb[8:40], bb[40:56]
+                for ib in range(8):
+                    s = f32(d * f32(IQ2_TABLE[sh[ib] & 15]))
+                    for ig in range(4):
+                        jg = 4 * ib + ig
+                        hi4 = (qh[jg % 16] & 15) if jg < 16 else (qh[jg % 16] >> 4)
+                        index = ql[jg] + 256 * hi4 + 4096 * ((sh[ib] >> (4 + ig)) & 1)
+                        vals = trellis_scalar(index + OFFSET, 8)
+                        for k in range(8):
+                            out[r, base + 32 * ib + 8 * ig + k] = s * f32(vals[k])
             else:
                 words = struct.unpack("<8I", bb[:32])
                 for blk in range(8):

@@ -11,9 +11,9 @@ import iqkt
 import pyref
 from conftest import GOLDEN_CASES
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
-BPW = {"iq2_kt": 2.125, "iq3_kt": 3.125, "iq4_kt": 4.0}
-BLOCK = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128}
+TYPES = ("iq2_kt", "iq3_kt", "iq4_kt", "iq1_kt")
+BPW = {"iq2_kt": 2.125, "iq3_kt": 3.125, "iq4_kt": 4.0, "iq1_kt": 1.75}
+BLOCK = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128, "iq1_kt": 56}
 
 
 def bits(a):
@@ -61,7 +61,7 @@ def test_row_size_bad_n(t, n):
         iqkt.row_size(t, n)
 
 
-@pytest.mark.parametrize("t", ["iq1_kt", "q4_0", "", "iq2_k", "iq2kt"])
+@pytest.mark.parametrize("t", ["iq5_kt", "q4_0", "", "iq2_k", "iq2kt"])
 def test_row_size_bad_type(t):
     with pytest.raises(ValueError, match=r"(?i)type"):
         iqkt.row_size(t, 256)
@@ -335,8 +335,8 @@ def test_type_table_matches_the_independent_reference():
     from iqkt._kernels._types import BLOCK as TBLOCK, TYPE_TABLE
     assert TBLOCK == 256
     assert tuple(t["name"] for t in TYPE_TABLE) == pyref.TYPES == iqkt.TYPES
-    ggml = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
-    gguf = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
+    ggml = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155, "iq1_kt": 158}
+    gguf = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153, "iq1_kt": 156}
     for i, t in enumerate(TYPE_TABLE):
         name = t["name"]
         assert t["id"] == i
@@ -347,3 +347,4 @@ def test_type_table_matches_the_independent_reference():
     assert TYPE_TABLE[0]["scale_values"] == pyref.IQ2_TABLE
     assert TYPE_TABLE[1]["scale_values"] is None and TYPE_TABLE[1]["sign_plane"]
     assert TYPE_TABLE[2]["scale_codes"] == (-64, 63) and TYPE_TABLE[2]["codebooks"] == 2
+    assert TYPE_TABLE[3]["scale_values"] == pyref.IQ2_TABLE and TYPE_TABLE[3]["codebook_size"] == 8192

@@ -15,7 +15,7 @@ import iqkt
 from conftest import child_env, iqkt_parent
 import pyref
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
+TYPES = ("iq2_kt", "iq3_kt", "iq4_kt", "iq1_kt")
 N = 512
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, N)).astype(np.float32)
@@ -87,7 +87,7 @@ def bad_cases(t):
         ("type_empty", lambda: iqkt.quantize(X, ""), V, RE_TYPE),
         ("type_none", lambda: iqkt.quantize(X, None), VT, RE_TYPE),
         ("type_int", lambda: iqkt.quantize(X, 153), VT, RE_TYPE),
-        ("dequant_type_unknown", lambda: iqkt.dequantize(q, "iq1_kt", N), V, RE_TYPE),
+        ("dequant_type_unknown", lambda: iqkt.dequantize(q, "iq5_kt", N), V, RE_TYPE),
         ("mul_mat_type_unknown", lambda: iqkt.mul_mat(q, "IQ2_KS", X[0]), V, RE_TYPE),
         ("q_partial_row_flat", lambda: iqkt.dequantize(q.tobytes()[:-1], t, N), V, RE_ROWS),
         ("q_extra_byte_flat", lambda: iqkt.dequantize(q.tobytes() + b"\0", t, N), V, RE_ROWS),

@@ -28,7 +28,7 @@ from iqkt.tokenizer import Tokenizer, TokenizerError  # noqa: E402
 from test_gguf import parse_gguf  # noqa: E402
 
 N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, N_ROT = 256, 4, 2, 512, 2, 64
-KT_OF = {153: "iq2_kt", 154: "iq3_kt", 155: "iq4_kt"}
+KT_OF = {153: "iq2_kt", 154: "iq3_kt", 155: "iq4_kt", 158: "iq1_kt"}
 
 
 def byte_chars():

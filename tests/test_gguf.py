@@ -23,9 +23,9 @@ from conftest import child_env, iqkt_parent  # noqa: E402
 from iqkt.imatrix import write_legacy_imatrix  # noqa: E402
 
 Q8_0 = gguf.GGMLQuantizationType.Q8_0
-KT_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155}
-KT_FILE_TYPES = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153}
-KT_SB_BYTES = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128}
+KT_IDS = {"iq2_kt": 153, "iq3_kt": 154, "iq4_kt": 155, "iq1_kt": 158}
+KT_FILE_TYPES = {"iq2_kt": 151, "iq3_kt": 152, "iq4_kt": 153, "iq1_kt": 156}
+KT_SB_BYTES = {"iq2_kt": 68, "iq3_kt": 100, "iq4_kt": 128, "iq1_kt": 56}
 TYPE_IDS = {"f32": 0, "f16": 1, "q8_0": 8, "bf16": 30}
 TYPE_IDS.update(KT_IDS)
 
@@ -212,7 +212,7 @@ def test_quantize_layout_types_and_bytes(model, tmp_path):
     assert "total" in rep.format_table()
 
 
-@pytest.mark.parametrize("kt", ["iq2_kt", "iq3_kt"])
+@pytest.mark.parametrize("kt", ["iq2_kt", "iq3_kt", "iq1_kt"])
 def test_round_trip_quantize_info_dequantize(model, tmp_path, kt):
     src, ref = model
     q = tmp_path / "q.gguf"

@@ -30,6 +30,7 @@ SPACES = {
     1: lambda: np.abs(codebook(8, 4096, 65536)),            # IQ3_KT magnitudes
     2: lambda: codebook(4, 4096, 32768),                    # IQ4_KT, flag 0
     3: lambda: codebook(4, 4096 + 32768, 32768),            # IQ4_KT, flag 1
+    4: lambda: codebook(8, 4096, 8192),                     # IQ1_KT (13-bit index)
 }
 
 
@@ -214,7 +215,7 @@ def test_exact_search_tiny_and_huge_weights(space):
 def test_search_non_finite_targets_same_on_every_isa(space):
     """Infinite or NaN targets (a tiny block scale can overflow 1/scale)
     with zero or huge weights: every ISA picks the same code."""
-    dim = 8 if space < 2 else 4
+    dim = SPACES[space]().shape[1]
     rng = np.random.default_rng(400 + space)
     m = 400
     t = (rng.standard_normal((m, dim)) * 37).astype(np.float32)

@@ -12,7 +12,7 @@ import iqkt
 import pyref
 from conftest import GOLDEN_CASES
 
-TYPES = ("iq2_kt", "iq3_kt", "iq4_kt")
+TYPES = ("iq2_kt", "iq3_kt", "iq4_kt", "iq1_kt")
 ISAS = iqkt.available_isas()
 OTHER_ISAS = [i for i in ISAS if i != "scalar"] or ["scalar"]
 

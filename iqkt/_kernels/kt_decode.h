@@ -35,6 +35,11 @@ IQKT_DECODE_INLINE uint32_t iqkt_group_index(const iqkt_type_traits *t, const ui
         memcpy(&w, sb + 4 * b, 4);
         return iqkt_split15_index(sb, w, b, g) + (w & 1) * (uint32_t)t->codebook_size;
     }
+    if (t->index_layout == IQKT_INDEX_SPLIT13) {
+        int j = 4 * b + g;
+        return sb[8 + j] | (uint32_t)((sb[40 + (j & 15)] >> (4 * (j >> 4))) & 15) << 8
+               | (uint32_t)((sb[b] >> (4 + g)) & 1) << 12;
+    }
     uint16_t idx;
     memcpy(&idx, sb + 4 + 2 * (4 * b + g), 2);
     return idx;
@@ -96,6 +101,7 @@ static inline void iqkt_decode_superblocks(int type, const uint8_t *sbs, int64_t
     switch (type) {   /* one specialised copy per type */
     case IQKT_IQ2_KT: iqkt_decode_superblocks_t(IQKT_IQ2_KT, sbs, nsb, d, cb, out); break;
     case IQKT_IQ3_KT: iqkt_decode_superblocks_t(IQKT_IQ3_KT, sbs, nsb, d, cb, out); break;
+    case IQKT_IQ1_KT: iqkt_decode_superblocks_t(IQKT_IQ1_KT, sbs, nsb, d, cb, out); break;
     default: iqkt_decode_superblocks_t(IQKT_IQ4_KT, sbs, nsb, d, cb, out); break;
     }
 }

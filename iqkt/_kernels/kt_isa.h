@@ -18,6 +18,9 @@
  *   iqkt_le_mask16       mask of bounds <= best
  *   iqkt_block_bounds    lower bounds of 16 blocks from their boxes
  * GEMV / batch products (kt_kernels.pxi, contract in kt_mm.h):
+ *   IQKT_ISA_MM_KERNEL_TYPES  bit mask of the types the ISA's GEMV functions
+ *                        below handle; kt_mm.h sends the other types to
+ *                        generic.h's lookup kernel (iqkt_mm_isa_has_type)
  *   iqkt_mm_use_batch    whether nb activation rows go to the batch kernel
  *   iqkt_mm_prepare      one activation row's lanes (+ block sums)
  *   iqkt_mm_prepare_rows all activation rows' lanes

@@ -45,12 +45,12 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
-    int iqkt_mm_use_batch(int64_t nb)
+    int iqkt_mm_type_use_batch(int type, int64_t nb)
     int IQKT_MM_TILE
     int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n)
     void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch)
-    void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
-                              int32_t *bsum)
+    void iqkt_mm_type_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                   int32_t *bsum)
     void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                       const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
                       const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
@@ -78,6 +78,7 @@ cdef extern from "iqkt_types.h" nogil:
         IQKT_NTYPES
         IQKT_BLOCK
         IQKT_TRELLIS_OFFSET
+        IQKT_INDEX_SPLIT13
     ctypedef struct iqkt_type_traits:
         const char *name
         int ggml_type
@@ -117,6 +118,7 @@ cdef extern from "iqkt.h" nogil:
         KT_IQ2 "IQKT_IQ2_KT"
         KT_IQ3 "IQKT_IQ3_KT"
         KT_IQ4 "IQKT_IQ4_KT"
+        KT_IQ1 "IQKT_IQ1_KT"
         KT_OK "IQKT_OK"
         KT_ERR_TYPE "IQKT_ERR_TYPE"
         KT_ERR_SIZE "IQKT_ERR_SIZE"
@@ -291,7 +293,7 @@ cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, i
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
-    iqkt_mm_prepare_rows(type_id, nrows, qx, n, lanes, bsum)
+    iqkt_mm_type_prepare_rows(type_id, nrows, qx, n, lanes, bsum)
     return KT_OK
 
 cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
@@ -317,7 +319,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
         return KT_OK
-    if iqkt_mm_use_batch(nb_rows):
+    if iqkt_mm_type_use_batch(type_id, nb_rows):
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
         scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows, n))

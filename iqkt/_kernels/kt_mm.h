@@ -41,12 +41,44 @@
 #ifndef IQKT_KT_MM_H
 #define IQKT_KT_MM_H
 
+/* Whether this ISA has its own GEMV kernels for the type; the others (a type
+ * added to the table before anyone wrote vector kernels for it: IQ1_KT on
+ * x86) go through the lookup kernel of isa/generic.h, lanes included. */
+static inline int iqkt_mm_isa_has_type(int type) {
+    return (int)((IQKT_ISA_MM_KERNEL_TYPES >> type) & 1u);
+}
+
+/* Whether a product of a type's rows with nb activation rows uses the batch kernel. */
+static inline int iqkt_mm_type_use_batch(int type, int64_t nb) {
+    return iqkt_mm_isa_has_type(type) && iqkt_mm_use_batch(nb);
+}
+
+/* All activation rows' lanes for products with the type's rows. */
+static void iqkt_mm_type_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n,
+                                      uint8_t *lanes, int32_t *bsum) {
+    if (iqkt_mm_isa_has_type(type)) {
+        iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
+        return;
+    }
+    for (int64_t r = 0; r < nrows; r++)
+        iqkt_mm_prepare_lookup(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+}
+
 /* out[bi] = sum over blocks of (block_scale * xs) * dot, for bi < nb (1..4).
  * The switch gives each activation-row count its own fully unrolled copy. */
 static void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb,
                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
                         const float *xs, int64_t xstride, int nb, float *out,
                         const int8_t *cb8, const int8_t *cb4) {
+    if (!iqkt_mm_isa_has_type(type)) {
+        switch (nb) {
+        case 1: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        }
+        return;
+    }
     switch (nb) {
     case 1: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 1, out, cb8, cb4); break;
     case 2: iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 2, out, cb8, cb4); break;

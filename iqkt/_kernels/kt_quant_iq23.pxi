@@ -1,6 +1,7 @@
-# IQ2_KT and IQ3_KT rows (included from kt_quantize.pxi, which describes the algorithm).
+# IQ1_KT, IQ2_KT and IQ3_KT rows: 8-value groups, one codebook (included from
+# kt_quantize.pxi, which describes the algorithm).
 
-# ---------------------------------------------------------------- IQ2_KT / IQ3_KT
+# ---------------------------------------------------------------- IQ1_KT / IQ2_KT / IQ3_KT
 
 cdef int nearest_table_code(const iqkt_type_traits *t, float v) noexcept nogil:
     """The code whose tabled scale is nearest to v (ties: the lower code)."""
@@ -91,6 +92,9 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
     iqkt_store_f32(out, s.fixed_d if s.use_fixed_d else unscale_row_scale(d, expo, max_prod))
     for ib in range(n // QK):
         sb = out + 4 + ib * tt.block_bytes
+        if tt.index_layout == IQKT_INDEX_SPLIT13:
+            encode_split13(sb, s.bcode + 8 * ib, s.gidx + 32 * ib)
+            continue
         for k in range(4):
             sb[k] = <uint8_t>(s.bcode[8 * ib + k] | (s.bcode[8 * ib + k + 4] << 4))
         for g in range(32):
@@ -102,3 +106,21 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                     if xrow[ib * QK + 32 * b + k] < 0:
                         sb[68 + k] |= <uint8_t>(1 << b)
     return KT_OK
+
+
+cdef void encode_split13(uint8_t *sb, const int *bcode, const int32_t *gidx) noexcept nogil:
+    """One super-block in the IQKT_INDEX_SPLIT13 / IQKT_SCALES_SH layout (IQ1_KT):
+    sh[b] = scale code | bit 12 of group g's index at bit 4 + g; ql[j] = bits
+    0..7 of group j; qh[j % 16] nibble j / 16 = bits 8..11."""
+    cdef int b, g, j
+    cdef uint32_t idx
+    memset(sb, 0, 56)
+    for b in range(8):
+        sb[b] = <uint8_t>bcode[b]
+    for j in range(32):
+        idx = <uint32_t>gidx[j]
+        b = j >> 2
+        g = j & 3
+        sb[8 + j] = <uint8_t>(idx & 0xFF)
+        sb[40 + (j & 15)] |= <uint8_t>(((idx >> 8) & 15) << (4 * (j >> 4)))
+        sb[b] |= <uint8_t>(((idx >> 12) & 1) << (4 + g))

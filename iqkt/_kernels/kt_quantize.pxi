@@ -1,6 +1,6 @@
 # The KT quantizer (included from kt_kernels.pxi).
 #
-# Shape of the algorithm (per row), common to the three types:
+# Shape of the algorithm (per row), common to the KT types:
 #   1. scale the row by a power of two so that max|x| is in [0.5, 1): exact,
 #      and it keeps every intermediate far from float overflow/underflow;
 #   2. per-weight importance w (from the imatrix if given);
@@ -194,6 +194,7 @@ cdef quantize_row_fn QUANTIZE_ROW[IQKT_NTYPES]
 QUANTIZE_ROW[KT_IQ2] = quantize_row_iq23
 QUANTIZE_ROW[KT_IQ3] = quantize_row_iq23
 QUANTIZE_ROW[KT_IQ4] = quantize_row_iq4
+QUANTIZE_ROW[KT_IQ1] = quantize_row_iq23
 
 cdef inline int quantize_one_row(int type_id, const float *xrow, int64_t n, RowScratch *s,
                                  uint8_t *out) noexcept nogil:
@@ -314,13 +315,14 @@ cdef int kt_quantize_rows_p(int type_id, const float *x, int64_t nrows, int64_t 
 
 def nearest_codes(int space, const float[:, ::1] t, const float[:, ::1] w, int nflip=8):
     """Test hook: nearest_code for every row of t (weights w, no hint) in
-    search space 0 (IQ2), 1 (IQ3 magnitudes), 2 / 3 (IQ4 codebook 0 / 1).
+    search space 0 (IQ2), 1 (IQ3 magnitudes), 2 / 3 (IQ4 codebook 0 / 1), 4 (IQ1).
     nflip >= dim: exact.  Returns int32 codebook indices."""
     import numpy as np
     cdef const SearchSpace *sp
-    if space < 0 or space > 3:
-        raise ValueError("nearest_codes: space must be 0..3")
-    sp = &SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else &SPACE_IQ4[space - 2])
+    if space < 0 or space > 4:
+        raise ValueError("nearest_codes: space must be 0..4")
+    sp = (&SPACE_IQ2 if space == 0 else (&SPACE_IQ3 if space == 1 else
+          (&SPACE_IQ1 if space == 4 else &SPACE_IQ4[space - 2])))
     if t.shape[1] != sp.dim or w.shape[0] != t.shape[0] or w.shape[1] != sp.dim:
         raise ValueError("nearest_codes: t and w must both have shape (m, %d)" % sp.dim)
     out = np.empty(t.shape[0], dtype=np.int32)

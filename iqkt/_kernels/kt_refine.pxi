@@ -1,4 +1,4 @@
-# Row scale choice and refinement, common to the three types (included from kt_quantize.pxi, which describes the algorithm).
+# Row scale choice and refinement, common to the KT types (included from kt_quantize.pxi, which describes the algorithm).
 
 # ---------------------------------------------------------------- refinement
 #

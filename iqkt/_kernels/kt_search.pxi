@@ -596,6 +596,7 @@ cdef int32_t nearest_code(const SearchSpace *sp, const float *t, const float *w,
 cdef SearchSpace SPACE_IQ2          # signed 8-value groups
 cdef SearchSpace SPACE_IQ3          # magnitudes of 8-value groups
 cdef SearchSpace SPACE_IQ4[2]       # the two 4-value codebooks of IQ4_KT
+cdef SearchSpace SPACE_IQ1          # signed 8-value groups, the first 8192 codes (13-bit index)
 # The search space of (type, codebook).
 cdef const SearchSpace *TYPE_SPACE[IQKT_NTYPES][2]
 TYPE_SPACE[KT_IQ2][0] = &SPACE_IQ2
@@ -604,12 +605,17 @@ TYPE_SPACE[KT_IQ3][0] = &SPACE_IQ3
 TYPE_SPACE[KT_IQ3][1] = NULL
 TYPE_SPACE[KT_IQ4][0] = &SPACE_IQ4[0]
 TYPE_SPACE[KT_IQ4][1] = &SPACE_IQ4[1]
+TYPE_SPACE[KT_IQ1][0] = &SPACE_IQ1
+TYPE_SPACE[KT_IQ1][1] = NULL
 
 cdef int build_spaces() except -1:
     cdef int rc = 0
     with nogil:
         rc |= build_space(&SPACE_IQ2, CB8, KT_CODEBOOK_SIZE, 8, iqkt_type_info(KT_IQ2).search_levels, 0)
         rc |= build_space(&SPACE_IQ3, CB8, KT_CODEBOOK_SIZE, 8, iqkt_type_info(KT_IQ3).search_levels, 1)
+        # IQ1_KT's seeds are IQ2_KT's (index + 4096): its codebook is CB8's first rows.
+        rc |= build_space(&SPACE_IQ1, CB8, iqkt_type_info(KT_IQ1).codebook_size, 8,
+                          iqkt_type_info(KT_IQ1).search_levels, 0)
         # IQ4: 6 levels (1296 cells of ~25 codes) rather than 4 (256 cells of
         # ~128): tighter cell bounds; the exact search scans fewer codes and
         # the approximate one (nflip_trial_iq4) is better per instruction

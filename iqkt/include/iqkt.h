@@ -1,5 +1,5 @@
 /*
- * iqkt.h -- C/C++ embedding API of iqkt (IQ2_KT / IQ3_KT / IQ4_KT kernels).
+ * iqkt.h -- C/C++ embedding API of iqkt (IQ1_KT / IQ2_KT / IQ3_KT / IQ4_KT kernels).
  *
  * The kernels live in the Python extension modules of the iqkt package, one
  * per CPU instruction set.  Each exports a table of function pointers

@@ -1,6 +1,6 @@
 /*
  * iqkt_types.h -- the KT formats, one row per type (docs/formats.md says the
- * same in prose).  Everything that differs between IQ2_KT, IQ3_KT and IQ4_KT
+ * same in prose).  Everything that differs between IQ1_KT .. IQ4_KT
  * as stored bytes, and the few per-type numbers the kernels and the quantizer
  * need, lives in iqkt_type_traits; code elsewhere reads this table instead
  * of testing type ids.  Ships with iqkt.h (C embedders get the ids from here).
@@ -16,7 +16,8 @@ enum {
     IQKT_IQ2_KT = 0,
     IQKT_IQ3_KT = 1,
     IQKT_IQ4_KT = 2,
-    IQKT_NTYPES = 3
+    IQKT_IQ1_KT = 3,          /* added last: the ids above are the C API's and stay */
+    IQKT_NTYPES = 4
 };
 
 /* Super-block length: row lengths n must be positive multiples of it.  A
@@ -34,15 +35,19 @@ enum {
 /* Where a super-block keeps its codebook indices. */
 enum {
     IQKT_INDEX_U16 = 0,       /* bytes 4..67: one little-endian uint16 per group of 8 */
-    IQKT_INDEX_SPLIT15 = 1    /* 15 bits per group of 4: bits 0..7 in ql (bytes 32..95), 8..11 in
+    IQKT_INDEX_SPLIT15 = 1,   /* 15 bits per group of 4: bits 0..7 in ql (bytes 32..95), 8..11 in
                                  nibbles of qh (bytes 96..127), 12..14 in the block words;
                                  bit 0 of a block word picks the codebook */
+    IQKT_INDEX_SPLIT13 = 2    /* 13 bits per group of 8 (group j = 4b + g): bits 0..7 in ql[j]
+                                 (bytes 8..39), 8..11 in nibble j / 16 of qh[j % 16] (bytes
+                                 40..55), 12 in bit 4 + g of sh[b] (byte b) */
 };
 
 /* Where a super-block keeps its 8 block scales. */
 enum {
     IQKT_SCALES_NIBBLES = 0,  /* bytes 0..3: block b in nibble b / 4 of byte b % 4 */
-    IQKT_SCALES_WORDS = 1     /* bits 1..7 of the uint32 word of block b (bytes 4b..4b+3) */
+    IQKT_SCALES_WORDS = 1,    /* bits 1..7 of the uint32 word of block b (bytes 4b..4b+3) */
+    IQKT_SCALES_SH = 2        /* low nibble of byte b (sh[b]) */
 };
 
 typedef struct iqkt_type_traits {
@@ -65,7 +70,7 @@ typedef struct iqkt_type_traits {
     int search_levels;              /* quantizer: grid levels per coordinate of the search index */
 } iqkt_type_traits;
 
-/* IQ2_KT's non-linear block scales. */
+/* IQ2_KT's (and IQ1_KT's) non-linear block scales. */
 #define IQKT_IQ2_SCALE_VALUES {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
 
 /* The table; NULL for an unknown id. */
@@ -76,6 +81,7 @@ static inline const iqkt_type_traits *iqkt_type_info(int type) {
         {"iq2_kt", 153, 151,  68, 8, 65536,    1,  IQKT_INDEX_U16,     0,   IQKT_SCALES_NIBBLES,  0,   0,  15,   iq2_scales, 127, 1.05f, 2},
         {"iq3_kt", 154, 152, 100, 8, 65536,    1,  IQKT_INDEX_U16,     1,   IQKT_SCALES_NIBBLES,  0,   0,  15,   NULL,        15, 1.0f,  2},
         {"iq4_kt", 155, 153, 128, 4, 32768,    2,  IQKT_INDEX_SPLIT15, 0,   IQKT_SCALES_WORDS,   64, -64,  63,   NULL,        64, 1.0f,  6},
+        {"iq1_kt", 158, 156,  56, 8,  8192,    1,  IQKT_INDEX_SPLIT13, 0,   IQKT_SCALES_SH,       0,   0,  15,   iq2_scales, 127, 1.0f,  2},
     };
     return (type >= 0 && type < IQKT_NTYPES) ? &table[type] : NULL;
 }
@@ -89,6 +95,8 @@ static inline int iqkt_scale_value(const iqkt_type_traits *t, int code) {
 static inline int iqkt_block_scale_code(const iqkt_type_traits *t, const uint8_t *sb, int b) {
     if (t->scale_layout == IQKT_SCALES_WORDS)
         return (sb[4 * b] >> 1) - t->scale_bias;
+    if (t->scale_layout == IQKT_SCALES_SH)
+        return sb[b] & 15;
     return (sb[b & 3] >> (4 * (b >> 2))) & 15;
 }
 

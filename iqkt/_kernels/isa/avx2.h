@@ -190,6 +190,10 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
 
 /* ---- GEMV ------------------------------------------------------------------ */
 
+/* The types these GEMV kernels handle; IQ1_KT goes through the lookup kernel
+ * (isa/generic.h, iqkt_mm_isa_has_type). */
+#define IQKT_ISA_MM_KERNEL_TYPES ((1u << IQKT_IQ2_KT) | (1u << IQKT_IQ3_KT) | (1u << IQKT_IQ4_KT))
+
 /* Position (within its super-block) of the activation that the AVX2 kernel
  * reads at lane-slot e (0..255) of a super-block: vector v = e / 64 (IQ4:
  * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */

@@ -186,12 +186,23 @@ static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {
 }
 #endif
 
-#ifndef IQKT_ISA_HAS_MM_PREPARE
-/* Lanes of one activation row: 128 bytes per 32-block (iqkt_mm_block_lanes). */
-static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
-    (void)type; (void)nb;
+/* The lookup kernel below is compiled on every ISA: it is the GEMV of the
+ * types an ISA has no kernel of its own for (IQKT_ISA_MM_KERNEL_TYPES). */
+#ifndef IQKT_ISA_MM_KERNEL_TYPES
+#  define IQKT_ISA_MM_KERNEL_TYPES 0u
+#endif
+
+/* Lanes of one activation row for the lookup kernel: 128 bytes per 32-block
+ * (iqkt_mm_block_lanes). */
+static void iqkt_mm_prepare_lookup(const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     iqkt_mm_bsums(x16, n, bsum);
     for (int64_t blk = 0; blk < n / 32; blk++) iqkt_mm_block_lanes(x16 + 32 * blk, lanes + 128 * blk);
+}
+
+#ifndef IQKT_ISA_HAS_MM_PREPARE
+static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
+    (void)type; (void)nb;
+    iqkt_mm_prepare_lookup(x16, n, lanes, bsum);
 }
 #endif
 
@@ -203,7 +214,6 @@ static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, in
 }
 #endif
 
-#ifndef IQKT_ISA_HAS_MM_ROW_NB
 /* The decoded block dotted with each activation row's block. */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t nsb,
                                            const uint8_t *lanes, int64_t lstride,
@@ -216,7 +226,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
         const uint8_t *sb = sbs + ib * sbb;
         for (int b = 0; b < 8; b++) {
             int64_t blk = 8 * ib + b;
-            {   /* constant type (see iqkt_mm_row_nb): the decode specialises */
+            {   /* constant type (see iqkt_mm_row_nb_lookup): the decode specialises */
                 const iqkt_type_traits *t = iqkt_type_info(type);
                 iqkt_decode_values(t, sb, b, t->group_size == 8 ? cb8 : cb4, 1, vals);
             }
@@ -230,19 +240,27 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
     for (int bi = 0; bi < nb; bi++) out[bi] = acc[bi];
 }
 
+IQKT_ALWAYS_INLINE void iqkt_mm_row_nb_lookup(int type, const uint8_t *sbs, int64_t nsb,
+                                              const uint8_t *lanes, int64_t lstride,
+                                              const float *xs, int64_t xstride, const int nb, float *out,
+                                              const int8_t *cb8, const int8_t *cb4) {
+    /* a constant type per copy: the decode specialises (kt_decode.h) */
+    switch (type) {
+    case IQKT_IQ2_KT: iqkt_mm_row_lookup(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_lookup(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_lookup(IQKT_IQ1_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    default: iqkt_mm_row_lookup(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    }
+}
+
+#ifndef IQKT_ISA_HAS_MM_ROW_NB
 IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb,
                                        const uint8_t *lanes, int64_t lstride,
                                        const int32_t *bsum, int64_t bstride,
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)bsum; (void)bstride;
-    /* a constant type per copy: the decode specialises (kt_decode.h) */
-    if (type == IQKT_IQ2_KT)
-        iqkt_mm_row_lookup(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_row_lookup(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
-    else
-        iqkt_mm_row_lookup(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+    iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
 }
 #endif
 
