@@ -153,10 +153,7 @@ def _cmd_imatrix(args) -> int:
     im = ev.collect_imatrix(model, tokens, n_ctx=args.ctx, n_chunks=args.chunks, covariance=args.covariance,
                             progress=progress)
     chunks = im.pop("#chunks")
-    cov = {k[4:]: v.astype(np.float32) for k, v in list(im.items()) if k.startswith("cov:")}
-    for k in list(im):
-        if k.startswith("cov:"):
-            del im[k]
+    cov = {k[4:]: im.pop(k).astype(np.float32) for k in list(im) if k.startswith("cov:")}
     if args.covariance:
         if not cov:
             raise ValueError(f"--covariance {args.covariance!r} matches no weight matrix of the model")

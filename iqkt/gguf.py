@@ -322,12 +322,10 @@ def _encode_rows(out_type: str, x: np.ndarray, im: np.ndarray | None, threads: i
         from .ldlq import quantize_ldlq
 
         q = quantize_ldlq(x, out_type, hessian, threads=threads)
-        y = _decode_rows(type_id(out_type), q, x.shape[1])
-        return q, _weighted_sq_sum(y - x, w), den
-    if out_type in KT_TYPES:
+    elif out_type in KT_TYPES:
         q, st = _api.quantize(x, out_type, im, threads=threads, return_stats=True)
         return q, float(st["rel_err_total"]) * den, den
-    if out_type in _kq.TYPES:
+    elif out_type in _kq.TYPES:
         q = _kq.quantize(x, out_type, im, threads=threads)
     elif out_type == "f32":
         return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8), 0.0, den

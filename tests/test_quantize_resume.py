@@ -14,20 +14,9 @@ gguf = pytest.importorskip("gguf")
 import iqkt.gguf as ig  # noqa: E402
 from conftest import child_env, iqkt_parent  # noqa: E402
 from test_gguf import make_model, parse_gguf, stored  # noqa: E402
+from test_quantize_options import model, quant  # noqa: E402,F401  (fixture and helper shared)
 
 EXIT_AFTER = "IQKT_TEST_EXIT_AFTER_TENSORS"
-
-
-@pytest.fixture
-def model(tmp_path):
-    path = tmp_path / "model.gguf"
-    return path, make_model(path, np.random.default_rng(1))
-
-
-def quant(src, dst, type, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("allow_requantize", True)
-    return ig.quantize_model(src, dst, type, **kw)
 
 
 def cli_child(args, **env):
