@@ -1,18 +1,20 @@
 """Speed / error trade-offs of the quantizer's parameters.
 
     python bench/quantizer_tradeoffs.py iq2_kt "" "nflip_refine=5" "refine_passes=1; nflip_trial=1"
+    python bench/quantizer_tradeoffs.py iq4_kt "effort=fast" "" "effort=best"
 
 Each argument after the type is one setting: name=value pairs separated by
 semicolons (values are Python literals, e.g. iq4_steps=[24, 12]) passed as
 ``iqkt.quantize(..., params=...)`` (an empty string is the defaults; every
-setting starts from the defaults; names: ``iqkt._api.quantizer_params()``).  For each setting it
+setting starts from the defaults, or from an effort level's preset with
+``effort=fast``; names: ``iqkt._api.quantizer_params()``).  For each setting it
 prints the throughput on 6 synthetic cases (Gaussian, Student-t 3, 0.5% x20
 outliers; each without and with a chi-square imatrix; ROWS x 4096, 1
 thread), each case's error relative to the first setting, and the error
 relative to the reference's on every golden case (tests/data).
 
 The synthetic cases decide; the golden ratios are the issue's acceptance
-bound (<= 0.97), not something to tune on.  Throughput is one timed pass per
+bound (<= 1: error no larger than the reference's), not something to tune on.  Throughput is one timed pass per
 setting: compare settings measured in the same run only.
 Env: ROWS (default 16), ISA (default: the best available).
 """
@@ -41,7 +43,8 @@ def parse(setting: str) -> dict:
     out = {}
     for part in filter(None, (p.strip() for p in setting.split(";"))):
         name, _, value = part.partition("=")
-        out[name.strip()] = ast.literal_eval(value.strip())
+        name, value = name.strip(), value.strip()
+        out[name] = value if name == "effort" else ast.literal_eval(value)
     return out
 
 
@@ -69,17 +72,18 @@ def main(argv: list[str]) -> None:
     base = None
     for s in settings:
         params = parse(s)
+        effort = params.pop("effort", "default")
         errs, dt = [], 0.0
         for _, x, m in data:
             t0 = time.perf_counter()
-            q = iqkt.quantize(x, ty, m, threads=1, params=params)
+            q = iqkt.quantize(x, ty, m, threads=1, params=params, effort=effort)
             dt += time.perf_counter() - t0
             errs.append(pyref.rel_err(x, pyref.dequantize(q, ty, x.shape[1]), m))
         gr = []
         for f in gold:
             d = np.load(f)
             im = d["imatrix"] if "imatrix" in d.files else None
-            q = iqkt.quantize(d["x"], ty, im, threads=1, params=params)
+            q = iqkt.quantize(d["x"], ty, im, threads=1, params=params, effort=effort)
             gr.append(pyref.rel_err(d["x"], pyref.dequantize(q, ty, d["x"].shape[1]), im)
                       / pyref.rel_err(d["x"], d["deq_ref"], im))
         errs = np.array(errs)

@@ -1,4 +1,4 @@
-"""pytest-benchmark: iqkt.quantize throughput (128 x 4096 Gaussian rows, with an imatrix).
+"""pytest-benchmark: iqkt.quantize throughput per effort level (128 x 4096 Gaussian rows, with an imatrix).
 
     pytest bench --benchmark-only -k quantize
 
@@ -20,11 +20,13 @@ def data():
 
 
 @pytest.mark.parametrize("threads", B.THREADS)
+@pytest.mark.parametrize("effort", iqkt.EFFORTS)
 @pytest.mark.parametrize("type_", iqkt.TYPES)
-def test_quantize(benchmark, data, type_, threads):
+def test_quantize(benchmark, data, type_, effort, threads):
     x, im = data
     benchmark.group = f"quantize {ROWS}x{K} threads={threads}"
-    q = benchmark.pedantic(iqkt.quantize, args=(x, type_, im), kwargs={"threads": threads},
+    benchmark.extra_info["effort"] = effort
+    q = benchmark.pedantic(iqkt.quantize, args=(x, type_, im), kwargs={"threads": threads, "effort": effort},
                            rounds=5, warmup_rounds=1)
     med = benchmark.stats.stats.median if benchmark.stats else None
     if med:

@@ -4,6 +4,7 @@ ik_llama.cpp, with per-CPU-ISA compiled kernels."""
 __version__ = "0.1.0"
 
 from ._api import (  # noqa: F401
+    EFFORTS,
     GGML_TYPE_IDS,
     GGUF_FILE_TYPE_IDS,
     TYPES,
@@ -55,7 +56,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "TYPES", "row_size", "quantize", "dequantize", "mul_mat", "trellis", "QuantizedMatrix",
+    "TYPES", "EFFORTS", "row_size", "quantize", "dequantize", "mul_mat", "trellis", "QuantizedMatrix",
     "isa", "available_isas", "show_config", "set_isa", "use_isa", "IsaError", "ALL_ISAS",
     "GGML_TYPE_IDS", "GGUF_FILE_TYPE_IDS", "get_include", "C_API_VERSION",
 ]

@@ -108,16 +108,24 @@ def _check_finite(a: np.ndarray, what: str):
         raise ValueError(f"{what} contains NaN or infinity (first at index {tuple(int(i) for i in bad)})")
 
 
-def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=None, row_scale=None):
+EFFORTS = ("fast", "default", "best")
+
+
+def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=None, row_scale=None,
+             effort="default"):
     """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
 
     x: 2-D (rows, n) or 1-D (one row) real array, n a multiple of 256.
     imatrix: optional length-n vector of non-negative importances.
     return_stats: also return {"rel_err": per-row relative squared error
     (imatrix-weighted when given), "rel_err_total": over all rows}.
+    effort: "default" (today's quality), "fast" (several times quicker; error
+    still below ik_llama.cpp's quantizer on its golden cases) or "best"
+    (exact searches, ~2x slower, ~2-3% lower error); the levels' speed and
+    error: docs/perf-notes.md.
     params: for experiments only, a dict of quantizer parameters that differ
-    from the defaults (names and effects: quantizer_params(); measurements:
-    docs/perf-notes.md).  The result is deterministic for given params.
+    from the effort level's (names and effects: quantizer_params()).  The
+    result is deterministic for given effort and params.
     row_scale: optional per-row float32 scales the rows are stored with (only
     block scales and codebook indices are chosen): column slices of the same
     rows quantized separately then share their row scale, so their blocks can
@@ -151,12 +159,14 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=
         lim = np.finfo(np.float32).max / (TYPE_TABLE[tid]["scale_abs_max"] * 126 * 1.0001)
         if (np.abs(rsc) > lim).any():
             raise ValueError(f"row_scale has entries above {lim:.3g}: decoded weights would overflow")
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
     k = _dispatch.module()
     if params is not None:
-        params = k.quantizer_params(params)     # validated once, before any work
+        params = k.quantizer_params(params, effort, tid)     # validated once, before any work
     out = _empty((rows, row_size(type, n)), np.uint8, "the quantized output")
     err = np.empty(rows, dtype=np.float64) if return_stats else None
-    k.quantize_rows(tid, a, im, out, err, params, _threads(threads, rows), rsc)
+    k.quantize_rows(tid, a, im, out, err, params, _threads(threads, rows), rsc, effort)
     if not return_stats:
         return out
     xd = a.astype(np.float64)
@@ -254,11 +264,14 @@ def mul_mat(q, type, x, *, threads=None, precision="int8") -> np.ndarray:
     return y[0] if vec else y
 
 
-def quantizer_params(changes=None) -> dict:
-    """The quantizer parameters quantize(..., params=changes) uses: the
-    defaults with changes applied (clamped to valid ranges); unknown names
-    raise TypeError.  For experiments and benchmarks (docs/perf-notes.md)."""
-    return _dispatch.module().quantizer_params(changes)
+def quantizer_params(changes=None, *, effort="default", type=None) -> dict:
+    """The quantizer parameters quantize(x, type, params=changes, effort=effort)
+    uses: the effort level's preset for the type (some fast-level settings
+    differ per type) with changes applied (clamped to valid ranges); unknown
+    names raise TypeError.  For experiments and benchmarks (docs/perf-notes.md)."""
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+    return _dispatch.module().quantizer_params(changes, effort, -1 if type is None else _type_id(type))
 
 
 def trellis(seeds, steps) -> np.ndarray:

@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=10, help="timed calls per case (default: 10)")
     ap.add_argument("--precision", default="int8", choices=("int8", "float"),
                     help="mul_mat precision (default: int8)")
+    ap.add_argument("--effort", default="fast,default",
+                    help="comma list of quantizer effort levels for the quantize rows "
+                         "(iqkt.EFFORTS; default: fast,default)")
     ap.add_argument("--isa", default=None, help="kernel variant to use (default: the best available)")
     ap.add_argument("--unique-rows", type=int, default=UNIQUE_ROWS,
                     help=f"distinct quantized rows tiled to N (0: quantize all; default {UNIQUE_ROWS})")
@@ -334,20 +337,25 @@ def main(argv=None) -> int:
         rows_q, k = QUANT_SHAPE
         x = gaussian(rows_q, k, seed=7)
         im = imatrix(k, seed=8)
-        qcols = f"{'op':<11} {'type':<7} {'rows x K':<11} {'thr':>3} {'median ms':>10} {'Mw/s':>8}"
+        efforts = [e.strip() for e in args.effort.split(",") if e.strip()]
+        bad = [e for e in efforts if e not in iqkt.EFFORTS]
+        if bad:
+            raise SystemExit(f"iqkt bench: unknown --effort {', '.join(bad)}; choose from {', '.join(iqkt.EFFORTS)}")
+        qcols = f"{'op':<11} {'type':<7} {'effort':<8} {'rows x K':<11} {'thr':>3} {'median ms':>10} {'Mw/s':>8}"
         print("quantize: Gaussian rows with an imatrix; Mw/s: 10^6 weights per second")
         print(qcols)
         print("-" * len(qcols))
         for typ in types:
-            for thr in threads:
-                ts = time_call(lambda: iqkt.quantize(x, typ, im, threads=thr),
-                               min(repeat, 5), budget_s=10.0)
-                med = statistics.median(ts)
-                mw = rows_q * k / med / 1e6
-                print(f"{'quantize':<11} {typ:<7} {f'{rows_q}x{k}':<11} {thr:>3} {med * 1e3:>10.1f} "
-                      f"{mw:>8.3f}", flush=True)
-                results.append({"op": "quantize", "type": typ, "n": rows_q, "k": k, "b": None,
-                                "threads": thr, "median_ms": med * 1e3, "mweights_s": mw})
+            for eff in efforts:
+                for thr in threads:
+                    ts = time_call(lambda: iqkt.quantize(x, typ, im, threads=thr, effort=eff),
+                                   min(repeat, 5), budget_s=10.0)
+                    med = statistics.median(ts)
+                    mw = rows_q * k / med / 1e6
+                    print(f"{'quantize':<11} {typ:<7} {eff:<8} {f'{rows_q}x{k}':<11} {thr:>3} {med * 1e3:>10.1f} "
+                          f"{mw:>8.3f}", flush=True)
+                    results.append({"op": "quantize", "type": typ, "effort": eff, "n": rows_q, "k": k, "b": None,
+                                    "threads": thr, "median_ms": med * 1e3, "mweights_s": mw})
         print()
 
     if args.json:

@@ -32,7 +32,7 @@ def _worker_tensors(paths: tuple[str, ...], stamps: tuple) -> dict:
     return {t.name: t for r in readers for t in r.tensors}
 
 
-def convert_chunk(paths, stamps, name, shape, src_tid, out_type, imatrix, r0, r1, threads):
+def convert_chunk(paths, stamps, name, shape, src_tid, out_type, imatrix, r0, r1, threads, effort="default"):
     """Ray task: output bytes of rows [r0, r1) of tensor `name`, and its error terms."""
     from .gguf import _convert_rows, _Plan
     marker = os.environ.get(_KILL_ONCE_ENV)
@@ -51,7 +51,7 @@ def convert_chunk(paths, stamps, name, shape, src_tid, out_type, imatrix, r0, r1
         if (s.st_size, s.st_mtime_ns) != st:
             raise RuntimeError(f"--ray: the input {p} on a worker node differs from the driver's (size or time)")
     t = _worker_tensors(tuple(paths), tuple(stamps))[name]
-    plan = _Plan(t, name, tuple(shape), src_tid, out_type, imatrix=imatrix)
+    plan = _Plan(t, name, tuple(shape), src_tid, out_type, imatrix=imatrix, effort=effort)
     return _convert_rows(plan, r0, r1, threads)
 
 
@@ -122,7 +122,7 @@ def _run(ray, todo, inputs, threads, bar) -> None:
         im = p.imatrix
         if im is not None:  # one object-store copy per tensor, not per chunk
             im = imatrix_refs.setdefault(p.name, ray.put(np.asarray(im)))
-        ref = task.remote(inputs, stamps, p.name, p.shape, p.src_tid, p.out_type, im, r0, r1, threads or 1)
+        ref = task.remote(inputs, stamps, p.name, p.shape, p.src_tid, p.out_type, im, r0, r1, threads or 1, p.effort)
         in_flight[ref] = nxt
         return True
 

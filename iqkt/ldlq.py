@@ -56,12 +56,14 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
         raise ValueError("hessian is not positive definite even after damping; increase damp") from None
 
 
-def quantize_ldlq(w, type, hessian, *, damp: float = 0.01, threads=None, return_stats: bool = False):
+def quantize_ldlq(w, type, hessian, *, damp: float = 0.01, threads=None, return_stats: bool = False,
+                  effort: str = "default"):
     """Quantize rows of w (rows, n) to KT bytes with error feedback from the input second-moment
     matrix `hessian` (n x n, e.g. from `iqkt imatrix --covariance` or
     `iqkt.eval.collect_imatrix(..., covariance=...)`). Same bytes layout as `iqkt.quantize`.
     return_stats: also {"rel_err": per-row diag(H)-weighted weight error, "rel_out_err": per-row
-    output error (w - q) H (w - q)^T / w H w^T, both with the undamped H}."""
+    output error (w - q) H (w - q)^T / w H w^T, both with the undamped H}.
+    effort: the quantizer's effort level for every slice (iqkt.EFFORTS)."""
     a = np.asarray(w)
     if a.ndim == 1:
         a = a[None, :]
@@ -77,7 +79,7 @@ def quantize_ldlq(w, type, hessian, *, damp: float = 0.01, threads=None, return_
     h = prepare_hessian(hessian, n, damp)
     h_raw = np.asarray(hessian, dtype=np.float64)
     imp0 = np.maximum(np.diag(h_raw), 0).astype(np.float32)
-    q0 = _api.quantize(a.astype(np.float32), type, imp0, threads=threads)
+    q0 = _api.quantize(a.astype(np.float32), type, imp0, threads=threads, effort=effort)
     d = q0[:, :4].copy().view("<f4")[:, 0].copy()
     u = _upper_cholesky_of_inverse(h)
     bs = _api.BLOCK
@@ -91,7 +93,7 @@ def quantize_ldlq(w, type, hessian, *, damp: float = 0.01, threads=None, return_
         # Schur complement of H for block b given the later columns: (U_bb^T U_bb)^-1.
         schur_diag = np.einsum("ij,ij->i", ubb_inv, ubb_inv)
         qb = _api.quantize(wt[:, cols].astype(np.float32), type, schur_diag.astype(np.float32),
-                           threads=threads, row_scale=d)
+                           threads=threads, row_scale=d, effort=effort)
         k = b0 // bs
         out[:, 4 + k * sb:4 + (k + 1) * sb] = qb[:, 4:]
         if b0 + bs < n:

@@ -327,3 +327,39 @@ def test_unreadable_input(model, tmp_path):
             quant(src, tmp_path / "o.gguf", "q8_0")
     finally:
         os.chmod(src, 0o644)
+
+
+def test_effort_levels(model, tmp_path, capsys):
+    src, ref = model
+    x = ref["blk.0.attn_q.weight"]
+
+    def attn_q_bytes(path):
+        _, infos, buf = parse_gguf(path)
+        return stored(buf, infos["blk.0.attn_q.weight"], "iq2_kt")
+
+    quant(src, tmp_path / "d.gguf", "iq2_kt", output_tensor_type="q6_k")
+    quant(src, tmp_path / "f.gguf", "iq2_kt", output_tensor_type="q6_k", effort="fast")
+    np.testing.assert_array_equal(attn_q_bytes(tmp_path / "d.gguf"), iqkt.quantize(x, "iq2_kt").reshape(-1))
+    fast = iqkt.quantize(x, "iq2_kt", effort="fast").reshape(-1)
+    assert not np.array_equal(fast, iqkt.quantize(x, "iq2_kt").reshape(-1))
+    np.testing.assert_array_equal(attn_q_bytes(tmp_path / "f.gguf"), fast)
+    _, infos_d, buf_d = parse_gguf(tmp_path / "d.gguf")  # non-KT tensors ignore the level
+    _, infos_f, buf_f = parse_gguf(tmp_path / "f.gguf")
+    np.testing.assert_array_equal(stored(buf_d, infos_d["output.weight"], "q6_k"),
+                                  stored(buf_f, infos_f["output.weight"], "q6_k"))
+    meta_d, _, _ = parse_gguf(tmp_path / "d.gguf")
+    meta_f, _, _ = parse_gguf(tmp_path / "f.gguf")
+    assert "quantize.iqkt.effort" not in meta_d and meta_f["quantize.iqkt.effort"] == "fast"
+    # the CLI form; requantizing the fast file drops its stale effort key
+    assert cli.main(["quantize", str(src), str(tmp_path / "c.gguf"), "iq2_kt", "--output-tensor-type", "q6_k",
+                     "--effort", "fast", "--allow-requantize", "--no-progress"]) == 0
+    assert (tmp_path / "c.gguf").read_bytes() == (tmp_path / "f.gguf").read_bytes()
+    quant(tmp_path / "f.gguf", tmp_path / "r.gguf", "q8_0")
+    assert "quantize.iqkt.effort" not in parse_gguf(tmp_path / "r.gguf")[0]
+    with pytest.raises(ValueError, match="effort must be one of"):
+        quant(src, tmp_path / "x.gguf", "iq2_kt", effort="quick")
+    assert not os.path.exists(tmp_path / "x.gguf") and not os.path.exists(str(tmp_path / "x.gguf") + ".part")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["quantize", str(src), str(tmp_path / "x.gguf"), "iq2_kt", "--effort", "quick"])
+    assert "invalid choice: 'quick'" in capsys.readouterr().err

@@ -51,6 +51,13 @@ def test_ray_run_gives_the_local_bytes(cluster, tmp_path, monkeypatch):
     assert cli.main(["quantize", str(src), str(tmp_path / "cli.gguf"), "iq4_kt", "--imatrix", str(imf),
                      "--output-tensor-type", "q6_k", "--allow-requantize", "--no-progress", "--ray"]) == 0
     assert (tmp_path / "cli.gguf").read_bytes() == (tmp_path / "local.gguf").read_bytes()
+    # the effort level reaches the workers
+    ig.quantize_model(src, tmp_path / "local_fast.gguf", "iq4_kt", effort="fast", **kw)
+    assert cli.main(["quantize", str(src), str(tmp_path / "cli_fast.gguf"), "iq4_kt", "--imatrix", str(imf),
+                     "--output-tensor-type", "q6_k", "--allow-requantize", "--no-progress", "--ray",
+                     "--effort", "fast"]) == 0
+    assert (tmp_path / "cli_fast.gguf").read_bytes() == (tmp_path / "local_fast.gguf").read_bytes()
+    assert (tmp_path / "local_fast.gguf").read_bytes() != (tmp_path / "local.gguf").read_bytes()
 
 
 def test_ray_worker_errors_are_plain(cluster, tmp_path):

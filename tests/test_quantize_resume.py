@@ -80,6 +80,15 @@ def test_resume_verifies_checksums_and_plan(model, tmp_path, monkeypatch):
     rep = quant(src, out2, "iq4_kt")
     assert not any("resumed" in t.note for t in rep.tensors)
     assert out2.read_bytes() == ref.read_bytes()
+    # nor one of the same types at another effort level
+    out3 = tmp_path / "o3.gguf"
+    monkeypatch.setenv(EXIT_AFTER, "5")
+    with pytest.raises(SystemExit):
+        quant(src, out3, "iq4_kt", effort="fast")
+    monkeypatch.delenv(EXIT_AFTER)
+    rep = quant(src, out3, "iq4_kt")
+    assert not any("resumed" in t.note for t in rep.tensors)
+    assert out3.read_bytes() == ref.read_bytes()
 
 
 def test_second_run_on_the_same_output_is_refused(model, tmp_path):

@@ -715,10 +715,11 @@ def mul_mat(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1]
 
 
 def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] out,
-                  row_err, params, int nthreads, row_scale=None):
+                  row_err, params, int nthreads, row_scale=None, effort="default"):
     """All rows of x into out on nthreads pool threads; row_err: None or a
     float64 array receiving each row's relative error; params: None
-    (defaults) or a mapping of quantizer parameters (quantizer_params);
+    (the effort level's preset) or a mapping of quantizer parameters that
+    differ from it (quantizer_params); effort: "fast", "default" or "best";
     row_scale: None or one float32 row scale per row to store the rows with."""
     cdef int rc
     cdef QuantParams p
@@ -755,7 +756,7 @@ def quantize_rows(int type_id, const float[:, ::1] x, imatrix, uint8_t[:, ::1] o
         if err.shape[0] != nrows:
             raise ValueError("quantize_rows: row_err length mismatch")
         c.row_err = &err[0] if nrows > 0 else NULL
-    params_from_changes(params, &p)
+    params_from_changes(params, &p, effort_level(effort), type_id)
     c.params = &p
     if nrows == 0:
         return

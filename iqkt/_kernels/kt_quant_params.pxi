@@ -41,6 +41,57 @@ cdef QuantParams default_params() noexcept nogil:
     return p
 
 
+# Effort levels: presets over the defaults, what `iqkt quantize --effort` and
+# iqkt.quantize(..., effort=) choose.  Measurements: docs/perf-notes.md.
+cdef enum:
+    EFFORT_FAST = 0
+    EFFORT_DEFAULT = 1
+    EFFORT_BEST = 2
+
+EFFORTS = ("fast", "default", "best")
+
+# The fast level's last refinement pass, per type: an
+# approximate search where the error stays below the reference's on the golden
+# cases (IQ2, and IQ1 with the same 8-D search), exact where it would not (IQ3).
+cdef int FAST_NFLIP_REFINE[IQKT_NTYPES]
+FAST_NFLIP_REFINE[KT_IQ2] = 3
+FAST_NFLIP_REFINE[KT_IQ3] = 8
+FAST_NFLIP_REFINE[KT_IQ4] = 8
+FAST_NFLIP_REFINE[KT_IQ1] = 3
+
+
+cdef QuantParams effort_params(int effort, int type_id) noexcept nogil:
+    """The parameters of an effort level for one type."""
+    cdef QuantParams p = default_params()
+    if effort == EFFORT_FAST:
+        p.refine_passes = 1
+        p.nflip_trial = 1
+        p.nflip_refine = FAST_NFLIP_REFINE[type_id] if 0 <= type_id < IQKT_NTYPES else p.nflip_refine
+        p.iq4_nsteps = 1
+        p.iq4_keep = 1
+        p.iq4_rank_flips = 2
+    elif effort == EFFORT_BEST:
+        p.nflip_trial = 3
+        p.nflip_early = 8
+        p.refine_passes = 3
+        p.iq4_nsteps = 3
+        p.iq4_step_margin[0] = 0
+        p.iq4_step_margin[1] = 0
+        p.iq4_step_margin[2] = 0
+        p.iq4_keep_margin = 0
+        p.iq4_keep = 8
+    return p
+
+
+cdef int effort_level(effort) except -1:
+    """The EFFORT_* value of an effort name ("fast", "default", "best")."""
+    if effort is None:
+        return EFFORT_DEFAULT
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+    return EFFORTS.index(effort)
+
+
 cdef dict params_as_dict(const QuantParams *p):
     return dict(nflip_trial=p.nflip_trial, nflip_trial_iq4=p.nflip_trial_iq4,
                 nflip_early=p.nflip_early, nflip_refine=p.nflip_refine,
@@ -51,10 +102,12 @@ cdef dict params_as_dict(const QuantParams *p):
                 iq4_rank_flips=p.iq4_rank_flips)
 
 
-cdef int params_from_changes(changes, QuantParams *p) except -1:
-    """p = the defaults with changes (a mapping of parameter names) applied,
-    each clamped to its valid range; unknown names raise TypeError."""
-    p[0] = default_params()
+cdef int params_from_changes(changes, QuantParams *p, int effort=EFFORT_DEFAULT,
+                             int type_id=-1) except -1:
+    """p = the effort level's parameters for the type (default: the defaults)
+    with changes (a mapping of parameter names) applied, each clamped to its
+    valid range; unknown names raise TypeError."""
+    p[0] = effort_params(effort, type_id)
     if changes is None:
         return 0
     try:
@@ -102,9 +155,10 @@ cdef int params_from_changes(changes, QuantParams *p) except -1:
     return 0
 
 
-def quantizer_params(changes=None):
-    """The quantizer parameters (a dict) that iqkt.quantize(..., params=changes)
-    runs with: the defaults with changes applied and clamped.  Parameters:
+def quantizer_params(changes=None, effort="default", int type_id=-1):
+    """The quantizer parameters (a dict) that iqkt.quantize(..., params=changes,
+    effort=effort) runs with for type_id: the effort level's preset with
+    changes applied and clamped.  Parameters:
     nflip_trial (search effort of the IQ2/IQ3 trial phase), nflip_trial_iq4,
     nflip_early (refinement passes before the last), nflip_refine (the last
     pass; >= the group size is exact), refine_passes, and for IQ4: iq4_keep /
@@ -112,5 +166,5 @@ def quantizer_params(changes=None):
     iq4_step_margin (local search over the scale denominator),
     iq4_rank_flips (coordinates the ranking search may flip)."""
     cdef QuantParams p
-    params_from_changes(changes, &p)
+    params_from_changes(changes, &p, effort_level(effort), type_id)
     return params_as_dict(&p)
