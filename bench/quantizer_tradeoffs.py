@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
         rel = errs / base[0]
         print(f"{s or 'defaults':45s} {mw:6.3f} Mw/s (x{mw / base[1]:.2f})  "
               f"err geo x{np.exp(np.log(rel).mean()):.4f} max x{rel.max():.4f} "
-              f"[{' '.join(f'{r:.3f}' for r in rel)}]  golden max {max(gr):.3f} "
+              f"[{' '.join(f'{r:.3f}' for r in rel)}]  golden max {max(gr, default=float('nan')):.3f} "
               f"[{' '.join(f'{r:.3f}' for r in gr)}]", flush=True)
 
 

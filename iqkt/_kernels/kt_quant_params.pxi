@@ -70,6 +70,7 @@ cdef QuantParams effort_params(int effort, int type_id) noexcept nogil:
         p.iq4_nsteps = 1
         p.iq4_keep = 1
         p.iq4_rank_flips = 2
+        p.nflip_trial_iq4 = 0       # as good as 3 here (the exact last pass follows), and faster
     elif effort == EFFORT_BEST:
         p.nflip_trial = 3
         p.nflip_early = 8
