@@ -95,8 +95,8 @@ def _policy_weights(model, src_path, t, policy, imatrix, cov, threads):
         name = f"blk.{i}.ffn_down.weight"
         x = ev._decode_tensor(tensors[name])
         im = imatrix.for_tensor(name, x.shape)
-        if policy == "imatrix":
-            q = iqkt.quantize(x, t, im, threads=threads)
+        if policy in ("imatrix", "imatrix-fast", "imatrix-best"):     # -LEVEL: iqkt quantize --effort LEVEL
+            q = iqkt.quantize(x, t, im, threads=threads, effort=policy.partition("-")[2] or "default")
         elif policy == "reference-weights":
             q = np.stack(list(pool.map(
                 lambda j: iqkt.quantize(x[j:j + 1], t, reference_style_importance(x[j], im), threads=1)[0],
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", default=",".join(iqkt.TYPES))
     ap.add_argument("--policies", default="imatrix,reference-weights,ldlq",
-                    help="imatrix: iqkt quantize with the imatrix (the default quantizer); "
+                    help="imatrix: iqkt quantize with the imatrix (the default quantizer; imatrix-fast / "
+                         "imatrix-best: the same at --effort fast / best); "
                          "reference-weights: the reference quantizer's importance weighting emulated; "
                          "ldlq: iqkt quantize --hessian (error feedback from the input covariance)")
     ap.add_argument("--chunks", type=int, default=40, help="evaluation chunks of 512 tokens (default 40)")
