@@ -1371,6 +1371,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
     if hessian is not None:
         _attach_hessians(plans, hessian, ray)
     if effort != "default" and any(p.out_type in KT_TYPES for p in plans):
+        log.info("KT quantizer effort: %s", effort)
         extra_kv = {"quantize.iqkt.effort": (effort, gguf.GGUFValueType.STRING), **extra_kv}
     no_im_2bit = [p for p in im_plans if p.out_type in ("iq1_kt", "iq2_kt", "q2_k") and p.imatrix is None]
     if no_im_2bit:
