@@ -52,7 +52,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
         s.bcurv[b] = 0
         if amax == 0:
             search_block(sp, CB8, take_abs, xb, wb, 1.0, s.target, NULL, s.gidx + 4 * b, &sx, &s2,
-                         s.p.nflip_trial)
+                         trial_nflip(s.p, type_id))
             s.bcurv[b] = <float>s2
             continue
         ntrials = 7 if take_abs else 2
@@ -69,7 +69,7 @@ cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch
                 dl = amax / s0 if trial == 0 else -amax / s0
             # The previous trial's indices are good starting guesses.
             search_block(sp, CB8, take_abs, xb, wb, dl, s.target, trial_idx if trial > 0 else NULL,
-                         trial_idx, &sx, &s2, s.p.nflip_trial)
+                         trial_idx, &sx, &s2, trial_nflip(s.p, type_id))
             if s2 > 0:
                 score = sx * sx / s2
                 if score > best_score:

@@ -9,6 +9,7 @@ cdef enum:
 
 ctypedef struct QuantParams:
     int nflip_trial             # search effort while trying block scales (IQ2/IQ3; IQ4 zero blocks)
+    int nflip_trial_iq1         # ... IQ1_KT's (trial_nflip says which type reads which)
     int nflip_trial_iq4         # effort of IQ4's re-searched trials
     int nflip_early             # refinement passes before the last
     int nflip_refine            # the last refinement pass (>= the group size: exact)
@@ -24,6 +25,7 @@ ctypedef struct QuantParams:
 cdef QuantParams default_params() noexcept nogil:
     cdef QuantParams p
     p.nflip_trial = 2
+    p.nflip_trial_iq1 = 4
     p.nflip_trial_iq4 = 3
     p.nflip_early = 3
     p.nflip_refine = 8
@@ -41,8 +43,16 @@ cdef QuantParams default_params() noexcept nogil:
     return p
 
 
+cdef inline int trial_nflip(const QuantParams *p, int type_id) noexcept nogil:
+    """Search effort of the 8-value types' trial phase.  IQ1_KT's own: its
+    8192 codes fill the same 256 search cells 8x more sparsely than IQ2_KT's
+    65536, so the same effort sees 8x fewer candidates (docs/perf-notes.md)."""
+    return p.nflip_trial_iq1 if type_id == KT_IQ1 else p.nflip_trial
+
+
 cdef dict params_as_dict(const QuantParams *p):
-    return dict(nflip_trial=p.nflip_trial, nflip_trial_iq4=p.nflip_trial_iq4,
+    return dict(nflip_trial=p.nflip_trial, nflip_trial_iq1=p.nflip_trial_iq1,
+                nflip_trial_iq4=p.nflip_trial_iq4,
                 nflip_early=p.nflip_early, nflip_refine=p.nflip_refine,
                 refine_passes=p.refine_passes, iq4_keep=p.iq4_keep,
                 iq4_keep_margin=p.iq4_keep_margin, iq4_nsteps=p.iq4_nsteps,
@@ -67,6 +77,9 @@ cdef int params_from_changes(changes, QuantParams *p) except -1:
     v = changes.get("nflip_trial")
     if v is not None:
         p.nflip_trial = max(0, int(v))
+    v = changes.get("nflip_trial_iq1")
+    if v is not None:
+        p.nflip_trial_iq1 = max(0, int(v))
     v = changes.get("nflip_trial_iq4")
     if v is not None:
         p.nflip_trial_iq4 = max(0, int(v))
@@ -105,7 +118,8 @@ cdef int params_from_changes(changes, QuantParams *p) except -1:
 def quantizer_params(changes=None):
     """The quantizer parameters (a dict) that iqkt.quantize(..., params=changes)
     runs with: the defaults with changes applied and clamped.  Parameters:
-    nflip_trial (search effort of the IQ2/IQ3 trial phase), nflip_trial_iq4,
+    nflip_trial (search effort of the IQ2/IQ3 trial phase), nflip_trial_iq1,
+    nflip_trial_iq4,
     nflip_early (refinement passes before the last), nflip_refine (the last
     pass; >= the group size is exact), refine_passes, and for IQ4: iq4_keep /
     iq4_keep_margin (ranked trials re-searched), iq4_nsteps / iq4_steps /
