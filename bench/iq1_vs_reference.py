@@ -48,7 +48,7 @@ def main() -> None:
         print(f"  {name:14s} {err(x, q, im, 'iq2_kt') / pyref.rel_err(x, deq, im):.3f}")
     data = [(n, x, im) for n, x, im, _ in golden()] + cases(int(os.environ.get("ROWS", "8")))
     print(f"\nIQ1_KT on {iqkt.isa()}:")
-    print(f"| case | model (d*1.07) | iqkt | iqkt / model | / model d*1 | / model 3 passes |")
+    print("| case | model (d*1.07) | iqkt | iqkt / model | / model d*1 | / model 3 passes |")
     print("|---|---|---|---|---|---|")
     ratios = []
     for name, x, im in data:
