@@ -50,29 +50,40 @@ cdef enum:
 
 EFFORTS = ("fast", "default", "best")
 
-# The fast level's last refinement pass, per type: an
-# approximate search where the error stays below the reference's on the golden
-# cases (IQ2, and IQ1 with the same 8-D search), exact where it would not (IQ3).
-cdef int FAST_NFLIP_REFINE[IQKT_NTYPES]
-FAST_NFLIP_REFINE[KT_IQ2] = 3
-FAST_NFLIP_REFINE[KT_IQ3] = 8
-FAST_NFLIP_REFINE[KT_IQ4] = 8
-FAST_NFLIP_REFINE[KT_IQ1] = 3
+# What the levels set per type.
+#   nflip_trial: the trial phase's search effort at each level (fast, default,
+#     best).  IQ1_KT's 8192 codes fill the same 256 search cells 8x more
+#     sparsely than IQ2_KT's 65536, so the same effort sees 8x fewer
+#     candidates: it searches harder (IQ4_KT: only its all-zero blocks).
+#   fast_nflip_refine: the fast level's last pass: approximate where the error
+#     stays below the reference's on the golden cases (for IQ1_KT: the model
+#     of it), exact where it would not (IQ3_KT; IQ4_KT's search is exact at 4).
+ctypedef struct TypeLevels:
+    int nflip_trial[3]
+    int fast_nflip_refine
+
+cdef TypeLevels TYPE_LEVELS[IQKT_NTYPES]
+for _t, _trial, _refine in ((KT_IQ2, (1, 2, 3), 3), (KT_IQ3, (1, 2, 3), 8),
+                            (KT_IQ4, (1, 2, 3), 8), (KT_IQ1, (3, 4, 8), 4)):
+    for _l in range(3):
+        TYPE_LEVELS[<int>_t].nflip_trial[_l] = _trial[_l]
+    TYPE_LEVELS[<int>_t].fast_nflip_refine = _refine
 
 
 cdef QuantParams effort_params(int effort, int type_id) noexcept nogil:
-    """The parameters of an effort level for one type."""
+    """The parameters of an effort level for one type (type_id < 0: as for
+    IQ2_KT)."""
     cdef QuantParams p = default_params()
+    cdef const TypeLevels *tl = &TYPE_LEVELS[type_id if 0 <= type_id < IQKT_NTYPES else KT_IQ2]
+    p.nflip_trial = tl.nflip_trial[effort]
     if effort == EFFORT_FAST:
         p.refine_passes = 1
-        p.nflip_trial = 1
-        p.nflip_refine = FAST_NFLIP_REFINE[type_id] if 0 <= type_id < IQKT_NTYPES else p.nflip_refine
+        p.nflip_refine = tl.fast_nflip_refine
         p.iq4_nsteps = 1
         p.iq4_keep = 1
         p.iq4_rank_flips = 2
         p.nflip_trial_iq4 = 0       # as good as 3 here (the exact last pass follows), and faster
     elif effort == EFFORT_BEST:
-        p.nflip_trial = 3
         p.nflip_early = 8
         p.refine_passes = 3
         p.iq4_nsteps = 3

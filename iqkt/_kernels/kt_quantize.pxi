@@ -250,7 +250,7 @@ cdef int kt_quantize_rows(int type_id, const float *x, int64_t nrows, int64_t n,
     bytes) with the default parameters.  imatrix: NULL or n finite
     non-negative importances.  row_err: NULL or nrows doubles receiving each
     row's relative squared error (imatrix-weighted when an imatrix is given)."""
-    cdef QuantParams p = default_params()
+    cdef QuantParams p = effort_params(EFFORT_DEFAULT, type_id)
     return kt_quantize_rows_p(type_id, x, nrows, n, imatrix, NULL, out, row_err, &p)
 
 
