@@ -193,7 +193,7 @@ def _cmd_demo(args) -> int:
     x = rng.standard_normal(n).astype(np.float32)
 
     print(f"iqkt {iqkt.__version__} demo: synthetic {rows}x{n} float32 matrix, kernel variant "
-          f"{iqkt.isa()}, threads {args.threads or 'default'}")
+          f"{iqkt.isa()}, threads {args.threads or 'default'}, quantizer effort {args.effort}")
     threads = args.threads
     try:  # compare one kernel thread with one BLAS thread when we can pin BLAS
         from threadpoolctl import threadpool_limits
@@ -218,7 +218,7 @@ def _cmd_demo(args) -> int:
     print("-" * len(hdr))
     for t in iqkt.TYPES:
         t0 = time.perf_counter()
-        q = iqkt.quantize(w, t, imatrix, threads=None)
+        q = iqkt.quantize(w, t, imatrix, threads=None, effort=args.effort)
         tq = time.perf_counter() - t0
         deq = iqkt.dequantize(q, t, n)
         err = float(((w - deq) ** 2).sum() / (w ** 2).sum())
@@ -347,6 +347,8 @@ def main(argv=None) -> int:
     d.add_argument("--threads", type=int, default=1, help="threads for the timed products (default 1)")
     d.add_argument("--repeat", type=int, default=20)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--effort", default="default", choices=("fast", "default", "best"),
+                   help="quantizer effort level (as iqkt quantize --effort)")
     sub.add_parser("bench", help="benchmark table (see `iqkt bench --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if rest and args.cmd != "bench":

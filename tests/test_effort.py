@@ -98,3 +98,11 @@ def test_bad_effort_is_a_clear_error(bad):
     x = np.ones((1, 256), np.float32)
     with pytest.raises(ValueError, match="effort must be one of fast, default, best"):
         iqkt.quantize(x, "iq2_kt", effort=bad)
+
+
+def test_demo_takes_the_level(capsys):
+    from iqkt import cli
+    assert cli.main(["demo", "--rows", "8", "--cols", "256", "--repeat", "1", "--effort", "fast"]) == 0
+    out = capsys.readouterr().out
+    assert "quantizer effort fast" in out
+    assert all(f"\n{t} " in out for t in iqkt.TYPES)
