@@ -1,4 +1,6 @@
-/* mul_mat helpers: KT weight rows dotted with int16-quantized activations.
+/* mul_mat helpers: KT weight rows dotted with integer-quantized activations
+ * (int8 per 32 for precision "int8", int16 per 32 for "int16"; both held as
+ * int16 x16 here, the int8 ones with |x16| <= 127).
  *
  * The GEMV contract every isa/<name>.h implements (kt_isa.h lists the
  * functions), and the per-row entry the mul_mat kernels in kt_kernels.pxi
@@ -17,7 +19,7 @@
  * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
  * batch and GEMM batch kernels all follow it, so they agree bit for bit.
  *
- * Why int16 activations and not int8, and why the x86 kernels compute the
+ * Why the int16 path exists next to int8 (accuracy), and why the x86 kernels compute the
  * trellis while scalar, NEON and the AVX512 GEMM batch kernel look it up:
  * measurements in docs/perf-notes.md.
  *
