@@ -187,14 +187,18 @@ def test_mul_mat_close_to_scalar(isa, key, prec):
     rng = np.random.default_rng(n)
     v1 = rng.standard_normal(n).astype(np.float32)
     vb = rng.standard_normal((4, n)).astype(np.float32)
+    vg = rng.standard_normal((16, n)).astype(np.float32)   # the batch / GEMM kernels
     with iqkt.use_isa("scalar"):
         r1 = iqkt.mul_mat(q, t, v1, precision=prec)
         rb = iqkt.mul_mat(q, t, vb, precision=prec)
+        rg = iqkt.mul_mat(q, t, vg, precision=prec)
     with iqkt.use_isa(isa):
         g1 = iqkt.mul_mat(q, t, v1, precision=prec)
         gb = iqkt.mul_mat(q, t, vb, precision=prec)
+        gg = iqkt.mul_mat(q, t, vg, precision=prec)
     assert summation_order_ratio(g1, r1, q, t, n, v1, prec) <= 1.0
     assert summation_order_ratio(gb, rb, q, t, n, vb, prec) <= 1.0
+    assert summation_order_ratio(gg, rg, q, t, n, vg, prec) <= 1.0
     assert rel_l2(g1, r1) < 1e-4  # a loose plain check as well
     assert rel_l2(gb, rb) < 1e-4
     exact = pyref.mul_mat_exact(q, t, n, v1)

@@ -45,17 +45,20 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
-    int iqkt_mm_type_use_batch(int type, int64_t nb)
     int IQKT_MM_TILE
-    int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n)
-    void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch)
-    void iqkt_mm_type_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
-                                   int32_t *bsum)
-    void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                      const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
-                      const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
-                      const int8_t *cb8, const int8_t *cb4)
-    void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
+    int IQKT_MM_PLAN_ACT8
+    int iqkt_mm_plan(int type, int act8, int64_t nb)
+    int iqkt_mm_plan_use_batch(int plan, int64_t nb)
+    int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n)
+    void iqkt_mm_plan_batch_begin(int plan, int64_t nb, int64_t n, const float *xs, int64_t xstride,
+                                  uint8_t *scratch)
+    void iqkt_mm_plan_prepare_rows(int plan, int type, int64_t nrows, const int16_t *x16, int64_t n,
+                                   uint8_t *lanes, int32_t *bsum)
+    void iqkt_mm_plan_tile(int plan, int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                           const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                           const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                           const int8_t *cb8, const int8_t *cb4)
+    void iqkt_mm_row(int plan, int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
 
@@ -291,19 +294,20 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                 qb[k] = <int16_t>(-xmax if v < -xmax else (xmax if v > xmax else v))
     return KT_OK
 
-cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, int64_t n,
+cdef int kt_prepare_activations(int plan, int type_id, const int16_t *qx, int64_t nrows, int64_t n,
                                 uint8_t *lanes, int32_t *bsum) noexcept nogil:
     """qx (nrows, n) -> lanes (nrows, IQKT_MM_LANE_BYTES * n), bsum (nrows, n/32),
-    laid out for products with weights of type type_id."""
+    laid out for products with weights of type type_id by the kernels of
+    plan (iqkt_mm_plan, kt_mm.h)."""
     cdef int64_t r
     if iqkt_type_info(type_id) == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
-    iqkt_mm_type_prepare_rows(type_id, nrows, qx, n, lanes, bsum)
+    iqkt_mm_plan_prepare_rows(plan, type_id, nrows, qx, n, lanes, bsum)
     return KT_OK
 
-cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
+cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
                        const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
                        float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
     """y[b*ldy + r] = dot(W[r], x[b]) for weight rows r in [row0, row1) and
@@ -326,16 +330,16 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
         return KT_OK
-    if iqkt_mm_type_use_batch(type_id, nb_rows):
+    if iqkt_mm_plan_use_batch(plan, nb_rows):
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
-        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows, n))
+        scratch = <uint8_t *>malloc(iqkt_mm_plan_tile_scratch(plan, nb_rows, n))
         tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
         if scratch == NULL or tout == NULL:
             free(scratch)
             free(tout)
             return KT_ERR_NOMEM
-        iqkt_mm_batch_begin(nb_rows, n, xs, nblk, scratch)
+        iqkt_mm_plan_batch_begin(plan, nb_rows, n, xs, nblk, scratch)
         r = row0
         while r < row1:
             nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
@@ -346,7 +350,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
                 dt[t] = inference_scale(tt, dt[t])
-            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
+            iqkt_mm_plan_tile(plan, type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
                          scratch, tout, CB8, CB4)
             for t in range(nr):
                 for b0 in range(nb_rows):
@@ -364,7 +368,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         b0 = 0
         while b0 < nb_rows:
             nbc = <int>(nb_rows - b0) if nb_rows - b0 < IQKT_MM_NB else IQKT_MM_NB
-            iqkt_mm_row(type_id, row + 4, nsb, lanes + b0 * lstride, lstride,
+            iqkt_mm_row(plan, type_id, row + 4, nsb, lanes + b0 * lstride, lstride,
                         bsum + b0 * nblk, nblk, xs + b0 * nblk, nblk, nbc, out, CB8, CB4)
             for bi in range(nbc):
                 y[(b0 + bi) * ldy + r] = d * out[bi]
@@ -515,6 +519,7 @@ cdef inline int64_t chunk_rows(int64_t nrows, int nthreads, int64_t work_per_row
 
 ctypedef struct MulMatCtx:
     int type_id
+    int plan                    # integer paths: the kernel family (iqkt_mm_plan)
     const uint8_t *q
     int64_t n
     const float *x              # float path
@@ -527,7 +532,7 @@ ctypedef struct MulMatCtx:
 
 cdef int mul_mat_q8_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
     cdef MulMatCtx *c = <MulMatCtx *>vctx
-    return kt_mul_mat_q8(c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
+    return kt_mul_mat_q8(c.plan, c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
 
 cdef int mul_mat_f32_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
     cdef MulMatCtx *c = <MulMatCtx *>vctx
@@ -567,6 +572,7 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
     if precision != KT_PRECISION_INT8 and precision != KT_PRECISION_INT16:
         return run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 22, 16),
                         nthreads, check_signals)
+    c.plan = iqkt_mm_plan(type_id, precision == KT_PRECISION_INT8, nb)
     qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
     lanes = <uint8_t *>malloc(<size_t>nb * n * IQKT_MM_LANE_BYTES)
     bsum = <int32_t *>malloc(<size_t>nb * (n // 32) * sizeof(int32_t))
@@ -576,7 +582,7 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
         rc = kt_quantize_activations(x, nb, n, qx, xs,
                                      KT_XMAX_INT8 if precision == KT_PRECISION_INT8 else IQKT_MM_XMAX)
         if rc == KT_OK:
-            rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
+            rc = kt_prepare_activations(c.plan, type_id, qx, nb, n, lanes, bsum)
         if rc == KT_OK:
             c.lanes = lanes
             c.bsum = bsum

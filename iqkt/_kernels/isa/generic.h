@@ -284,4 +284,34 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
 }
 #endif
 
+/* ---- int8-activation kernels (precision "int8", kt_mm.h IQKT_MM_PLAN_ACT8) --
+ * An ISA with kernels of its own for int8 activations defines
+ * IQKT_ISA_HAS_MM_ACT8 and every iqkt_mm_act8_* function; elsewhere int8
+ * activations run the kernels above (exact for |x16| <= 127 as for int16). */
+#ifndef IQKT_ISA_HAS_MM_ACT8
+static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 0; }
+static inline int iqkt_mm_act8_use_batch(int64_t nb) { (void)nb; return 0; }
+static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                      int32_t *bsum) {
+    iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
+}
+static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) { return iqkt_mm_tile_scratch(nb, n); }
+static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+    iqkt_mm_batch_begin(nb, n, xs, xstride, scratch);
+}
+static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                              const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                              const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                              const int8_t *cb8, const int8_t *cb4) {
+    iqkt_mm_tile(type, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, scratch, out, cb8, cb4);
+}
+IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const int32_t *bsum, int64_t bstride,
+                                            const float *xs, int64_t xstride, const int nb, float *out,
+                                            const int8_t *cb8, const int8_t *cb4) {
+    iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out, cb8, cb4);
+}
+#endif
+
 #endif /* IQKT_ISA_GENERIC_H */
