@@ -322,6 +322,29 @@ static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
     seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
 }
 
+/* The 8 block scales of super-block sb as floats (lane b = block b), read
+ * through the type table in vector lanes: the same values as
+ * iqkt_mm_block_scale, without a scalar decode per block. */
+IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales8(const int type, const uint8_t *sb) {
+    const iqkt_type_traits *t = iqkt_type_info(type);
+    __m256i code;
+    if (t->scale_layout == IQKT_SCALES_WORDS) {
+        code = _mm256_srli_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)sb), _mm256_set1_epi32(0xFF)), 1);
+    } else if (t->scale_layout == IQKT_SCALES_SH) {
+        code = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sb)), _mm256_set1_epi32(15));
+    } else {   /* nibbles: block b in nibble b / 4 of byte b % 4 */
+        code = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)),
+                                                  _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28)),
+                                _mm256_set1_epi32(15));
+    }
+    code = _mm256_sub_epi32(code, _mm256_set1_epi32(t->scale_bias));
+    if (t->scale_values) {
+        __m512i table = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)t->scale_values));
+        code = _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_castsi256_si512(code), table));
+    }
+    return _mm256_cvtepi32_ps(code);
+}
+
 IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8, const uint8_t *sbs, int64_t nsb,
                                                 const uint8_t *lanes, int64_t lstride,
                                                 const int32_t *bsum, int64_t bstride,
@@ -341,10 +364,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8
         iqkt_mm_iq23_seeds(sb, seeds);
         uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
         if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
-        float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb, b);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 sc[IQKT_MM_NB];
+        {
+            __m256 bs = iqkt_mm_block_scales8(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb);
+            for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
         for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
@@ -371,7 +394,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8
         for (int bi = 0; bi < nb; bi++) {   /* lane 4j + i of half h -> block 4h + i */
             __m256i bd = _mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]), iqkt_mm_sum4x128(acc[bi][0]));
             if (act8) bd = iqkt_mm_act8_unbias(bd, bsum + bi * bstride + 8 * ib);
-            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), _mm256_loadu_ps(sc[bi]), facc[bi]);
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc[bi], facc[bi]);
         }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
@@ -419,10 +442,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sb
         __m512i gd[IQKT_MM_NB][4];
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
-        float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)((int)(sb[4 * b] >> 1) - 64);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 sc[IQKT_MM_NB];
+        {
+            __m256 bs = iqkt_mm_block_scales8(IQKT_IQ4_KT, sb);
+            for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
             __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
@@ -447,7 +470,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sb
         for (int bi = 0; bi < nb; bi++) {
             __m256i bd = iqkt_mm_sum8x8(gd[bi]);
             if (act8) bd = iqkt_mm_act8_unbias(bd, bsum + bi * bstride + 8 * ib);
-            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), _mm256_loadu_ps(sc[bi]), facc[bi]);
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc[bi], facc[bi]);
         }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
