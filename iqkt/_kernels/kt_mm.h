@@ -55,14 +55,16 @@ static inline int iqkt_mm_isa_has_type(int type) {
 enum {
     IQKT_MM_PLAN_LOOKUP = 0,   /* generic.h's lookup kernel (types without ISA kernels) */
     IQKT_MM_PLAN_ISA = 1,      /* the ISA's kernels, activations held as int16 lanes */
-    IQKT_MM_PLAN_ACT8 = 2      /* the ISA's int8-activation kernels (precision "int8", |x16| <= 127):
-                                  byte lanes, vpdpbusd / vdotq_s32 (iqkt_mm_act8_*) */
+    IQKT_MM_PLAN_ACT8 = 2,     /* the ISA's int8-activation kernels (precision "int8", |x16| <= 127):
+                                  byte lanes, vpdpbusd (iqkt_mm_act8_*) */
+    IQKT_MM_PLAN_LOOKUP8 = 3   /* the lookup kernel on int8 lanes (precision "int8", where the ISA
+                                  says it pays: IQKT_ISA_MM_LOOKUP8, NEON's vdotq_s32) */
 };
 
 /* act8: the activations are int8 (|x16| <= 127); nb activation rows. */
 static inline int iqkt_mm_plan(int type, int act8, int64_t nb) {
     if (!iqkt_mm_isa_has_type(type))
-        return IQKT_MM_PLAN_LOOKUP;
+        return act8 && IQKT_ISA_MM_LOOKUP8 ? IQKT_MM_PLAN_LOOKUP8 : IQKT_MM_PLAN_LOOKUP;
     return act8 && iqkt_mm_act8_use(type, nb) ? IQKT_MM_PLAN_ACT8 : IQKT_MM_PLAN_ISA;
 }
 
@@ -85,8 +87,12 @@ static void iqkt_mm_plan_prepare_rows(int plan, int type, int64_t nrows, const i
         iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
         return;
     }
-    for (int64_t r = 0; r < nrows; r++)
-        iqkt_mm_prepare_lookup(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+    for (int64_t r = 0; r < nrows; r++) {
+        if (plan == IQKT_MM_PLAN_LOOKUP8)
+            iqkt_mm_prepare_lookup8(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+        else
+            iqkt_mm_prepare_lookup(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+    }
 }
 
 /* Batch kernel: scratch bytes, per-call setup, one tile of IQKT_MM_TILE rows. */
@@ -119,12 +125,21 @@ static void iqkt_mm_row(int plan, int type, const uint8_t *sbs, int64_t nsb,
                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
                         const float *xs, int64_t xstride, int nb, float *out,
                         const int8_t *cb8, const int8_t *cb4) {
+    if (plan == IQKT_MM_PLAN_LOOKUP8) {
+        switch (nb) {
+        case 1: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        }
+        return;
+    }
     if (plan == IQKT_MM_PLAN_LOOKUP) {
         switch (nb) {
-        case 1: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
-        case 2: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
-        case 3: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
-        default: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        case 1: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
         }
         return;
     }
