@@ -39,6 +39,14 @@
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
  * trellis values is applied after the product).
+ * Precision "int8" (|x16| <= 127) runs the kernels above unchanged unless the
+ * plan (iqkt_mm_plan) picks int8 kernels with lanes of their own:
+ *   avx512 B = 1 (IQ2, IQ4): uint32 lane = x * 0x01010101, step-major order;
+ *   avx512 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 16 rows per zmm,
+ *           then 126 * block sums (iqkt_mm_act8_prepare_gemm);
+ *   lookup kernel on NEON: per block 32 int8 (iqkt_mm_prepare_lookup8).
+ * Their block dots are the same exact integers, so results do not change
+ * with the kernel (B = 1 vs batch: bit for bit on AVX512).
  */
 #ifndef IQKT_KT_MM_H
 #define IQKT_KT_MM_H
