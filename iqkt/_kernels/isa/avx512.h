@@ -668,7 +668,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
  * int16 (act8 = 0): one vpdpwssd adds a broadcast weight pair times 16 rows'
  * activation pairs, 16 per block.  int8 (act8): one vpdpbusd adds a broadcast
  * quad of weights + 126 (unsigned) times 16 rows' activation quads, 8 per
- * block, and the block's dot then loses bsv = 126 * the rows' block sums. */
+ * block, starting from bsv = -126 * the rows' block sums. */
 IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64_t v0, int64_t nbv, int64_t nb,
                                             int64_t n, int64_t g0, int nblk, const uint8_t *lanes,
                                             const __m512 *xst, const int32_t *bsv, const uint8_t *wdec,
@@ -691,12 +691,17 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
         int64_t g = g0 + blk;
         const uint8_t *wb0 = wdec + 32 * EB * blk;
         __m512i acc[2][IQKT_MM_TILE][4];
+        /* act8: chain 0 starts at -126 * the rows' block sums (bsv holds them negated) */
+        __m512i init[4];
+#pragma GCC unroll 8
+        for (int v = 0; v < nvv; v++)
+            init[v] = act8 ? _mm512_loadu_si512((const void *)(bsv + 16 * ((v0 + v) * kblk + g))) : _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int sI = 0; sI < ns; sI++)
 #pragma GCC unroll 8
             for (int r = 0; r < IQKT_MM_TILE; r++)
 #pragma GCC unroll 8
-                for (int v = 0; v < nvv; v++) acc[sI][r][v] = _mm512_setzero_si512();
+                for (int v = 0; v < nvv; v++) acc[sI][r][v] = sI == 0 ? init[v] : _mm512_setzero_si512();
 #pragma GCC unroll 16
         for (int p = 0; p < NP; p++) {
             __m512i X[4];
@@ -720,7 +725,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
 #pragma GCC unroll 8
             for (int v = 0; v < nvv; v++) {
                 __m512i a = ns == 2 ? _mm512_add_epi32(acc[0][r][v], acc[ns - 1][r][v]) : acc[0][r][v];
-                if (act8) a = _mm512_sub_epi32(a, _mm512_loadu_si512((const void *)(bsv + 16 * ((v0 + v) * kblk + g))));
                 __m512 *F = facc + (r * nbv + v0 + v) * 8 + (g & 7);
                 *F = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bs, xst[(v0 + v) * kblk + g]), *F);
             }
@@ -735,7 +739,7 @@ static inline int64_t iqkt_mm_scratch_avx512(int64_t nb, int64_t n) {
 }
 
 /* act8: lanes hold int8 activation quads (iqkt_mm_act8_prepare_rows), bsv
- * the 126 * block sums, [nbv][n/32][16] int32; NULL otherwise. */
+ * the -126 * block sums, [nbv][n/32][16] int32; NULL otherwise. */
 IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, const uint8_t *q, int64_t rs, int nr,
                                             int64_t nsb, const uint8_t *lanes, const int32_t *bsv, int64_t nb,
                                             uint8_t *al, const int8_t *cb8, const int8_t *cb4,
@@ -862,7 +866,7 @@ static inline int iqkt_mm_act8_use(int type, int64_t nb) {
  * bytes [16 v n, 16 v n + w n), holding for block blk and quad p (0..7) w int32
  * lanes, lane l = int8 elements 4p .. 4p + 3 of that block of row 16v + l, at
  * int32 index (8 blk + p) w + l; after all nrows * n bytes, bsv: [nbv][n/32][16]
- * int32 = 126 * the block sums of rows 16v + l (0 past the last row). */
+ * int32 = -126 * the block sums of rows 16v + l (0 past the last row). */
 static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     int32_t *bsv = (int32_t *)(lanes + nrows * n);
     for (int64_t r = 0; r < nrows; r++)
@@ -876,7 +880,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
                     for (int j = 0; j < 4; j++)
                         base[4 * ((8 * blk + p) * w + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
             for (int l = 0; l < 16; l++) {
-                int32_t v = l < w ? IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
+                int32_t v = l < w ? -IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
                 memcpy(bsv + 16 * ((b0 / 16) * (n / 32) + blk) + l, &v, 4);
             }
         }
