@@ -768,15 +768,16 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
             }
         }
     }
+    /* each zmm of slots stored once, then every activation row's 8 slots summed */
     for (int r = 0; r < nr; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            float f[8];
-            for (int j = 0; j < 8; j++) {
-                float lane[16];
-                _mm512_storeu_ps(lane, facc[(r * nbv + b / IQKT_MM_BV) * 8 + j]);
-                f[j] = lane[b % IQKT_MM_BV];
+        for (int64_t v = 0; v < nbv; v++) {
+            float lane[8][IQKT_MM_BV];
+            for (int j = 0; j < 8; j++) _mm512_storeu_ps(lane[j], facc[(r * nbv + v) * 8 + j]);
+            for (int64_t b = IQKT_MM_BV * v; b < nb && b < IQKT_MM_BV * (v + 1); b++) {
+                float f[8];
+                for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV * v];
+                out[r * nb + b] = iqkt_mm_sum8(f);
             }
-            out[r * nb + b] = iqkt_mm_sum8(f);
         }
 }
 
