@@ -76,14 +76,15 @@ def test_int8_is_the_default_and_coarser_than_int16(t):
 @pytest.mark.parametrize("t", iqkt.TYPES)
 @pytest.mark.parametrize("prec", ["int8", "int16"])
 def test_batch_kernels_equal_row_kernels_bitwise(isa, t, prec):
-    """B = 9 and 64 go through the batch kernels (decoded weight tiles) on
-    AVX512 and AVX2; each output row must be bit-for-bit the B = 1 result."""
+    """B >= 2 goes through the batch kernels (decoded weight tiles) on AVX512
+    (int8: the quad-paired GEMM for 5..8 rows, the 16-row GEMM above) and
+    B > 4 on AVX2; each output row must be bit-for-bit the B = 1 result."""
     n, rows = 768, 6
     q = random_q(t, rows, n, seed=21)
     v = np.random.default_rng(22).standard_normal((64, n)).astype(np.float32)
     with iqkt.use_isa(isa):
         one = np.stack([iqkt.mul_mat(q, t, v[b], precision=prec) for b in range(64)])
-        for B in (9, 64):
+        for B in (3, 5, 8, 9, 16, 17, 64):
             assert np.array_equal(bits(iqkt.mul_mat(q, t, v[:B], precision=prec)), bits(one[:B])), B
 
 

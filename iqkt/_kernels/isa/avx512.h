@@ -202,9 +202,15 @@ static inline int iqkt_mm_use_batch(int64_t nb) { return nb >= 2; }
 #define IQKT_MM_GEMM_MIN 40
 #endif
 /* The int8 GEMM (vpdpbusd, 64 multiply-adds each, precision "int8") starts
- * at this many activation rows (docs/perf-notes.md). */
+ * at this many activation rows; up to IQKT_MM_GEMM8_PAIRED (8) rows in the
+ * quad-paired form.  Its cost is nearly flat in B up to 8 rows; against the
+ * int16-lane "pairs" kernel it breaks even near B = 6 / 3 / 5 (IQ2 / IQ3 /
+ * IQ4, docs/perf-notes.md). */
 #ifndef IQKT_MM_GEMM8_MIN
-#define IQKT_MM_GEMM8_MIN 8
+#define IQKT_MM_GEMM8_MIN 5
+#endif
+#if IQKT_MM_GEMM8_MIN < 3
+#  error "the quad-paired int8 GEMM needs 10 n bytes of lanes: at least 3 activation rows"
 #endif
 static inline int iqkt_mm_use_gemm(int64_t nb) {
     return nb >= IQKT_MM_GEMM_MIN;
@@ -601,7 +607,8 @@ static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / I
 
 /* Natural-order values of the 8 blocks of super-block sb into dst: 256
  * int16 values, or with u8 (the int8 GEMM) 256 bytes value + 126 (0..252,
- * unsigned for vpdpbusd); float block scales into bsf[8]. */
+ * unsigned for vpdpbusd), with u8 == 2 each block's quads in the order
+ * 0, 4, 1, 5, 2, 6, 3, 7 (iqkt_mm_gemm8_avx512); float block scales into bsf[8]. */
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const uint8_t *sb, const int8_t *cb8,
                                             const int8_t *cb4, uint8_t *dst, float *bsf) {
     const __m256i B126 = _mm256_set1_epi8((char)IQKT_TRELLIS_MAX);
@@ -624,7 +631,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
             }
             __m512i lo = _mm512_or_si512(sum[0], _mm512_slli_epi32(sum[1], 8));
             __m512i hi = _mm512_or_si512(_mm512_slli_epi32(sum[2], 16), _mm512_slli_epi32(sum[3], 24));
-            _mm512_storeu_si512((void *)(dst + 64 * q), _mm512_or_si512(lo, hi));
+            __m512i z = _mm512_or_si512(lo, hi);
+            if (u8 == 2)
+                z = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), z);
+            _mm512_storeu_si512((void *)(dst + 64 * q), z);
         }
         return;
     }
@@ -658,9 +668,59 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
             v = _mm256_mask_sub_epi8(v, _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << b))),
                                      _mm256_setzero_si256(), v);
         }
+        if (u8 == 2) v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         if (u8) _mm256_storeu_si256((__m256i *)(dst + 32 * b), _mm256_add_epi8(v, B126));
         else _mm512_storeu_si512((void *)(dst + 64 * b), _mm512_cvtepi8_epi16(v));
     }
+}
+
+/* The int8 GEMM for nb <= 8 activation rows (IQKT_MM_GEMM8_PAIRED; the lanes
+ * hold 10 n bytes, so nb >= 3): one
+ * zmm holds all rows as quad pairs, lane 2l + s = row l's quad p + 4s of a
+ * block (p = 0..3), and the weights are stored quad-paired (decode mode 2), so
+ * a broadcast 8-byte (quad p, quad p + 4) of a weight row feeds all 16 lanes:
+ * 4 vpdpbusd per block and weight row instead of 8 half-empty ones.  Lanes
+ * 2l, 2l + 1 are added into row l's block dot (exact), then scaled and FMA'd
+ * into its slot as in iqkt_mm_gemm_avx512: the same bits.
+ * Activations: int32 (4 blk + p) 16 + 2l + s; bsv [n/32][16] int32, lane 2l =
+ * -126 * row l's block sum (iqkt_mm_act8_prepare_gemm).  facc: [TILE][8] ymm. */
+#define IQKT_MM_GEMM8_PAIRED 8
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx512(int64_t g0, int nblk, const uint8_t *lanes, const float *xst,
+                                             const int32_t *bsv, const uint8_t *wdec, const float *bsf,
+                                             __m256 *facc) {
+    for (int blk = 0; blk < nblk; blk++) {
+        int64_t g = g0 + blk;
+        __m512i acc[2][IQKT_MM_TILE];
+        __m512i init = _mm512_loadu_si512((const void *)(bsv + 16 * g));
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            acc[0][r] = init;
+            acc[1][r] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m512i X = _mm512_loadu_si512((const void *)(lanes + 64 * (4 * g + p)));
+#pragma GCC unroll 8
+            for (int r = 0; r < IQKT_MM_TILE; r++) {
+                int64_t wq;
+                memcpy(&wq, wdec + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 8 * p, 8);
+                acc[p & 1][r] = _mm512_dpbusd_epi32(acc[p & 1][r], _mm512_set1_epi64(wq), X);
+            }
+        }
+        __m256 xs8 = _mm256_loadu_ps(xst + 16 * g);
+#pragma GCC unroll 8
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            __m512i a = _mm512_add_epi32(acc[0][r], acc[1][r]);
+            __m256i d = _mm512_cvtepi64_epi32(_mm512_add_epi32(a, _mm512_srli_epi64(a, 32)));
+            __m256 *F = facc + r * 8 + (g & 7);
+            *F = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d),
+                                 _mm256_mul_ps(_mm256_set1_ps(bsf[r * IQKT_MM_KC * 8 + blk]), xs8), *F);
+        }
+    }
+}
+
+/* Where the int8 GEMM's bsv starts in the lanes of nb activation rows. */
+static inline int64_t iqkt_mm_act8_bsv_offset(int64_t nb, int64_t n) {
+    return (nb <= IQKT_MM_GEMM8_PAIRED ? IQKT_MM_GEMM8_PAIRED : nb) * n;
 }
 
 /* nvv (1..4) consecutive zmm of activation rows, starting at zmm v0, for the
@@ -747,6 +807,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
     const int sbb = iqkt_mm_sb_bytes(type);
     const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv(nb);
     const int EB = act8 ? 1 : 2;
+    const int paired = act8 && nb <= IQKT_MM_GEMM8_PAIRED;
     const __m512 *xst = (const __m512 *)al;
     __m512 *facc = (__m512 *)al + nbv * (n / 32);
     uint8_t *wdec = (uint8_t *)(facc + IQKT_MM_TILE * nbv * 8);
@@ -757,8 +818,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
         /* rows past nr repeat the last row (results dropped) */
         for (int r = 0; r < IQKT_MM_TILE; r++)
             for (int c = 0; c < kc; c++)
-                iqkt_mm_decode_tile(type, act8, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb, cb8, cb4,
-                                    wdec + (r * IQKT_MM_KC * 256 + 256 * c) * EB, bsf + r * IQKT_MM_KC * 8 + 8 * c);
+                iqkt_mm_decode_tile(type, paired ? 2 : act8, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
+                                    cb8, cb4, wdec + (r * IQKT_MM_KC * 256 + 256 * c) * EB,
+                                    bsf + r * IQKT_MM_KC * 8 + 8 * c);
+        if (paired) {
+            iqkt_mm_gemm8_avx512(8 * c0, 8 * kc, lanes, (const float *)xst, bsv, wdec, bsf, (__m256 *)facc);
+            continue;
+        }
         for (int64_t v0 = 0; v0 < nbv; v0 += 4) {
             switch (nbv - v0 < 4 ? nbv - v0 : 4) {
             case 1: iqkt_mm_gemm_avx512(act8, 1, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
@@ -767,6 +833,19 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
             default: iqkt_mm_gemm_avx512(act8, 4, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
             }
         }
+    }
+    if (paired) {
+        const __m256 *f8 = (const __m256 *)facc;
+        for (int r = 0; r < nr; r++) {
+            float lane[8][8];
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], f8[r * 8 + j]);
+            for (int64_t b = 0; b < nb; b++) {
+                float f[8];
+                for (int j = 0; j < 8; j++) f[j] = lane[j][b];
+                out[r * nb + b] = iqkt_mm_sum8(f);
+            }
+        }
+        return;
     }
     /* each zmm of slots stored once, then every activation row's 8 slots summed */
     for (int r = 0; r < nr; r++)
@@ -869,9 +948,25 @@ static inline int iqkt_mm_act8_use(int type, int64_t nb) {
  * int32 index (8 blk + p) w + l; after all nrows * n bytes, bsv: [nbv][n/32][16]
  * int32 = -126 * the block sums of rows 16v + l (0 past the last row). */
 static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
-    int32_t *bsv = (int32_t *)(lanes + nrows * n);
+    int32_t *bsv = (int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nrows, n));
     for (int64_t r = 0; r < nrows; r++)
         iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
+    if (nrows <= IQKT_MM_GEMM8_PAIRED) {   /* quad pairs, see iqkt_mm_gemm8_avx512 */
+        memset(lanes, 0, (size_t)(IQKT_MM_GEMM8_PAIRED * n));
+        for (int64_t blk = 0; blk < n / 32; blk++) {
+            for (int p = 0; p < 4; p++)
+                for (int l = 0; l < nrows; l++)
+                    for (int sq = 0; sq < 2; sq++)
+                        for (int j = 0; j < 4; j++)
+                            lanes[4 * ((4 * blk + p) * 16 + 2 * l + sq) + j] =
+                                (uint8_t)x16[l * n + 32 * blk + 4 * (p + 4 * sq) + j];
+            for (int l = 0; l < 16; l++) {
+                int32_t v = (l % 2 == 0 && l / 2 < nrows) ? -IQKT_TRELLIS_MAX * bsum[(l / 2) * (n / 32) + blk] : 0;
+                memcpy(bsv + 16 * blk + l, &v, 4);
+            }
+        }
+        return;
+    }
     for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
         int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
         uint8_t *base = lanes + b0 * n;
@@ -933,7 +1028,7 @@ static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, in
                               const int8_t *cb8, const int8_t *cb4) {
     (void)lstride; (void)bsum; (void)bstride; (void)xs; (void)xstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    const int32_t *bsv = (const int32_t *)(lanes + nb * 256 * nsb);
+    const int32_t *bsv = (const int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nb, 256 * nsb));
     if (type == IQKT_IQ2_KT)
         iqkt_mm_tile_avx512(IQKT_IQ2_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
     else if (type == IQKT_IQ3_KT)
