@@ -46,7 +46,6 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
     int IQKT_MM_TILE
-    int IQKT_MM_PLAN_ACT8
     int iqkt_mm_plan(int type, int act8, int64_t nb)
     int iqkt_mm_plan_use_batch(int plan, int64_t nb)
     int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n)
@@ -350,8 +349,8 @@ cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
                 dt[t] = inference_scale(tt, dt[t])
-            iqkt_mm_plan_tile(plan, type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
-                         scratch, tout, CB8, CB4)
+            iqkt_mm_plan_tile(plan, type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk,
+                              nb_rows, scratch, tout, CB8, CB4)
             for t in range(nr):
                 for b0 in range(nb_rows):
                     y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]

@@ -133,7 +133,7 @@ static void iqkt_mm_row(int plan, int type, const uint8_t *sbs, int64_t nsb,
                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
                         const float *xs, int64_t xstride, int nb, float *out,
                         const int8_t *cb8, const int8_t *cb4) {
-    if (plan == IQKT_MM_PLAN_LOOKUP8) {
+    if (IQKT_ISA_MM_LOOKUP8 && plan == IQKT_MM_PLAN_LOOKUP8) {   /* (no int8-lane copies where unused) */
         switch (nb) {
         case 1: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
         case 2: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
