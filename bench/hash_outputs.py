@@ -1,5 +1,5 @@
 """Dev check for refactors: one hash per ISA variant over quantize bytes,
-dequantized values and mul_mat products (int8 and float precision, B=1 and B=8).
+dequantized values and mul_mat products (int8, int16 and float precision, B=1 and B=8).
 
 Run before and after a change that must not change results; the hashes must
 match.  Not a test: the expected value is whatever the unmodified code gives.
@@ -38,7 +38,7 @@ def parts():
                 yield f"dqi {t} s{seed} {rows}x{n}", iqkt.dequantize(q, t, n, inference=True).tobytes()
                 for B in (1, 8):
                     a = rng.standard_normal((B, n)).astype(np.float32)
-                    for prec in ("int8", "float"):
+                    for prec in ("int8", "int16", "float"):
                         for threads in (1, 2):
                             y = iqkt.mul_mat(q, t, a, precision=prec, threads=threads)
                             yield f"mm {t} s{seed} {rows}x{n} B{B} {prec} t{threads}", y.tobytes()

@@ -3,7 +3,8 @@
     pytest bench --benchmark-only                      # all shapes
     IQKT_BENCH_QUICK=1 pytest bench --benchmark-only   # 4096x4096 only
 
-Cases: type x (N x K) x B in {1, 8, 64} x threads in {1, 2}; the numpy float32
+Cases: type x precision (int8, int16, float) x (N x K) x B in {1, 8, 64} x threads in {1, 2},
+one benchmark group per shape, B and threads, so the precisions sit side by side; the numpy float32
 ``W @ x`` baseline on the same shapes (one or two BLAS threads through
 threadpoolctl when it is installed, else only with numpy's default pool).
 Each benchmark's extra_info holds Gweights/s and GB/s of weights read.
@@ -50,14 +51,16 @@ def _record(benchmark, n, k, b, nbytes):
 @pytest.mark.parametrize("threads", B.THREADS)
 @pytest.mark.parametrize("b", B.BATCHES)
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("precision", ["int8", "int16", "float"])
 @pytest.mark.parametrize("type_", iqkt.TYPES)
-def test_mul_mat(benchmark, type_, shape, b, threads):
+def test_mul_mat(benchmark, type_, precision, shape, b, threads):
     n, k = shape
     q = weights(type_, n, k)
     x = B.activations(b, k)
     benchmark.group = f"mul_mat {n}x{k} B={b} threads={threads}"
     finish = _record(benchmark, n, k, b, q.nbytes)
-    y = benchmark(iqkt.mul_mat, q, type_, x, threads=threads)
+    benchmark.extra_info["precision"] = precision
+    y = benchmark(iqkt.mul_mat, q, type_, x, threads=threads, precision=precision)
     finish()
     assert y.shape == ((n,) if b == 1 else (b, n))
 

@@ -245,8 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", default="mul_mat,dequantize,quantize",
                     help="comma list of mul_mat, dequantize, quantize (default: all)")
     ap.add_argument("--repeat", type=int, default=10, help="timed calls per case (default: 10)")
-    ap.add_argument("--precision", default="int8", choices=("int8", "float"),
-                    help="mul_mat precision (default: int8)")
+    ap.add_argument("--precision", default="int8,int16,float",
+                    help="comma list of mul_mat precisions, side by side: int8, int16, float "
+                         "(default: all three)")
     ap.add_argument("--effort", default="fast,default",
                     help="comma list of quantizer effort levels for the quantize rows "
                          "(iqkt.EFFORTS; default: fast,default)")
@@ -265,6 +266,10 @@ def main(argv=None) -> int:
     for t in types:
         if t not in iqkt.TYPES:
             ap.error(f"unknown type {t!r} (known: {', '.join(iqkt.TYPES)})")
+    precisions = _parse_list(args.precision)
+    for p in precisions:
+        if p not in ("int8", "int16", "float"):
+            ap.error(f"unknown precision {p!r} (known: int8, int16, float)")
     threads = _parse_list(args.threads, int)
     batches = _parse_list(args.batches, int)
     ops = _parse_list(args.ops)
@@ -288,7 +293,7 @@ def main(argv=None) -> int:
             base[t] = numpy_baseline(shape_list, batches, t, repeat)
         print()
 
-    cols = (f"{'op':<11} {'type':<7} {'N x K':<11} {'B':>3} {'thr':>3} {'median ms':>10} "
+    cols = (f"{'op':<11} {'type':<7} {'prec':<5} {'N x K':<11} {'B':>3} {'thr':>3} {'median ms':>10} "
             f"{'Gw/s':>7} {'GB/s':>7} {'vs np f32':>9}")
     if "mul_mat" in ops or "dequantize" in ops:
         print("Gw/s: 10^9 weights per second (N*K*B for mul_mat); GB/s: weight bytes read per second;")
@@ -296,13 +301,13 @@ def main(argv=None) -> int:
         print(cols)
         print("-" * len(cols))
 
-    def row(op, typ, n, k, b, thr, med, nbytes, ratio):
+    def row(op, typ, n, k, b, thr, med, nbytes, ratio, prec="-"):
         gw = n * k * (b or 1) / med / 1e9
         gb = nbytes / med / 1e9
-        print(f"{op:<11} {typ:<7} {f'{n}x{k}':<11} {('-' if b is None else b):>3} {thr:>3} "
+        print(f"{op:<11} {typ:<7} {prec:<5} {f'{n}x{k}':<11} {('-' if b is None else b):>3} {thr:>3} "
               f"{med * 1e3:>10.3f} {gw:>7.2f} {gb:>7.2f} {_fmt(ratio, '>9.2f')}", flush=True)
-        results.append({"op": op, "type": typ, "n": n, "k": k, "b": b, "threads": thr,
-                        "median_ms": med * 1e3, "gweights_s": gw, "gbytes_s": gb,
+        results.append({"op": op, "type": typ, "precision": None if prec == "-" else prec, "n": n, "k": k,
+                        "b": b, "threads": thr, "median_ms": med * 1e3, "gweights_s": gw, "gbytes_s": gb,
                         "ratio_vs_numpy_f32": ratio})
 
     for n, k in shape_list:
@@ -319,12 +324,13 @@ def main(argv=None) -> int:
                 for b in batches:
                     x = activations(b, k)
                     for thr in threads:
-                        ts = time_call(lambda: iqkt.mul_mat(q, typ, x, threads=thr,
-                                                            precision=args.precision),
-                                       repeat, budget_s=5.0)
-                        med = statistics.median(ts)
-                        nb = base.get(thr, {}).get((n, k, b))
-                        row("mul_mat", typ, n, k, b, thr, med, q.nbytes, None if nb is None else nb / med)
+                        for prec in precisions:     # side by side, same q and x
+                            ts = time_call(lambda: iqkt.mul_mat(q, typ, x, threads=thr, precision=prec),
+                                           repeat, budget_s=5.0)
+                            med = statistics.median(ts)
+                            nb = base.get(thr, {}).get((n, k, b))
+                            row("mul_mat", typ, n, k, b, thr, med, q.nbytes, None if nb is None else nb / med,
+                                prec)
             if "dequantize" in ops:
                 for thr in threads:
                     ts = time_call(lambda: iqkt.dequantize(q, typ, k, threads=thr), repeat, budget_s=5.0)
@@ -360,7 +366,7 @@ def main(argv=None) -> int:
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"isa": iqkt.isa(), "precision": args.precision, "results": results}, f, indent=1)
+            json.dump({"isa": iqkt.isa(), "precisions": precisions, "results": results}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 

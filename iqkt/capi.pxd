@@ -37,6 +37,7 @@ cdef extern from "iqkt.h":
 
         PRECISION_INT8 "IQKT_PRECISION_INT8"
         PRECISION_FLOAT "IQKT_PRECISION_FLOAT"
+        PRECISION_INT16 "IQKT_PRECISION_INT16"
 
     # Fetch and check the function table; raises ImportError on failure
     # (e.g. a header/iqkt version mismatch).  Needs the GIL.

@@ -284,3 +284,41 @@ def mul_mat_exact(q, t: str, n: int, v) -> np.ndarray:
     w = dequantize(q, t, n).astype(np.float64) * INFERENCE_FACTOR[t]
     v = np.asarray(v, dtype=np.float64)
     return v @ w.T if v.ndim == 2 else w @ v
+
+
+def int8_activations(v) -> np.ndarray:
+    """The reference's per-32 int8 activation scheme, as float64 values: each
+    block of 32 gets d = amax / 127 (float32) and values round(x / d) in
+    [-127, 127] (half away from zero), so x ~ d * q."""
+    v = np.atleast_2d(np.asarray(v, dtype=np.float32))
+    blocks = v.reshape(v.shape[0], -1, 32)
+    d = (np.abs(blocks).max(axis=2, keepdims=True) / np.float32(127)).astype(np.float64)
+    safe = np.where(d > 0, d, 1.0)
+    r = blocks.astype(np.float64) / safe
+    qv = np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5), -127, 127)
+    return (qv * d).reshape(v.shape)
+
+
+def mul_mat_int8_model(q, t: str, n: int, v) -> np.ndarray:
+    """float64 product of the inference weights with v's per-32 int8 model
+    (int8_activations): what an exact-integer int8 kernel should give."""
+    t = norm_type(t)
+    w = dequantize(q, t, n).astype(np.float64) * INFERENCE_FACTOR[t]
+    va = int8_activations(v)
+    return va @ w.T if np.ndim(v) == 2 else (va @ w.T)[0]
+
+
+def rel_l2(a, b) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    nb = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a - b))
+
+
+def int8_error_bound(q, t: str, n: int, v, exact=None) -> float:
+    """The accuracy bound of precision="int8": the per-32 int8 model's relative
+    L2 error against the exact product, plus float-rounding slack (the kernel
+    may round a value the model puts on a tie the other way, and sums in float)."""
+    if exact is None:
+        exact = mul_mat_exact(q, t, n, v)
+    return rel_l2(mul_mat_int8_model(q, t, n, v), exact) * (1 + 1e-3) + 1e-6

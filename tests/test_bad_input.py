@@ -105,6 +105,7 @@ def bad_cases(t):
          RE_SHAPE + "|" + RE_ROWS),
         ("mul_mat_x_3d", lambda: iqkt.mul_mat(q, t, np.ones((2, 2, N), np.float32)), V, RE_NDIM),
         ("mul_mat_precision", lambda: iqkt.mul_mat(q, t, X[0], precision="int4"), V, r"precision"),
+        ("mul_mat_precision_list", lambda: iqkt.mul_mat(q, t, X[0], precision=["int8"]), V, r"precision"),
         ("mul_mat_x_strings", lambda: iqkt.mul_mat(q, t, np.array(["a"] * N)), VT, RE_NUMERIC),
         ("x_strings", lambda: iqkt.quantize(np.array([["a"] * N] * 2), t), VT, RE_NUMERIC),
         ("x_string_list", lambda: iqkt.quantize([["1.0"] * N], t), VT, RE_NUMERIC),
@@ -214,7 +215,7 @@ def test_edge_input_quantizes(t, name, with_im):
     assert np.all(e <= 1.0 + 1e-5), e
     if name in ("all_zero", "neg_zero"):
         assert np.all(y == 0)
-    for prec in ("int8", "float"):
+    for prec in ("int8", "int16", "float"):
         y2 = iqkt.mul_mat(q, t, np.ones(N, np.float32) * np.float32(1e-30), precision=prec)
         assert y2.shape == (x.shape[0],)
         assert np.all(np.isfinite(y2)), (prec, y2)

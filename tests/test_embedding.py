@@ -187,7 +187,7 @@ def test_quantize_dequantize_bit_identical(example, tid, name):
 
 @needs_build_tools
 @pytest.mark.parametrize("tid,name", TYPE_IDS)
-@pytest.mark.parametrize("precision", ["int8", "float"])
+@pytest.mark.parametrize("precision", ["int8", "int16", "float"])
 @pytest.mark.parametrize("batch", [1, 5])
 def test_mul_mat_equals_python_api(example, tid, name, precision, batch):
     demo, cdemo, _ = example
@@ -196,12 +196,18 @@ def test_mul_mat_equals_python_api(example, tid, name, precision, batch):
     x = _weights(batch, n, 30 + batch)
     ref = iqkt.mul_mat(q, name, x, precision=precision)
     exact = precision == "float"
-    for fn in (demo.mul_mat_rows, demo.mul_mat):
-        y = np.full((batch, rows), np.nan, np.float32)
-        fn(tid, q, x, y, exact)
-        np.testing.assert_array_equal(y, ref, err_msg=fn.__name__)
-    y = np.frombuffer(cdemo.mul_mat(tid, q, n, x, int(exact)), np.float32).reshape(batch, rows)
+    if precision != "int16":   # the Cython demo knows int8 and float only
+        for fn in (demo.mul_mat_rows, demo.mul_mat):
+            y = np.full((batch, rows), np.nan, np.float32)
+            fn(tid, q, x, y, exact)
+            np.testing.assert_array_equal(y, ref, err_msg=fn.__name__)
+    # the C API's values: IQKT_PRECISION_INT8 = 0, _FLOAT = 1, _INT16 = 2
+    code = {"int8": 0, "float": 1, "int16": 2}[precision]
+    y = np.frombuffer(cdemo.mul_mat(tid, q, n, x, code), np.float32).reshape(batch, rows)
     np.testing.assert_array_equal(y, ref)
+    if precision == "float":   # any value other than 0 and 2 is float, as before INT16 existed
+        y = np.frombuffer(cdemo.mul_mat(tid, q, n, x, 7), np.float32).reshape(batch, rows)
+        np.testing.assert_array_equal(y, ref)
 
 
 @needs_build_tools

@@ -170,10 +170,31 @@ def test_quantize_return_stats(iqkt_mod, golden):
 
 # ------------------------------------------------------------------ package: products
 @pytest.mark.parametrize(**golden_params())
-def test_mul_mat_int8_close_to_y_ref(iqkt_mod, golden):
+def test_mul_mat_int16_close_to_y_ref(iqkt_mod, golden):
+    y = iqkt_mod.mul_mat(golden.q, golden.type, golden.v, precision="int16")
+    assert y.dtype == np.float32 and y.shape == (golden.rows,)
+    assert rel_l2(y, golden.y_ref) < 1e-3
+
+
+# The per-32 int8 model itself misses 1.5% here: a row of block magnitudes
+# spanning 1e-6..1e2 whose product cancels to ~1.5 (model: 2.6%).  No kernel
+# with int8 activations per 32 at d = amax / 127 can do better on it.
+INT8_MODEL_ABOVE_1_5_PERCENT = {"iq4_kt_edge"}
+
+
+@pytest.mark.parametrize(**golden_params())
+def test_mul_mat_int8_within_model_bound(iqkt_mod, golden):
+    """precision="int8" (the default): no worse than the reference's per-32
+    int8 activation scheme (numpy model, tests/pyref.py) on the same inputs,
+    and at most 1.5% wherever that model is."""
     y = iqkt_mod.mul_mat(golden.q, golden.type, golden.v)
     assert y.dtype == np.float32 and y.shape == (golden.rows,)
-    assert rel_l2(y, golden.y_ref) < 0.01
+    model_err = rel_l2(pyref.mul_mat_int8_model(golden.q, golden.type, golden.n, golden.v), golden.y_ref)
+    err = rel_l2(y, golden.y_ref)
+    assert err <= model_err * (1 + 1e-3) + 1e-6
+    assert (model_err > 0.015) == (golden.name in INT8_MODEL_ABOVE_1_5_PERCENT), model_err
+    if golden.name not in INT8_MODEL_ABOVE_1_5_PERCENT:
+        assert err <= 0.015
 
 
 @pytest.mark.parametrize(**golden_params())
@@ -188,4 +209,6 @@ def test_mul_mat_on_own_quantization(iqkt_mod, golden):
     q = _quantized(golden.name)
     exact = pyref.mul_mat_exact(q, golden.type, golden.n, golden.v)
     assert rel_l2(iqkt_mod.mul_mat(q, golden.type, golden.v, precision="float"), exact) < 1e-5
-    assert rel_l2(iqkt_mod.mul_mat(q, golden.type, golden.v), exact) < 0.01
+    assert rel_l2(iqkt_mod.mul_mat(q, golden.type, golden.v, precision="int16"), exact) < 1e-3
+    assert rel_l2(iqkt_mod.mul_mat(q, golden.type, golden.v), exact) <= \
+        pyref.int8_error_bound(q, golden.type, golden.n, golden.v, exact)

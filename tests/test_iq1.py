@@ -133,11 +133,13 @@ def test_mul_mat_identical_on_every_isa():
     q = iqkt.quantize(_rows(9, rows=7, n=n), T)
     v = np.random.default_rng(10).standard_normal((9, n)).astype(np.float32)
     exact = pyref.mul_mat_exact(q, T, n, v)
-    with iqkt.use_isa("scalar"):
-        ref = [iqkt.mul_mat(q, T, v[:B]) for B in (1, 4, 9)]
-    for isa in ISAS:
-        with iqkt.use_isa(isa):
-            for B, r in zip((1, 4, 9), ref):
-                y = iqkt.mul_mat(q, T, v[:B])
-                assert np.array_equal(bits(y), bits(r)), (isa, B)
-                assert np.linalg.norm(y - exact[:B]) < 2e-3 * np.linalg.norm(exact[:B])
+    for prec in ("int8", "int16"):
+        with iqkt.use_isa("scalar"):
+            ref = [iqkt.mul_mat(q, T, v[:B], precision=prec) for B in (1, 4, 9)]
+        for isa in ISAS:
+            with iqkt.use_isa(isa):
+                for B, r in zip((1, 4, 9), ref):
+                    y = iqkt.mul_mat(q, T, v[:B], precision=prec)
+                    assert np.array_equal(bits(y), bits(r)), (isa, B, prec)
+                    bound = 2e-3 if prec == "int16" else pyref.int8_error_bound(q, T, n, v[:B], exact[:B])
+                    assert np.linalg.norm(y - exact[:B]) <= bound * np.linalg.norm(exact[:B])

@@ -1,4 +1,4 @@
-"""mul_mat: the int16-activation kernels (per-ISA), the batch kernels
+"""mul_mat: the integer-activation kernels (int8 and int16, per-ISA), the batch kernels
 (AVX512 B >= 2, AVX2 B > 4) and the native thread pool.  Expected values come from the
 independent pure-Python decoder (tests/pyref.py), never from iqkt itself."""
 import os
@@ -35,37 +35,62 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
+def accuracy_ok(y, q, t, n, v, prec, exact=None):
+    """int16: ~1e-4 relative; int8: no worse than the per-32 int8 model
+    (tests/pyref.py) on the same inputs."""
+    if exact is None:
+        exact = pyref.mul_mat_exact(q, t, n, v)
+    if prec == "int16":
+        return rel(y, exact) < 2e-3
+    return rel(y, exact) <= pyref.int8_error_bound(q, t, n, v, exact)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("t", iqkt.TYPES)
-@pytest.mark.parametrize("B", [1, 2, 3, 4, 5, 9])
-def test_int8_path_close_to_exact(isa, t, B):
+@pytest.mark.parametrize("B", [1, 2, 3, 4, 5, 9, 17, 48])
+@pytest.mark.parametrize("prec", ["int8", "int16"])
+def test_integer_paths_close_to_exact(isa, t, B, prec):
     n, rows = 512, 7          # 7 rows: batch tiles of 4 plus a partial tile
     q = random_q(t, rows, n, seed=B)
     v = np.random.default_rng(100 + B).standard_normal((B, n)).astype(np.float32)
-    exact = pyref.mul_mat_exact(q, t, n, v)
     with iqkt.use_isa(isa):
-        y = iqkt.mul_mat(q, t, v)
+        y = iqkt.mul_mat(q, t, v, precision=prec)
     assert y.shape == (B, rows)
-    # int16 activations per 32-block: ~1e-4 relative, far inside the 1% budget
-    assert rel(y, exact) < 2e-3
+    assert accuracy_ok(y, q, t, n, v, prec)
+
+
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_int8_is_the_default_and_coarser_than_int16(t):
+    n, rows = 512, 5
+    q = random_q(t, rows, n, seed=5)
+    v = np.random.default_rng(6).standard_normal((3, n)).astype(np.float32)
+    exact = pyref.mul_mat_exact(q, t, n, v)
+    y8 = iqkt.mul_mat(q, t, v, precision="int8")
+    assert np.array_equal(bits(iqkt.mul_mat(q, t, v)), bits(y8))
+    e8, e16 = rel(y8, exact), rel(iqkt.mul_mat(q, t, v, precision="int16"), exact)
+    # int8 per 32 is ~0.5% on Gaussian activations, int16 ~1e-4
+    assert 1e-3 < e8 < 0.03 and e16 < 5e-4
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("t", iqkt.TYPES)
-def test_batch_kernels_equal_row_kernels_bitwise(isa, t):
-    """B = 9 and 64 go through the batch kernels (decoded weight tiles) on
-    AVX512 and AVX2; each output row must be bit-for-bit the B = 1 result."""
+@pytest.mark.parametrize("prec", ["int8", "int16"])
+def test_batch_kernels_equal_row_kernels_bitwise(isa, t, prec):
+    """B >= 2 goes through the batch kernels (decoded weight tiles) on AVX512
+    (int8: the quad-paired GEMM for 5..8 rows, the 16-row GEMM above) and
+    B > 4 on AVX2; each output row must be bit-for-bit the B = 1 result."""
     n, rows = 768, 6
     q = random_q(t, rows, n, seed=21)
     v = np.random.default_rng(22).standard_normal((64, n)).astype(np.float32)
     with iqkt.use_isa(isa):
-        one = np.stack([iqkt.mul_mat(q, t, v[b]) for b in range(64)])
-        for B in (9, 64):
-            assert np.array_equal(bits(iqkt.mul_mat(q, t, v[:B])), bits(one[:B])), B
+        one = np.stack([iqkt.mul_mat(q, t, v[b], precision=prec) for b in range(64)])
+        for B in (3, 5, 8, 9, 16, 17, 64):
+            assert np.array_equal(bits(iqkt.mul_mat(q, t, v[:B], precision=prec)), bits(one[:B])), B
 
 
 @pytest.mark.parametrize("t", iqkt.TYPES)
-def test_activation_outliers_and_zero_blocks(t):
+@pytest.mark.parametrize("prec", ["int8", "int16"])
+def test_activation_outliers_and_zero_blocks(t, prec):
     n, rows = 1024, 5
     q = random_q(t, rows, n, seed=7)
     v = np.zeros((3, n), np.float32)
@@ -76,21 +101,22 @@ def test_activation_outliers_and_zero_blocks(t):
     exact = pyref.mul_mat_exact(q, t, n, v)
     for isa in ISAS:
         with iqkt.use_isa(isa):
-            y = iqkt.mul_mat(q, t, v)
+            y = iqkt.mul_mat(q, t, v, precision=prec)
         for b in range(3):
-            assert rel(y[b], exact[b]) < 2e-3, (isa, b)
+            assert accuracy_ok(y[b], q, t, n, v[b], prec, exact[b]), (isa, b)
 
 
 @pytest.mark.parametrize("t", iqkt.TYPES)
-@pytest.mark.parametrize("B", [1, 3, 8])
-def test_native_threads_identical(t, B):
+@pytest.mark.parametrize("B", [1, 3, 8, 64])
+@pytest.mark.parametrize("prec", ["int8", "int16"])
+def test_native_threads_identical(t, B, prec):
     n, rows = 512, 203                  # enough rows that several threads get work
     q = random_q(t, rows, n, seed=11)
     v = np.random.default_rng(12).standard_normal((B, n)).astype(np.float32)
-    ref = iqkt.mul_mat(q, t, v, threads=1)
+    ref = iqkt.mul_mat(q, t, v, threads=1, precision=prec)
     for k in (2, 3, 4, 7, 13):
-        assert np.array_equal(bits(iqkt.mul_mat(q, t, v, threads=k)), bits(ref)), k
-    assert rel(ref, pyref.mul_mat_exact(q, t, n, v)) < 2e-3
+        assert np.array_equal(bits(iqkt.mul_mat(q, t, v, threads=k, precision=prec)), bits(ref)), k
+    assert accuracy_ok(ref, q, t, n, v, prec)
 
 
 def test_native_threads_concurrent_callers():

@@ -29,9 +29,16 @@
  *                        the lookup kernel's per-32-block lanes and exact dot
  *   iqkt_mm_tile_scratch, iqkt_mm_batch_begin, iqkt_mm_tile
  *                        the batch kernel: IQKT_MM_TILE weight rows x nb rows
- * Int8 tile GEMM primitives (issue #15: vpdpbusd on AVX512-VNNI, vdotq_s32 on
- * NEON, a plain loop in generic.h) belong in this GEMV group, one
- * IQKT_ISA_HAS_ flag each, like iqkt_mm_block_dot.
+ * int8 activations (precision "int8", kt_mm.h IQKT_MM_PLAN_ACT8 / _LOOKUP8):
+ *   IQKT_ISA_HAS_MM_ACT8 the ISA's own int8 kernels, all of:
+ *     iqkt_mm_act8_use, iqkt_mm_act8_use_batch, iqkt_mm_act8_prepare_rows,
+ *     iqkt_mm_act8_row_nb, iqkt_mm_act8_tile_scratch, iqkt_mm_act8_batch_begin,
+ *     iqkt_mm_act8_tile   (AVX512: vpdpbusd on the trellis state bytes at
+ *                        B = 1, int8 GEMM for B >= IQKT_MM_GEMM8_MIN);
+ *                        elsewhere generic.h runs the int16-lane kernels
+ *   iqkt_mm_block_dot8, IQKT_ISA_MM_LOOKUP8
+ *                        the lookup kernel's dot on int8 lanes, and whether
+ *                        it is used (NEON: vdotq_s32)
  */
 #ifndef IQKT_KT_ISA_H
 #define IQKT_KT_ISA_H

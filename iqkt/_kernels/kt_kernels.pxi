@@ -45,17 +45,19 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_XMAX
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
-    int iqkt_mm_type_use_batch(int type, int64_t nb)
     int IQKT_MM_TILE
-    int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n)
-    void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch)
-    void iqkt_mm_type_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
-                                   int32_t *bsum)
-    void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                      const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
-                      const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
-                      const int8_t *cb8, const int8_t *cb4)
-    void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
+    int iqkt_mm_plan(int type, int act8, int64_t nb)
+    int iqkt_mm_plan_use_batch(int plan, int64_t nb)
+    int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n)
+    void iqkt_mm_plan_batch_begin(int plan, int64_t nb, int64_t n, const float *xs, int64_t xstride,
+                                  uint8_t *scratch)
+    void iqkt_mm_plan_prepare_rows(int plan, int type, int64_t nrows, const int16_t *x16, int64_t n,
+                                   uint8_t *lanes, int32_t *bsum)
+    void iqkt_mm_plan_tile(int plan, int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                           const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                           const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                           const int8_t *cb8, const int8_t *cb4)
+    void iqkt_mm_row(int plan, int type, const uint8_t *sbs, int64_t nsb, const uint8_t *lanes, int64_t lstride,
                      const int32_t *bsum, int64_t bstride, const float *xs, int64_t xstride, int nb,
                      float *out, const int8_t *cb8, const int8_t *cb4)
 
@@ -127,6 +129,9 @@ cdef extern from "iqkt.h" nogil:
         KT_ERR_NOMEM "IQKT_ERR_NOMEM"
         KT_ERR_IMATRIX "IQKT_ERR_IMATRIX"
         KT_ERR_ARG "IQKT_ERR_ARG"
+        KT_PRECISION_INT8 "IQKT_PRECISION_INT8"
+        KT_PRECISION_FLOAT "IQKT_PRECISION_FLOAT"
+        KT_PRECISION_INT16 "IQKT_PRECISION_INT16"
 
 cdef enum:
     QK = IQKT_BLOCK             # weights per super-block
@@ -241,21 +246,25 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 
 # ---------------------------------------------------------------- mul_mat
 #
-# Activations are quantized once per call to int16 per block of 32 values:
-# x16 = round(x / s) with s = amax / IQKT_MM_XMAX (8000), so x ~ s * x16 to
-# within s / 2 per value (1/16000 of the block's largest value).  Every
-# multiply-add of a trellis value with x16 is then exact in int32, and the
-# product is accurate to ~1e-4 relative (contract: kt_mm.h).
+# Activations are quantized once per call per block of 32 values:
+# xq = round(x / s) with s = amax / xmax, so x ~ s * xq to within s / 2 per
+# value.  xmax is 127 for precision "int8" (the reference's own activation
+# precision: int8 per 32 with a float scale) and IQKT_MM_XMAX (8000) for
+# "int16" (~1e-4 relative).  Every multiply-add of a trellis value with xq is
+# then exact in int32, whatever the precision (contract: kt_mm.h).
 #
-# The int16 values are then laid out once per call into "lanes" (4 bytes per
-# value, layout chosen by the ISA's helper in kt_mm.h) and each weight row is
-# dotted with up to IQKT_MM_NB activation rows per pass by iqkt_mm_row, which
-# regenerates the trellis values (x86) or looks them up (scalar, NEON).
+# The quantized values are then laid out once per call into "lanes" (4 bytes
+# per value, layout chosen by the ISA's helper in kt_mm.h) and each weight row
+# is dotted with up to IQKT_MM_NB activation rows per pass by iqkt_mm_row,
+# which regenerates the trellis values (x86) or looks them up (scalar, NEON).
+
+cdef enum:
+    KT_XMAX_INT8 = 127          # |xq| bound of precision "int8" (d = amax / 127)
 
 cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
-                                 int16_t *qx, float *xs) noexcept nogil:
-    """x (nrows, n) -> qx (nrows, n) int16, xs (nrows, n/32) block scales s
-    with x ~ s * qx."""
+                                 int16_t *qx, float *xs, int xmax) noexcept nogil:
+    """x (nrows, n) -> qx (nrows, n) int16 with |qx| <= xmax, xs (nrows, n/32)
+    block scales s = amax / xmax with x ~ s * qx."""
     cdef int64_t r, ib, nb = n // 32
     cdef int k, v
     cdef float amax, a, inv
@@ -274,29 +283,30 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                     return KT_ERR_NONFINITE_INPUT
                 if a > amax:
                     amax = a
-            xs[r * nb + ib] = amax / IQKT_MM_XMAX
+            xs[r * nb + ib] = amax / xmax
             if amax == 0:
                 memset(qb, 0, 64)
                 continue
-            inv = IQKT_MM_XMAX / amax
+            inv = xmax / amax
             for k in range(32):
                 v = <int>floorf(xb[k] * inv + 0.5)
-                qb[k] = <int16_t>(-IQKT_MM_XMAX if v < -IQKT_MM_XMAX else (IQKT_MM_XMAX if v > IQKT_MM_XMAX else v))
+                qb[k] = <int16_t>(-xmax if v < -xmax else (xmax if v > xmax else v))
     return KT_OK
 
-cdef int kt_prepare_activations(int type_id, const int16_t *qx, int64_t nrows, int64_t n,
+cdef int kt_prepare_activations(int plan, int type_id, const int16_t *qx, int64_t nrows, int64_t n,
                                 uint8_t *lanes, int32_t *bsum) noexcept nogil:
     """qx (nrows, n) -> lanes (nrows, IQKT_MM_LANE_BYTES * n), bsum (nrows, n/32),
-    laid out for products with weights of type type_id."""
+    laid out for products with weights of type type_id by the kernels of
+    plan (iqkt_mm_plan, kt_mm.h)."""
     cdef int64_t r
     if iqkt_type_info(type_id) == NULL:
         return KT_ERR_TYPE
     if n <= 0 or n % QK != 0 or nrows < 0:
         return KT_ERR_SIZE
-    iqkt_mm_type_prepare_rows(type_id, nrows, qx, n, lanes, bsum)
+    iqkt_mm_plan_prepare_rows(plan, type_id, nrows, qx, n, lanes, bsum)
     return KT_OK
 
-cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
+cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
                        const uint8_t *lanes, const int32_t *bsum, const float *xs, int64_t nb_rows,
                        float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
     """y[b*ldy + r] = dot(W[r], x[b]) for weight rows r in [row0, row1) and
@@ -319,16 +329,16 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
         return KT_OK
-    if iqkt_mm_type_use_batch(type_id, nb_rows):
+    if iqkt_mm_plan_use_batch(plan, nb_rows):
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
-        scratch = <uint8_t *>malloc(iqkt_mm_tile_scratch(nb_rows, n))
+        scratch = <uint8_t *>malloc(iqkt_mm_plan_tile_scratch(plan, nb_rows, n))
         tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
         if scratch == NULL or tout == NULL:
             free(scratch)
             free(tout)
             return KT_ERR_NOMEM
-        iqkt_mm_batch_begin(nb_rows, n, xs, nblk, scratch)
+        iqkt_mm_plan_batch_begin(plan, nb_rows, n, xs, nblk, scratch)
         r = row0
         while r < row1:
             nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
@@ -339,8 +349,8 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
                 dt[t] = inference_scale(tt, dt[t])
-            iqkt_mm_tile(type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk, nb_rows,
-                         scratch, tout, CB8, CB4)
+            iqkt_mm_plan_tile(plan, type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk,
+                              nb_rows, scratch, tout, CB8, CB4)
             for t in range(nr):
                 for b0 in range(nb_rows):
                     y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]
@@ -357,7 +367,7 @@ cdef int kt_mul_mat_q8(int type_id, const uint8_t *q, int64_t n,
         b0 = 0
         while b0 < nb_rows:
             nbc = <int>(nb_rows - b0) if nb_rows - b0 < IQKT_MM_NB else IQKT_MM_NB
-            iqkt_mm_row(type_id, row + 4, nsb, lanes + b0 * lstride, lstride,
+            iqkt_mm_row(plan, type_id, row + 4, nsb, lanes + b0 * lstride, lstride,
                         bsum + b0 * nblk, nblk, xs + b0 * nblk, nblk, nbc, out, CB8, CB4)
             for bi in range(nbc):
                 y[(b0 + bi) * ldy + r] = d * out[bi]
@@ -508,6 +518,7 @@ cdef inline int64_t chunk_rows(int64_t nrows, int nthreads, int64_t work_per_row
 
 ctypedef struct MulMatCtx:
     int type_id
+    int plan                    # integer paths: the kernel family (iqkt_mm_plan)
     const uint8_t *q
     int64_t n
     const float *x              # float path
@@ -520,18 +531,19 @@ ctypedef struct MulMatCtx:
 
 cdef int mul_mat_q8_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
     cdef MulMatCtx *c = <MulMatCtx *>vctx
-    return kt_mul_mat_q8(c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
+    return kt_mul_mat_q8(c.plan, c.type_id, c.q, c.n, c.lanes, c.bsum, c.xs, c.nb, c.y, c.ldy, r0, r1)
 
 cdef int mul_mat_f32_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
     cdef MulMatCtx *c = <MulMatCtx *>vctx
     return kt_mul_mat_f32(c.type_id, c.q, c.n, c.x, c.nb, c.y, c.ldy, r0, r1)
 
 cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
-                            const float *x, int64_t nb, float *y, int precision_float,
+                            const float *x, int64_t nb, float *y, int precision,
                             int nthreads, int check_signals) noexcept nogil:
     """The whole product: y (nb, nrows) = x (nb, n) @ W(nrows, n).T with W's
-    inference values.  precision_float != 0: the exact float path; else the
-    activations are quantized and laid out once (kt_quantize_activations,
+    inference values.  precision (iqkt.h): IQKT_PRECISION_INT8 (int8
+    activations per 32), IQKT_PRECISION_INT16 (int16 per 32), anything else
+    the exact float path.  The integer paths: the activations are quantized and laid out once (kt_quantize_activations,
     kt_prepare_activations) and the weight rows split over nthreads pool
     threads (iqkt_pool_prepare(nthreads - 1) first, with the GIL)."""
     cdef int64_t rs = kt_row_size(type_id, n)
@@ -556,18 +568,20 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
     c.nb = nb
     c.y = y
     c.ldy = nrows
-    if precision_float:
+    if precision != KT_PRECISION_INT8 and precision != KT_PRECISION_INT16:
         return run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 22, 16),
                         nthreads, check_signals)
+    c.plan = iqkt_mm_plan(type_id, precision == KT_PRECISION_INT8, nb)
     qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
     lanes = <uint8_t *>malloc(<size_t>nb * n * IQKT_MM_LANE_BYTES)
     bsum = <int32_t *>malloc(<size_t>nb * (n // 32) * sizeof(int32_t))
     xs = <float *>malloc(<size_t>nb * (n // 32) * sizeof(float))
     rc = KT_ERR_NOMEM
     if qx != NULL and lanes != NULL and bsum != NULL and xs != NULL:
-        rc = kt_quantize_activations(x, nb, n, qx, xs)
+        rc = kt_quantize_activations(x, nb, n, qx, xs,
+                                     KT_XMAX_INT8 if precision == KT_PRECISION_INT8 else IQKT_MM_XMAX)
         if rc == KT_OK:
-            rc = kt_prepare_activations(type_id, qx, nb, n, lanes, bsum)
+            rc = kt_prepare_activations(c.plan, type_id, qx, nb, n, lanes, bsum)
         if rc == KT_OK:
             c.lanes = lanes
             c.bsum = bsum
@@ -582,10 +596,10 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
     return rc
 
 cdef int kt_mul_mat(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
-                    const float *x, int64_t nb, float *y, int precision_float) noexcept nogil:
+                    const float *x, int64_t nb, float *y, int precision) noexcept nogil:
     """The embedding API's product (iqkt.h): kt_mul_mat_threads on the
     calling thread only."""
-    return kt_mul_mat_threads(type_id, q, nrows, n, x, nb, y, precision_float, 1, 0)
+    return kt_mul_mat_threads(type_id, q, nrows, n, x, nb, y, precision, 1, 0)
 
 # ---------------------------------------------------------------- quantize / dequantize drivers
 
@@ -669,6 +683,9 @@ cdef int check_threads_rc(int rc) except -1:
 #: Most threads one call uses (the pool's size limit, kt_pool.h).
 MAX_THREADS = IQKT_POOL_MAX
 
+#: mul_mat's precision names -> the kernel's (and the C API's) values.
+PRECISIONS = {"int8": KT_PRECISION_INT8, "int16": KT_PRECISION_INT16, "float": KT_PRECISION_FLOAT}
+
 
 def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::1] out,
                     int inference, int nthreads):
@@ -696,9 +713,10 @@ def dequantize_rows(int type_id, const uint8_t[:, ::1] q, int64_t n, float[:, ::
 
 
 def mul_mat(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1] x, float[:, ::1] y,
-            int precision_float, int nthreads):
+            int precision, int nthreads):
     """y (B, N) = x (B, n) @ W(N, n).T, the whole product in one kernel call
-    (kt_mul_mat_threads) on nthreads pool threads."""
+    (kt_mul_mat_threads) on nthreads pool threads; precision: an
+    IQKT_PRECISION_* value (PRECISIONS)."""
     cdef int rc
     cdef int64_t nrows = q.shape[0], nb = x.shape[0]
     if x.shape[1] != n or y.shape[0] != nb or y.shape[1] != nrows:
@@ -709,7 +727,7 @@ def mul_mat(int type_id, const uint8_t[:, ::1] q, int64_t n, const float[:, ::1]
         return
     nthreads = _threads(nthreads)
     with nogil:
-        rc = kt_mul_mat_threads(type_id, &q[0, 0], nrows, n, &x[0, 0], nb, &y[0, 0], precision_float,
+        rc = kt_mul_mat_threads(type_id, &q[0, 0], nrows, n, &x[0, 0], nb, &y[0, 0], precision,
                                 nthreads, 1)
     check_threads_rc(rc)
 

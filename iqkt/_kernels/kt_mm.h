@@ -1,4 +1,6 @@
-/* mul_mat helpers: KT weight rows dotted with int16-quantized activations.
+/* mul_mat helpers: KT weight rows dotted with integer-quantized activations
+ * (int8 per 32 for precision "int8", int16 per 32 for "int16"; both held as
+ * int16 x16 here, the int8 ones with |x16| <= 127).
  *
  * The GEMV contract every isa/<name>.h implements (kt_isa.h lists the
  * functions), and the per-row entry the mul_mat kernels in kt_kernels.pxi
@@ -17,7 +19,7 @@
  * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
  * batch and GEMM batch kernels all follow it, so they agree bit for bit.
  *
- * Why int16 activations and not int8, and why the x86 kernels compute the
+ * Why the int16 path exists next to int8 (accuracy), and why the x86 kernels compute the
  * trellis while scalar, NEON and the AVX512 GEMM batch kernel look it up:
  * measurements in docs/perf-notes.md.
  *
@@ -37,6 +39,14 @@
  *   scalar: per block 32 int16 x16
  * bsum[block] = sum of the block's x16 (used where the -126 bias of the
  * trellis values is applied after the product).
+ * Precision "int8" (|x16| <= 127) runs the kernels above unchanged unless the
+ * plan (iqkt_mm_plan) picks int8 kernels with lanes of their own:
+ *   avx512 B = 1 (IQ2, IQ4): uint32 lane = x * 0x01010101, step-major order;
+ *   avx512 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 16 rows per zmm,
+ *           then 126 * block sums (iqkt_mm_act8_prepare_gemm);
+ *   lookup kernel on NEON: per block 32 int8 (iqkt_mm_prepare_lookup8).
+ * Their block dots are the same exact integers, so results do not change
+ * with the kernel (B = 1 vs batch: bit for bit on AVX512).
  */
 #ifndef IQKT_KT_MM_H
 #define IQKT_KT_MM_H
@@ -48,34 +58,105 @@ static inline int iqkt_mm_isa_has_type(int type) {
     return (int)((IQKT_ISA_MM_KERNEL_TYPES >> type) & 1u);
 }
 
-/* Whether a product of a type's rows with nb activation rows uses the batch kernel. */
-static inline int iqkt_mm_type_use_batch(int type, int64_t nb) {
-    return iqkt_mm_isa_has_type(type) && iqkt_mm_use_batch(nb);
+/* Which kernel family one product uses, chosen once per call (iqkt_mm_plan)
+ * and passed to every function below: */
+enum {
+    IQKT_MM_PLAN_LOOKUP = 0,   /* generic.h's lookup kernel (types without ISA kernels) */
+    IQKT_MM_PLAN_ISA = 1,      /* the ISA's kernels, activations held as int16 lanes */
+    IQKT_MM_PLAN_ACT8 = 2,     /* the ISA's int8-activation kernels (precision "int8", |x16| <= 127):
+                                  byte lanes, vpdpbusd (iqkt_mm_act8_*) */
+    IQKT_MM_PLAN_LOOKUP8 = 3   /* the lookup kernel on int8 lanes (precision "int8", where the ISA
+                                  says it pays: IQKT_ISA_MM_LOOKUP8, NEON's vdotq_s32) */
+};
+
+/* act8: the activations are int8 (|x16| <= 127); nb activation rows. */
+static inline int iqkt_mm_plan(int type, int act8, int64_t nb) {
+    if (!iqkt_mm_isa_has_type(type))
+        return act8 && IQKT_ISA_MM_LOOKUP8 ? IQKT_MM_PLAN_LOOKUP8 : IQKT_MM_PLAN_LOOKUP;
+    return act8 && iqkt_mm_act8_use(type, nb) ? IQKT_MM_PLAN_ACT8 : IQKT_MM_PLAN_ISA;
+}
+
+/* Whether the product goes to the batch kernel (iqkt_mm_plan_tile) rather
+ * than iqkt_mm_row. */
+static inline int iqkt_mm_plan_use_batch(int plan, int64_t nb) {
+    if (plan == IQKT_MM_PLAN_ACT8)
+        return iqkt_mm_act8_use_batch(nb);
+    return plan == IQKT_MM_PLAN_ISA && iqkt_mm_use_batch(nb);
 }
 
 /* All activation rows' lanes for products with the type's rows. */
-static void iqkt_mm_type_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n,
+static void iqkt_mm_plan_prepare_rows(int plan, int type, int64_t nrows, const int16_t *x16, int64_t n,
                                       uint8_t *lanes, int32_t *bsum) {
-    if (iqkt_mm_isa_has_type(type)) {
+    if (plan == IQKT_MM_PLAN_ACT8) {
+        iqkt_mm_act8_prepare_rows(type, nrows, x16, n, lanes, bsum);
+        return;
+    }
+    if (plan == IQKT_MM_PLAN_ISA) {
         iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
         return;
     }
-    for (int64_t r = 0; r < nrows; r++)
-        iqkt_mm_prepare_lookup(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+    for (int64_t r = 0; r < nrows; r++) {
+        if (plan == IQKT_MM_PLAN_LOOKUP8)
+            iqkt_mm_prepare_lookup8(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+        else
+            iqkt_mm_prepare_lookup(x16 + r * n, n, lanes + r * IQKT_MM_LANE_BYTES * n, bsum + r * (n / 32));
+    }
+}
+
+/* Batch kernel: scratch bytes, per-call setup, one tile of IQKT_MM_TILE rows. */
+static inline int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n) {
+    return plan == IQKT_MM_PLAN_ACT8 ? iqkt_mm_act8_tile_scratch(nb, n) : iqkt_mm_tile_scratch(nb, n);
+}
+
+static void iqkt_mm_plan_batch_begin(int plan, int64_t nb, int64_t n, const float *xs, int64_t xstride,
+                                     uint8_t *scratch) {
+    if (plan == IQKT_MM_PLAN_ACT8)
+        iqkt_mm_act8_batch_begin(nb, n, xs, xstride, scratch);
+    else
+        iqkt_mm_batch_begin(nb, n, xs, xstride, scratch);
+}
+
+static void iqkt_mm_plan_tile(int plan, int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                              const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                              const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                              const int8_t *cb8, const int8_t *cb4) {
+    if (plan == IQKT_MM_PLAN_ACT8)
+        iqkt_mm_act8_tile(type, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, scratch, out,
+                          cb8, cb4);
+    else
+        iqkt_mm_tile(type, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, scratch, out, cb8, cb4);
 }
 
 /* out[bi] = sum over blocks of (block_scale * xs) * dot, for bi < nb (1..4).
  * The switch gives each activation-row count its own fully unrolled copy. */
-static void iqkt_mm_row(int type, const uint8_t *sbs, int64_t nsb,
+static void iqkt_mm_row(int plan, int type, const uint8_t *sbs, int64_t nsb,
                         const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
                         const float *xs, int64_t xstride, int nb, float *out,
                         const int8_t *cb8, const int8_t *cb4) {
-    if (!iqkt_mm_isa_has_type(type)) {
+    if (IQKT_ISA_MM_LOOKUP8 && plan == IQKT_MM_PLAN_LOOKUP8) {   /* (no int8-lane copies where unused) */
         switch (nb) {
-        case 1: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
-        case 2: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
-        case 3: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
-        default: iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        case 1: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_row_nb_lookup(1, type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        }
+        return;
+    }
+    if (plan == IQKT_MM_PLAN_LOOKUP) {
+        switch (nb) {
+        case 1: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, 4, out, cb8, cb4); break;
+        }
+        return;
+    }
+    if (plan == IQKT_MM_PLAN_ACT8) {
+        switch (nb) {
+        case 1: iqkt_mm_act8_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 1, out, cb8, cb4); break;
+        case 2: iqkt_mm_act8_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 2, out, cb8, cb4); break;
+        case 3: iqkt_mm_act8_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 3, out, cb8, cb4); break;
+        default: iqkt_mm_act8_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, 4, out, cb8, cb4); break;
         }
         return;
     }

@@ -69,11 +69,17 @@ enum {
     IQKT_ERR_NOT_IMPORTED = -100
 };
 
-/* Values of the `precision` argument of mul_mat. */
+/* Values of the `precision` argument of mul_mat.  0 and 1 keep their
+   slots; INT16 was added with the true int8 path (0), which is now what the
+   default precision means, as in the reference's own CPU kernels. */
 enum {
-    IQKT_PRECISION_INT8 = 0,   /* activations as int16 per block of 32 (|x16| <= 8000, a float scale
-                                  per block), exact integer products; ~1e-4 relative */
-    IQKT_PRECISION_FLOAT = 1   /* dequantized float weights, float64 accumulation */
+    IQKT_PRECISION_INT8 = 0,   /* activations as int8 per block of 32 (d = amax / 127, a float scale
+                                  per block), exact integer products; ~0.5% relative (the
+                                  reference's own activation precision) */
+    IQKT_PRECISION_FLOAT = 1,  /* dequantized float weights, float64 accumulation; every value
+                                  other than 0 and 2 also selects it, as before */
+    IQKT_PRECISION_INT16 = 2   /* activations as int16 per block of 32 (|x16| <= 8000), exact
+                                  integer products; ~1e-4 relative */
 };
 
 typedef struct iqkt_api {
@@ -105,9 +111,10 @@ typedef struct iqkt_api {
 
     /* y[b*nrows + r] = dot(W[r], x[b*n ...]) for the nrows x n quantized
        matrix W (inference values) and nb activation rows x (nb x n, row-major);
-       y is nb x nrows, row-major.  precision: IQKT_PRECISION_INT8 or
-       IQKT_PRECISION_FLOAT (any non-zero value).  Equal to iqkt.mul_mat(...,
-       precision="int8" / "float") on the same variant. */
+       y is nb x nrows, row-major.  precision: IQKT_PRECISION_INT8,
+       IQKT_PRECISION_INT16 or IQKT_PRECISION_FLOAT (any other value).  Equal
+       to iqkt.mul_mat(..., precision="int8" / "int16" / "float") on the same
+       variant. */
     int (*mul_mat)(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
                    const float *x, int64_t nb, float *y, int precision);
 } iqkt_api;

@@ -201,6 +201,17 @@ static inline int iqkt_mm_use_batch(int64_t nb) { return nb >= 2; }
 #ifndef IQKT_MM_GEMM_MIN
 #define IQKT_MM_GEMM_MIN 40
 #endif
+/* The int8 GEMM (vpdpbusd, 64 multiply-adds each, precision "int8") starts
+ * at this many activation rows; up to IQKT_MM_GEMM8_PAIRED (8) rows in the
+ * quad-paired form.  Its cost is nearly flat in B up to 8 rows; against the
+ * int16-lane "pairs" kernel it breaks even near B = 6 / 3 / 5 (IQ2 / IQ3 /
+ * IQ4, docs/perf-notes.md). */
+#ifndef IQKT_MM_GEMM8_MIN
+#define IQKT_MM_GEMM8_MIN 5
+#endif
+#if IQKT_MM_GEMM8_MIN < 3
+#  error "the quad-paired int8 GEMM needs 10 n bytes of lanes: at least 3 activation rows"
+#endif
 static inline int iqkt_mm_use_gemm(int64_t nb) {
     return nb >= IQKT_MM_GEMM_MIN;
 }
@@ -298,6 +309,13 @@ static inline __m256i iqkt_mm_sum8x8(const __m512i v[4]) {
     return _mm512_castsi512_si256(_mm512_permutexvar_epi32(PERM, p));
 }
 
+/* Block dots (8 int32, block order) minus 126 * the blocks' activation sums (int8
+ * activations: the kernels add (value + 126) * x, see iqkt_mm_act8_use). */
+static inline __m256i iqkt_mm_act8_unbias(__m256i bd, const int32_t *bs) {
+    return _mm256_sub_epi32(bd, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)bs),
+                                                   _mm256_set1_epi32(IQKT_TRELLIS_MAX)));
+}
+
 /* IQ2/IQ3 seeds (index + 4096) of a super-block in the AVX512 lane order:
  * seeds[h] lane 4j + i = group j of block 4h + i. */
 static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
@@ -310,8 +328,32 @@ static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
     seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t *sbs, int64_t nsb,
+/* The 8 block scales of super-block sb as floats (lane b = block b), read
+ * through the type table in vector lanes: the same values as
+ * iqkt_mm_block_scale, without a scalar decode per block. */
+IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales8(const int type, const uint8_t *sb) {
+    const iqkt_type_traits *t = iqkt_type_info(type);
+    __m256i code;
+    if (t->scale_layout == IQKT_SCALES_WORDS) {
+        code = _mm256_srli_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)sb), _mm256_set1_epi32(0xFF)), 1);
+    } else if (t->scale_layout == IQKT_SCALES_SH) {
+        code = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sb)), _mm256_set1_epi32(15));
+    } else {   /* nibbles: block b in nibble b / 4 of byte b % 4 */
+        code = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)),
+                                                  _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28)),
+                                _mm256_set1_epi32(15));
+    }
+    code = _mm256_sub_epi32(code, _mm256_set1_epi32(t->scale_bias));
+    if (t->scale_values) {
+        __m512i table = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)t->scale_values));
+        code = _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_castsi256_si512(code), table));
+    }
+    return _mm256_cvtepi32_ps(code);
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8, const uint8_t *sbs, int64_t nsb,
                                                 const uint8_t *lanes, int64_t lstride,
+                                                const int32_t *bsum, int64_t bstride,
                                                 const float *xs, int64_t xstride, const int nb,
                                                 float *out) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
@@ -328,10 +370,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
         iqkt_mm_iq23_seeds(sb, seeds);
         uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
         if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
-        float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)iqkt_mm_block_scale(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb, b);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 sc[IQKT_MM_NB];
+        {
+            __m256 bs = iqkt_mm_block_scales8(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb);
+            for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
         for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
@@ -339,6 +381,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
             for (int h = 0; h < 2; h++) {
                 const uint8_t *lh = lanes + 1024 * ib + 512 * h;
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
+                if (act8) {   /* x in all 4 bytes of its lane: adds (value + 126) * x */
+                    for (int bi = 0; bi < nb; bi++)
+                        acc[bi][h] = _mm512_dpbusd_epi32(acc[bi][h], st,
+                                                         _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
+                    continue;
+                }
                 __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);    /* sum of the 4 masked bytes - 126 */
                 if (is_iq3) {
                     v = _mm512_abs_epi32(v);
@@ -349,10 +397,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const uint8_t 
                                                      _mm512_loadu_si512((const void *)(lh + bi * lstride + 64 * k)));
             }
         }
-        for (int bi = 0; bi < nb; bi++)   /* lane 4j + i of half h -> block 4h + i */
-            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]),
-                                                                           iqkt_mm_sum4x128(acc[bi][0]))),
-                                       _mm256_loadu_ps(sc[bi]), facc[bi]);
+        for (int bi = 0; bi < nb; bi++) {   /* lane 4j + i of half h -> block 4h + i */
+            __m256i bd = _mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]), iqkt_mm_sum4x128(acc[bi][0]));
+            if (act8) bd = iqkt_mm_act8_unbias(bd, bsum + bi * bstride + 8 * ib);
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc[bi], facc[bi]);
+        }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
@@ -382,8 +431,9 @@ static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
                                                    _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET)));
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sbs, int64_t nsb,
                                                const uint8_t *lanes, int64_t lstride,
+                                               const int32_t *bsum, int64_t bstride,
                                                const float *xs, int64_t xstride, const int nb,
                                                float *out) {
     static const uint32_t MK[4] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4};
@@ -398,10 +448,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
         __m512i gd[IQKT_MM_NB][4];
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
-        float sc[IQKT_MM_NB][8];
-        for (int b = 0; b < 8; b++) {
-            float bs = (float)((int)(sb[4 * b] >> 1) - 64);
-            for (int bi = 0; bi < nb; bi++) sc[bi][b] = bs * xs[bi * xstride + 8 * ib + b];
+        __m256 sc[IQKT_MM_NB];
+        {
+            __m256 bs = iqkt_mm_block_scales8(IQKT_IQ4_KT, sb);
+            for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
             __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off);
@@ -410,6 +460,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
             const uint8_t *lq = lanes + 1024 * ib + 256 * q;
             for (int k = 0; k < 4; k++) {
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
+                if (act8) {   /* (value + 126) * x, see iqkt_mm_row_iq23_avx512 */
+                    for (int bi = 0; bi < nb; bi++)
+                        acc[bi][k & 1] = _mm512_dpbusd_epi32(acc[bi][k & 1], st,
+                                                             _mm512_loadu_si512((const void *)(lq + bi * lstride + 64 * k)));
+                    continue;
+                }
                 __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);
                 for (int bi = 0; bi < nb; bi++)
                     acc[bi][k & 1] = _mm512_dpwssd_epi32(acc[bi][k & 1], v,
@@ -417,8 +473,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const uint8_t *sbs, int64_t nsb,
             }
             for (int bi = 0; bi < nb; bi++) gd[bi][q] = _mm512_add_epi32(acc[bi][0], acc[bi][1]);
         }
-        for (int bi = 0; bi < nb; bi++)
-            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iqkt_mm_sum8x8(gd[bi])), _mm256_loadu_ps(sc[bi]), facc[bi]);
+        for (int bi = 0; bi < nb; bi++) {
+            __m256i bd = iqkt_mm_sum8x8(gd[bi]);
+            if (act8) bd = iqkt_mm_act8_unbias(bd, bsum + bi * bstride + 8 * ib);
+            facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc[bi], facc[bi]);
+        }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
@@ -546,11 +605,39 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
 
 static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / IQKT_MM_BV; }
 
-/* Natural-order int16 values of the 8 blocks of super-block sb into dst[256],
- * float block scales into bsf[8]. */
-IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, const int8_t *cb8,
-                                           const int8_t *cb4, int16_t *dst, float *bsf) {
+/* Natural-order values of the 8 blocks of super-block sb into dst: 256
+ * int16 values, or with u8 (the int8 GEMM) 256 bytes value + 126 (0..252,
+ * unsigned for vpdpbusd), with u8 == 2 each block's quads in the order
+ * 0, 4, 1, 5, 2, 6, 3, 7 (iqkt_mm_gemm8_avx512); float block scales into bsf[8]. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const uint8_t *sb, const int8_t *cb8,
+                                            const int8_t *cb4, uint8_t *dst, float *bsf) {
+    const __m256i B126 = _mm256_set1_epi8((char)IQKT_TRELLIS_MAX);
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
+    if (type == IQKT_IQ4_KT && u8) {
+        /* Computed, not looked up: lane l of quarter q is group 16q + l, whose 4
+         * steps are weights 4l .. 4l + 3 of the quarter, so packing each lane's
+         * 4 byte sums (value + 126) into its 4 bytes is natural order.  The
+         * 4-byte lookups through a spilled index vector cost ~3x more here
+         * (4096 x 4096, B = 10..16: 11 ms vs 3.5 ms for IQ2's 8-byte lookups). */
+        static const uint32_t MK4[4] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4};
+        const __m512i MASK = _mm512_set1_epi32(0x3F3F3F3F), ONES = _mm512_set1_epi32(0x01010101);
+        __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
+        __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
+        for (int q = 0; q < 4; q++) {
+            __m512i seeds = iqkt_mm_iq4_seeds(sb, q, words, off), sum[4];
+            for (int k = 0; k < 4; k++) {
+                __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK4[k])), MASK);
+                sum[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), st, ONES);
+            }
+            __m512i lo = _mm512_or_si512(sum[0], _mm512_slli_epi32(sum[1], 8));
+            __m512i hi = _mm512_or_si512(_mm512_slli_epi32(sum[2], 16), _mm512_slli_epi32(sum[3], 24));
+            __m512i z = _mm512_or_si512(lo, hi);
+            if (u8 == 2)
+                z = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), z);
+            _mm512_storeu_si512((void *)(dst + 64 * q), z);
+        }
+        return;
+    }
     if (type == IQKT_IQ4_KT) {
         /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
@@ -564,7 +651,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, co
                 int32_t g[8];
                 for (int j = 0; j < 8; j++) memcpy(&g[j], cb4 + 4 * ids[8 * h + j], 4);
                 __m256i v = _mm256_loadu_si256((const __m256i *)g);
-                _mm512_storeu_si512((void *)(dst + 32 * (2 * q + h)), _mm512_cvtepi8_epi16(v));
+                if (u8) _mm256_storeu_si256((__m256i *)(dst + 32 * (2 * q + h)), _mm256_add_epi8(v, B126));
+                else _mm512_storeu_si512((void *)(dst + 64 * (2 * q + h)), _mm512_cvtepi8_epi16(v));
             }
         }
         return;
@@ -580,17 +668,74 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_i16(const int type, const uint8_t *sb, co
             v = _mm256_mask_sub_epi8(v, _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << b))),
                                      _mm256_setzero_si256(), v);
         }
-        _mm512_storeu_si512((void *)(dst + 32 * b), _mm512_cvtepi8_epi16(v));
+        if (u8 == 2) v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        if (u8) _mm256_storeu_si256((__m256i *)(dst + 32 * b), _mm256_add_epi8(v, B126));
+        else _mm512_storeu_si512((void *)(dst + 64 * b), _mm512_cvtepi8_epi16(v));
     }
 }
 
+/* The int8 GEMM for nb <= 8 activation rows (IQKT_MM_GEMM8_PAIRED; the lanes
+ * hold 10 n bytes, so nb >= 3): one
+ * zmm holds all rows as quad pairs, lane 2l + s = row l's quad p + 4s of a
+ * block (p = 0..3), and the weights are stored quad-paired (decode mode 2), so
+ * a broadcast 8-byte (quad p, quad p + 4) of a weight row feeds all 16 lanes:
+ * 4 vpdpbusd per block and weight row instead of 8 half-empty ones.  Lanes
+ * 2l, 2l + 1 are added into row l's block dot (exact), then scaled and FMA'd
+ * into its slot as in iqkt_mm_gemm_avx512: the same bits.
+ * Activations: int32 (4 blk + p) 16 + 2l + s; bsv [n/32][16] int32, lane 2l =
+ * -126 * row l's block sum (iqkt_mm_act8_prepare_gemm).  facc: [TILE][8] ymm. */
+#define IQKT_MM_GEMM8_PAIRED 8
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx512(int64_t g0, int nblk, const uint8_t *lanes, const float *xst,
+                                             const int32_t *bsv, const uint8_t *wdec, const float *bsf,
+                                             __m256 *facc) {
+    for (int blk = 0; blk < nblk; blk++) {
+        int64_t g = g0 + blk;
+        __m512i acc[2][IQKT_MM_TILE];
+        __m512i init = _mm512_loadu_si512((const void *)(bsv + 16 * g));
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            acc[0][r] = init;
+            acc[1][r] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m512i X = _mm512_loadu_si512((const void *)(lanes + 64 * (4 * g + p)));
+#pragma GCC unroll 8
+            for (int r = 0; r < IQKT_MM_TILE; r++) {
+                int64_t wq;
+                memcpy(&wq, wdec + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 8 * p, 8);
+                acc[p & 1][r] = _mm512_dpbusd_epi32(acc[p & 1][r], _mm512_set1_epi64(wq), X);
+            }
+        }
+        __m256 xs8 = _mm256_loadu_ps(xst + 16 * g);
+#pragma GCC unroll 8
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            __m512i a = _mm512_add_epi32(acc[0][r], acc[1][r]);
+            __m256i d = _mm512_cvtepi64_epi32(_mm512_add_epi32(a, _mm512_srli_epi64(a, 32)));
+            __m256 *F = facc + r * 8 + (g & 7);
+            *F = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d),
+                                 _mm256_mul_ps(_mm256_set1_ps(bsf[r * IQKT_MM_KC * 8 + blk]), xs8), *F);
+        }
+    }
+}
+
+/* Where the int8 GEMM's bsv starts in the lanes of nb activation rows. */
+static inline int64_t iqkt_mm_act8_bsv_offset(int64_t nb, int64_t n) {
+    return (nb <= IQKT_MM_GEMM8_PAIRED ? IQKT_MM_GEMM8_PAIRED : nb) * n;
+}
+
 /* nvv (1..4) consecutive zmm of activation rows, starting at zmm v0, for the
- * blocks of one decoded K chunk.  facc: [TILE][nbv][8 slots] zmm. */
-IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int nvv, int64_t v0, int64_t nbv, int64_t nb, int64_t n,
-                                            int64_t g0, int nblk, const uint8_t *lanes,
-                                            const __m512 *xst, const int16_t *wdec, const float *bsf,
-                                            __m512 *facc) {
+ * blocks of one decoded K chunk.  facc: [TILE][nbv][8 slots] zmm.
+ * int16 (act8 = 0): one vpdpwssd adds a broadcast weight pair times 16 rows'
+ * activation pairs, 16 per block.  int8 (act8): one vpdpbusd adds a broadcast
+ * quad of weights + 126 (unsigned) times 16 rows' activation quads, 8 per
+ * block, starting from bsv = -126 * the rows' block sums. */
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64_t v0, int64_t nbv, int64_t nb,
+                                            int64_t n, int64_t g0, int nblk, const uint8_t *lanes,
+                                            const __m512 *xst, const int32_t *bsv, const uint8_t *wdec,
+                                            const float *bsf, __m512 *facc) {
     const int64_t kblk = n / 32;
+    const int NP = act8 ? 8 : 16;           /* weight pairs / quads per block */
+    const int EB = act8 ? 1 : 2;            /* bytes per value */
     const uint8_t *base[4];
     int w[4];
     __mmask16 m[4];
@@ -598,34 +743,40 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int nvv, int64_t v0, int64_t n
         int64_t b0 = IQKT_MM_BV * (v0 + v);
         w[v] = (int)(nb - b0 < IQKT_MM_BV ? nb - b0 : IQKT_MM_BV);
         m[v] = (__mmask16)((1u << w[v]) - 1);
-        base[v] = lanes + b0 * 2 * n;
+        base[v] = lanes + b0 * EB * n;
     }
-    /* nvv <= 2: two accumulator sets (even / odd pairs) for enough independent vpdpwssd chains */
+    /* nvv <= 2: two accumulator sets (even / odd p) for enough independent chains */
     const int ns = nvv <= 2 ? 2 : 1;
     for (int blk = 0; blk < nblk; blk++) {
         int64_t g = g0 + blk;
-        const int16_t *wb0 = wdec + 32 * blk;
+        const uint8_t *wb0 = wdec + 32 * EB * blk;
         __m512i acc[2][IQKT_MM_TILE][4];
+        /* act8: chain 0 starts at -126 * the rows' block sums (bsv holds them negated) */
+        __m512i init[4];
+#pragma GCC unroll 8
+        for (int v = 0; v < nvv; v++)
+            init[v] = act8 ? _mm512_loadu_si512((const void *)(bsv + 16 * ((v0 + v) * kblk + g))) : _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int sI = 0; sI < ns; sI++)
 #pragma GCC unroll 8
             for (int r = 0; r < IQKT_MM_TILE; r++)
 #pragma GCC unroll 8
-                for (int v = 0; v < nvv; v++) acc[sI][r][v] = _mm512_setzero_si512();
+                for (int v = 0; v < nvv; v++) acc[sI][r][v] = sI == 0 ? init[v] : _mm512_setzero_si512();
 #pragma GCC unroll 16
-        for (int p = 0; p < 16; p++) {
+        for (int p = 0; p < NP; p++) {
             __m512i X[4];
 #pragma GCC unroll 8
             for (int v = 0; v < nvv; v++)
-                X[v] = _mm512_maskz_loadu_epi32(m[v], (const void *)(base[v] + 4 * (g * 16 + p) * w[v]));
+                X[v] = _mm512_maskz_loadu_epi32(m[v], (const void *)(base[v] + 4 * (g * NP + p) * w[v]));
 #pragma GCC unroll 8
             for (int r = 0; r < IQKT_MM_TILE; r++) {
-                int32_t pair;
-                memcpy(&pair, wb0 + (int64_t)r * IQKT_MM_KC * 256 + 2 * p, 4);
-                __m512i wb = _mm512_set1_epi32(pair);
+                int32_t word;
+                memcpy(&word, wb0 + (int64_t)r * IQKT_MM_KC * 256 * EB + 4 * p, 4);
+                __m512i wb = _mm512_set1_epi32(word);
 #pragma GCC unroll 8
                 for (int v = 0; v < nvv; v++)
-                    acc[p % ns][r][v] = _mm512_dpwssd_epi32(acc[p % ns][r][v], wb, X[v]);
+                    acc[p % ns][r][v] = act8 ? _mm512_dpbusd_epi32(acc[p % ns][r][v], wb, X[v])
+                                             : _mm512_dpwssd_epi32(acc[p % ns][r][v], wb, X[v]);
             }
         }
 #pragma GCC unroll 8
@@ -642,46 +793,70 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int nvv, int64_t v0, int64_t n
 }
 
 /* Scratch layout (64-byte aligned): xst [nbv][n/32] zmm of activation scales,
- * facc [TILE][nbv][8] zmm, wdec [TILE][KC * 256] int16, bsf [TILE][KC * 8]. */
+ * facc [TILE][nbv][8] zmm, wdec [TILE][KC * 256] int16 (or bytes), bsf [TILE][KC * 8]. */
 static inline int64_t iqkt_mm_scratch_avx512(int64_t nb, int64_t n) {
     return 64 * iqkt_mm_nbv(nb) * (n / 32 + IQKT_MM_TILE * 8) + IQKT_MM_TILE * IQKT_MM_KC * (512 + 32) + 64;
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
-                                            const uint8_t *lanes, int64_t nb, uint8_t *al,
-                                            const int8_t *cb8, const int8_t *cb4, float *out /* nr x nb */) {
+/* act8: lanes hold int8 activation quads (iqkt_mm_act8_prepare_rows), bsv
+ * the -126 * block sums, [nbv][n/32][16] int32; NULL otherwise. */
+IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, const uint8_t *q, int64_t rs, int nr,
+                                            int64_t nsb, const uint8_t *lanes, const int32_t *bsv, int64_t nb,
+                                            uint8_t *al, const int8_t *cb8, const int8_t *cb4,
+                                            float *out /* nr x nb */) {
     const int sbb = iqkt_mm_sb_bytes(type);
     const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv(nb);
+    const int EB = act8 ? 1 : 2;
+    const int paired = act8 && nb <= IQKT_MM_GEMM8_PAIRED;
     const __m512 *xst = (const __m512 *)al;
     __m512 *facc = (__m512 *)al + nbv * (n / 32);
-    int16_t *wdec = (int16_t *)(facc + IQKT_MM_TILE * nbv * 8);
-    float *bsf = (float *)(wdec + IQKT_MM_TILE * IQKT_MM_KC * 256);
+    uint8_t *wdec = (uint8_t *)(facc + IQKT_MM_TILE * nbv * 8);
+    float *bsf = (float *)(wdec + IQKT_MM_TILE * IQKT_MM_KC * 256 * 2);
     for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm512_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
         int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
         /* rows past nr repeat the last row (results dropped) */
         for (int r = 0; r < IQKT_MM_TILE; r++)
             for (int c = 0; c < kc; c++)
-                iqkt_mm_decode_i16(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb, cb8, cb4,
-                                   wdec + r * IQKT_MM_KC * 256 + 256 * c, bsf + r * IQKT_MM_KC * 8 + 8 * c);
+                iqkt_mm_decode_tile(type, paired ? 2 : act8, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb,
+                                    cb8, cb4, wdec + (r * IQKT_MM_KC * 256 + 256 * c) * EB,
+                                    bsf + r * IQKT_MM_KC * 8 + 8 * c);
+        if (paired) {
+            iqkt_mm_gemm8_avx512(8 * c0, 8 * kc, lanes, (const float *)xst, bsv, wdec, bsf, (__m256 *)facc);
+            continue;
+        }
         for (int64_t v0 = 0; v0 < nbv; v0 += 4) {
             switch (nbv - v0 < 4 ? nbv - v0 : 4) {
-            case 1: iqkt_mm_gemm_avx512(1, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
-            case 2: iqkt_mm_gemm_avx512(2, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
-            case 3: iqkt_mm_gemm_avx512(3, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
-            default: iqkt_mm_gemm_avx512(4, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, wdec, bsf, facc); break;
+            case 1: iqkt_mm_gemm_avx512(act8, 1, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
+            case 2: iqkt_mm_gemm_avx512(act8, 2, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
+            case 3: iqkt_mm_gemm_avx512(act8, 3, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
+            default: iqkt_mm_gemm_avx512(act8, 4, v0, nbv, nb, n, 8 * c0, 8 * kc, lanes, xst, bsv, wdec, bsf, facc); break;
             }
         }
     }
-    for (int r = 0; r < nr; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            float f[8];
-            for (int j = 0; j < 8; j++) {
-                float lane[16];
-                _mm512_storeu_ps(lane, facc[(r * nbv + b / IQKT_MM_BV) * 8 + j]);
-                f[j] = lane[b % IQKT_MM_BV];
+    if (paired) {
+        const __m256 *f8 = (const __m256 *)facc;
+        for (int r = 0; r < nr; r++) {
+            float lane[8][8];
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], f8[r * 8 + j]);
+            for (int64_t b = 0; b < nb; b++) {
+                float f[8];
+                for (int j = 0; j < 8; j++) f[j] = lane[j][b];
+                out[r * nb + b] = iqkt_mm_sum8(f);
             }
-            out[r * nb + b] = iqkt_mm_sum8(f);
+        }
+        return;
+    }
+    /* each zmm of slots stored once, then every activation row's 8 slots summed */
+    for (int r = 0; r < nr; r++)
+        for (int64_t v = 0; v < nbv; v++) {
+            float lane[8][IQKT_MM_BV];
+            for (int j = 0; j < 8; j++) _mm512_storeu_ps(lane[j], facc[(r * nbv + v) * 8 + j]);
+            for (int64_t b = IQKT_MM_BV * v; b < nb && b < IQKT_MM_BV * (v + 1); b++) {
+                float f[8];
+                for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV * v];
+                out[r * nb + b] = iqkt_mm_sum8(f);
+            }
         }
 }
 
@@ -692,15 +867,16 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const int32_t *bsum, int64_t bstride,
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
-    (void)bsum; (void)bstride; (void)cb8; (void)cb4;
+    (void)cb8; (void)cb4;
     if (type == IQKT_IQ4_KT)
-        iqkt_mm_row_iq4_avx512(sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+        iqkt_mm_row_iq4_avx512(0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
     else if (type == IQKT_IQ3_KT)
-        iqkt_mm_row_iq23_avx512(1, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+        iqkt_mm_row_iq23_avx512(1, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
     else
-        iqkt_mm_row_iq23_avx512(0, sbs, nsb, lanes, lstride, xs, xstride, nb, out);
+        iqkt_mm_row_iq23_avx512(0, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
 }
 #define IQKT_ISA_HAS_MM_ROW_NB 1
+
 
 /* Bytes of scratch iqkt_mm_tile needs for nb activation rows. */
 static inline int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n) {
@@ -714,8 +890,7 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n) {
 
 /* Per-call setup of the batch scratch (activation scales xs, nb x n/32 with
  * row stride xstride); before the first iqkt_mm_tile with this scratch. */
-static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
-    if (!iqkt_mm_use_gemm(nb)) return;
+static void iqkt_mm_gemm_scales(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
     float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     for (int64_t v = 0; v < iqkt_mm_nbv(nb); v++)
         for (int64_t g = 0; g < n / 32; g++)
@@ -723,6 +898,10 @@ static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t 
                 int64_t b = IQKT_MM_BV * v + l;
                 xst[(v * (n / 32) + g) * IQKT_MM_BV + l] = b < nb ? xs[b * xstride + g] : 0.0f;
             }
+}
+
+static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+    if (iqkt_mm_use_gemm(nb)) iqkt_mm_gemm_scales(nb, n, xs, xstride, scratch);
 }
 #define IQKT_ISA_HAS_MM_BATCH_BEGIN 1
 
@@ -743,12 +922,120 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
         return;
     }
     if (type == IQKT_IQ2_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+        iqkt_mm_tile_avx512(IQKT_IQ2_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
     else if (type == IQKT_IQ3_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+        iqkt_mm_tile_avx512(IQKT_IQ3_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
     else
-        iqkt_mm_tile_avx512(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, nb, al, cb8, cb4, out);
+        iqkt_mm_tile_avx512(IQKT_IQ4_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
 }
 #define IQKT_ISA_HAS_MM_TILE 1
+
+/* ---- int8 activations (precision "int8", kt_mm.h IQKT_MM_PLAN_ACT8) ------
+ * value + 126 is the sum of the 4 bytes (0..63 each) of the masked trellis
+ * state, so with an activation's int8 in all 4 bytes of its lane one
+ * vpdpbusd adds (value + 126) * x straight from the state: the byte sum and
+ * the int16 multiply of the int16 path go away.  Each block's dot then loses
+ * 126 * (sum of its x), from bsum.  Types whose trellis value is the weight
+ * (no sign plane: IQ2, IQ4); IQ3 keeps the int16-lane kernel. */
+static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
+static inline int iqkt_mm_act8_use(int type, int64_t nb) {
+    return (nb == 1 && !iqkt_type_info(type)->sign_plane) || iqkt_mm_act8_use_batch(nb);
+}
+
+/* Lanes of the int8 GEMM: activation rows 16v .. 16v + w - 1 (w <= 16) take
+ * bytes [16 v n, 16 v n + w n), holding for block blk and quad p (0..7) w int32
+ * lanes, lane l = int8 elements 4p .. 4p + 3 of that block of row 16v + l, at
+ * int32 index (8 blk + p) w + l; after all nrows * n bytes, bsv: [nbv][n/32][16]
+ * int32 = -126 * the block sums of rows 16v + l (0 past the last row). */
+static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
+    int32_t *bsv = (int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nrows, n));
+    for (int64_t r = 0; r < nrows; r++)
+        iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
+    if (nrows <= IQKT_MM_GEMM8_PAIRED) {   /* quad pairs, see iqkt_mm_gemm8_avx512 */
+        memset(lanes, 0, (size_t)(IQKT_MM_GEMM8_PAIRED * n));
+        for (int64_t blk = 0; blk < n / 32; blk++) {
+            for (int p = 0; p < 4; p++)
+                for (int l = 0; l < nrows; l++)
+                    for (int sq = 0; sq < 2; sq++)
+                        for (int j = 0; j < 4; j++)
+                            lanes[4 * ((4 * blk + p) * 16 + 2 * l + sq) + j] =
+                                (uint8_t)x16[l * n + 32 * blk + 4 * (p + 4 * sq) + j];
+            for (int l = 0; l < 16; l++) {
+                int32_t v = (l % 2 == 0 && l / 2 < nrows) ? -IQKT_TRELLIS_MAX * bsum[(l / 2) * (n / 32) + blk] : 0;
+                memcpy(bsv + 16 * blk + l, &v, 4);
+            }
+        }
+        return;
+    }
+    for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
+        int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
+        uint8_t *base = lanes + b0 * n;
+        for (int64_t blk = 0; blk < n / 32; blk++) {
+            for (int p = 0; p < 8; p++)
+                for (int l = 0; l < w; l++)
+                    for (int j = 0; j < 4; j++)
+                        base[4 * ((8 * blk + p) * w + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
+            for (int l = 0; l < 16; l++) {
+                int32_t v = l < w ? -IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
+                memcpy(bsv + 16 * ((b0 / 16) * (n / 32) + blk) + l, &v, 4);
+            }
+        }
+    }
+}
+
+/* Lanes: uint32 = x * 0x01010101 (x's byte in all 4 bytes), in the step-major
+ * order of the B = 1 kernels (iqkt_mm_lane_pos).  One byte per activation,
+ * spread to 4 by a vpshufb per step in the kernel, measured no faster
+ * (4096 x 4096 IQ2, B = 1): the shuffle costs what the smaller footprint saves. */
+static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                      int32_t *bsum) {
+    if (iqkt_mm_act8_use_batch(nrows)) {
+        iqkt_mm_act8_prepare_gemm(nrows, x16, n, lanes, bsum);
+        return;
+    }
+    for (int64_t r = 0; r < nrows; r++) {
+        iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
+        for (int64_t ib = 0; ib < n / 256; ib++)
+            for (int e = 0; e < 256; e++) {
+                uint32_t v = (uint32_t)(uint8_t)x16[r * n + 256 * ib + iqkt_mm_lane_pos(type, e)] * 0x01010101u;
+                memcpy(lanes + r * IQKT_MM_LANE_BYTES * n + 1024 * ib + 4 * e, &v, 4);
+            }
+    }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const int32_t *bsum, int64_t bstride,
+                                            const float *xs, int64_t xstride, const int nb, float *out,
+                                            const int8_t *cb8, const int8_t *cb4) {
+    (void)cb8; (void)cb4;
+    if (type == IQKT_IQ4_KT)
+        iqkt_mm_row_iq4_avx512(1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    else
+        iqkt_mm_row_iq23_avx512(0, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+}
+
+/* The int8 GEMM (nb >= IQKT_MM_GEMM8_MIN): iqkt_mm_tile_avx512 with act8. */
+static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) { return iqkt_mm_scratch_avx512(nb, n); }
+
+static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+    iqkt_mm_gemm_scales(nb, n, xs, xstride, scratch);
+}
+
+static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                              const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                              const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                              const int8_t *cb8, const int8_t *cb4) {
+    (void)lstride; (void)bsum; (void)bstride; (void)xs; (void)xstride;
+    uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    const int32_t *bsv = (const int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nb, 256 * nsb));
+    if (type == IQKT_IQ2_KT)
+        iqkt_mm_tile_avx512(IQKT_IQ2_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
+    else if (type == IQKT_IQ3_KT)
+        iqkt_mm_tile_avx512(IQKT_IQ3_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
+    else
+        iqkt_mm_tile_avx512(IQKT_IQ4_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
+}
+#define IQKT_ISA_HAS_MM_ACT8 1
 
 #endif /* IQKT_ISA_AVX512_H */

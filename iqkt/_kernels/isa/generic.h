@@ -186,6 +186,27 @@ static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {
 }
 #endif
 
+/* Whether the lookup kernel runs precision "int8" on int8 lanes
+ * (iqkt_mm_block_dot8) rather than on the int16 lanes (exact for |x| <= 127
+ * as well).  Only NEON says yes (two vdotq_s32 per block instead of four);
+ * on x86 the int8 lanes measured slower (IQ1_KT 4096 x 4096 B = 1: scalar
+ * build x0.80, AVX512 x0.70: sign extensions and a reduction per block). */
+#ifndef IQKT_ISA_MM_LOOKUP8
+#  define IQKT_ISA_MM_LOOKUP8 0
+#endif
+
+#ifndef IQKT_ISA_HAS_MM_BLOCK_DOT8
+/* Exact dot of 32 trellis values with one block of int8 lanes (precision
+ * "int8": the block's 32 int8 activations, iqkt_mm_prepare_lookup8).
+ * Beware: GCC 12 -O3 -mavx512vnni turns this signed x signed loop into a
+ * wrong vpdpbusd (unsigned x signed); compile it without VNNI flags. */
+static inline int32_t iqkt_mm_block_dot8(const int8_t *vals, const uint8_t *lb) {
+    int32_t s = 0;
+    for (int k = 0; k < 32; k++) s += (int32_t)vals[k] * (int8_t)lb[k];
+    return s;
+}
+#endif
+
 /* The lookup kernel below is compiled on every ISA: it is the GEMV of the
  * types an ISA has no kernel of its own for (IQKT_ISA_MM_KERNEL_TYPES). */
 #ifndef IQKT_ISA_MM_KERNEL_TYPES
@@ -197,6 +218,14 @@ static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {
 static void iqkt_mm_prepare_lookup(const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     iqkt_mm_bsums(x16, n, bsum);
     for (int64_t blk = 0; blk < n / 32; blk++) iqkt_mm_block_lanes(x16 + 32 * blk, lanes + 128 * blk);
+}
+
+/* Lanes of one int8 activation row (|x16| <= 127) for the lookup kernel:
+ * the block's 32 int8 at the start of its 128 bytes (iqkt_mm_block_dot8). */
+static void iqkt_mm_prepare_lookup8(const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
+    iqkt_mm_bsums(x16, n, bsum);
+    for (int64_t blk = 0; blk < n / 32; blk++)
+        for (int k = 0; k < 32; k++) lanes[128 * blk + k] = (uint8_t)(int8_t)x16[32 * blk + k];
 }
 
 #ifndef IQKT_ISA_HAS_MM_PREPARE
@@ -214,8 +243,8 @@ static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, in
 }
 #endif
 
-/* The decoded block dotted with each activation row's block. */
-IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t nsb,
+/* The decoded block dotted with each activation row's block (act8: int8 lanes). */
+IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(const int act8, int type, const uint8_t *sbs, int64_t nsb,
                                            const uint8_t *lanes, int64_t lstride,
                                            const float *xs, int64_t xstride, int nb, float *out,
                                            const int8_t *cb8, const int8_t *cb4) {
@@ -232,7 +261,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
             }
             float bs = (float)iqkt_mm_block_scale(type, sb, b);
             for (int bi = 0; bi < nb; bi++) {
-                int32_t dot = iqkt_mm_block_dot(vals, lanes + bi * lstride + 128 * blk);
+                const uint8_t *lb = lanes + bi * lstride + 128 * blk;
+                int32_t dot = act8 ? iqkt_mm_block_dot8(vals, lb) : iqkt_mm_block_dot(vals, lb);
                 acc[bi] = acc[bi] + (bs * xs[bi * xstride + blk]) * (float)dot;
             }
         }
@@ -240,16 +270,16 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_lookup(int type, const uint8_t *sbs, int64_t
     for (int bi = 0; bi < nb; bi++) out[bi] = acc[bi];
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_nb_lookup(int type, const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_nb_lookup(const int act8, int type, const uint8_t *sbs, int64_t nsb,
                                               const uint8_t *lanes, int64_t lstride,
                                               const float *xs, int64_t xstride, const int nb, float *out,
                                               const int8_t *cb8, const int8_t *cb4) {
     /* a constant type per copy: the decode specialises (kt_decode.h) */
     switch (type) {
-    case IQKT_IQ2_KT: iqkt_mm_row_lookup(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
-    case IQKT_IQ3_KT: iqkt_mm_row_lookup(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
-    case IQKT_IQ1_KT: iqkt_mm_row_lookup(IQKT_IQ1_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
-    default: iqkt_mm_row_lookup(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ2_KT: iqkt_mm_row_lookup(act8, IQKT_IQ2_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_lookup(act8, IQKT_IQ3_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_lookup(act8, IQKT_IQ1_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
+    default: iqkt_mm_row_lookup(act8, IQKT_IQ4_KT, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4); break;
     }
 }
 
@@ -260,7 +290,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)bsum; (void)bstride;
-    iqkt_mm_row_nb_lookup(type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
+    iqkt_mm_row_nb_lookup(0, type, sbs, nsb, lanes, lstride, xs, xstride, nb, out, cb8, cb4);
 }
 #endif
 
@@ -281,6 +311,36 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
                          const int8_t *cb8, const int8_t *cb4) {
     (void)type; (void)bsum; (void)bstride; (void)q; (void)rs; (void)nr; (void)nsb; (void)lanes; (void)lstride;
     (void)xs; (void)xstride; (void)nb; (void)scratch; (void)out; (void)cb8; (void)cb4;
+}
+#endif
+
+/* ---- int8-activation kernels (precision "int8", kt_mm.h IQKT_MM_PLAN_ACT8) --
+ * An ISA with kernels of its own for int8 activations defines
+ * IQKT_ISA_HAS_MM_ACT8 and every iqkt_mm_act8_* function; elsewhere int8
+ * activations run the kernels above (exact for |x16| <= 127 as for int16). */
+#ifndef IQKT_ISA_HAS_MM_ACT8
+static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 0; }
+static inline int iqkt_mm_act8_use_batch(int64_t nb) { (void)nb; return 0; }
+static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                      int32_t *bsum) {
+    iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
+}
+static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) { return iqkt_mm_tile_scratch(nb, n); }
+static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+    iqkt_mm_batch_begin(nb, n, xs, xstride, scratch);
+}
+static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                              const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                              const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                              const int8_t *cb8, const int8_t *cb4) {
+    iqkt_mm_tile(type, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, scratch, out, cb8, cb4);
+}
+IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const int32_t *bsum, int64_t bstride,
+                                            const float *xs, int64_t xstride, const int nb, float *out,
+                                            const int8_t *cb8, const int8_t *cb4) {
+    iqkt_mm_row_nb(type, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out, cb8, cb4);
 }
 #endif
 

@@ -107,4 +107,14 @@ static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {
 }
 #define IQKT_ISA_HAS_MM_BLOCK_DOT 1
 
+/* Exact dot of 32 trellis values with one block of int8 lanes (precision
+ * "int8"): two vdotq_s32, half the int16 split's four. */
+static inline int32_t iqkt_mm_block_dot8(const int8_t *vals, const uint8_t *lb) {
+    int32x4_t s = vdotq_s32(vdupq_n_s32(0), vld1q_s8(vals), vld1q_s8((const int8_t *)lb));
+    s = vdotq_s32(s, vld1q_s8(vals + 16), vld1q_s8((const int8_t *)lb + 16));
+    return vaddvq_s32(s);
+}
+#define IQKT_ISA_HAS_MM_BLOCK_DOT8 1
+#define IQKT_ISA_MM_LOOKUP8 1      /* by instruction count; not timed on hardware (QEMU only here) */
+
 #endif /* IQKT_ISA_NEON_H */
