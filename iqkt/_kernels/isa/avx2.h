@@ -198,7 +198,7 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
  * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */
 static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
     int l = e & 7;
-    if (type == IQKT_IQ4_KT)
+    if (iqkt_mm_groups4(type))
         return 32 * (e >> 5) + 4 * l + ((e >> 3) & 3);
     return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
 }
@@ -211,16 +211,16 @@ static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
  * the 4 groups of block b, lane l = group 2(l >> 2) + ((l >> 1) & 1), steps
  * 4q + 2(l & 1) + h (see iqkt_mm_iq3_pairs_avx2). */
 static inline int iqkt_mm_pair_pos_avx2(int type, int m, int l, int h) {
-    if (type == IQKT_IQ3_KT)
+    if (iqkt_mm_sign_plane(type))
         return 32 * (m >> 1) + 8 * (2 * (l >> 2) + ((l >> 1) & 1)) + 4 * (m & 1) + 2 * (l & 1) + h;
-    int e0 = (type == IQKT_IQ4_KT) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
+    int e0 = iqkt_mm_groups4(type) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
     return iqkt_mm_lane_pos_avx2(type, e0 + 8 * h);
 }
 
 /* Whether the AVX2 kernels read activation rows in the pair layout (2 bytes
  * per element, 512 bytes per super-block) rather than the 4-byte lanes. */
 static inline int iqkt_mm_pairs_avx2(int type, int64_t nb) {
-    return type == IQKT_IQ3_KT || nb > IQKT_MM_NB;
+    return iqkt_mm_sign_plane(type) || nb > IQKT_MM_NB;
 }
 
 /* Whether a product with nb activation rows uses the batch kernel. */
@@ -431,7 +431,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
             _mm256_storeu_ps(sc[bi], scv[bi]);
         }
-        if (type == IQKT_IQ3_KT) {
+        if (iqkt_mm_sign_plane(type)) {
             const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
             const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
 #pragma GCC unroll 8
@@ -450,7 +450,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         }
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
-        if (type == IQKT_IQ4_KT) {
+        if (iqkt_mm_groups4(type)) {
             __m256i seeds8[8];
             iqkt_mm_iq4_seeds_avx2(sb, seeds8);
 #pragma GCC unroll 8
@@ -507,7 +507,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     *bsv = iqkt_mm_block_scales_avx2(type, sb);
-    if (type == IQKT_IQ3_KT) {   /* block vectors, as in iqkt_mm_row_avx2 */
+    if (iqkt_mm_sign_plane(type)) {   /* block vectors, as in iqkt_mm_row_avx2 */
         const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
         for (int b = 0; b < 8; b++) {
             __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
@@ -518,11 +518,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
     }
     /* IQ1/IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
      * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
-    const int nv = (type == IQKT_IQ4_KT) ? 8 : 4, np = (type == IQKT_IQ4_KT) ? 2 : 4;
+    const int g4 = iqkt_mm_groups4(type), nv = g4 ? 8 : 4, np = g4 ? 2 : 4;
     __m256i seeds8[8];
-    if (type == IQKT_IQ4_KT) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+    if (g4) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
     for (int v = 0; v < nv; v++) {
-        __m256i seeds = (type == IQKT_IQ4_KT) ? seeds8[v] : iqkt_mm_seeds8_avx2(type, sb, v);
+        __m256i seeds = g4 ? seeds8[v] : iqkt_mm_seeds8_avx2(type, sb, v);
         for (int kp = 0; kp < np; kp++)
             dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
                                                       _mm256_set1_epi32((int)MK[2 * kp + 1]));
@@ -551,11 +551,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                 const uint8_t *lb = lanes + b * lstride + 512 * ib;
                 const int32_t *bs = bsum + b * bstride + 8 * ib;
                 __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
-                if (type == IQKT_IQ3_KT || type == IQKT_IQ4_KT) {   /* one block per vector pair */
+                if (iqkt_mm_sign_plane(type) || iqkt_mm_groups4(type)) {   /* one block per vector pair */
                     for (int o = 0; o < 8; o++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o + 32));
-                        __m256i bias = (type == IQKT_IQ3_KT) ? _mm256_setzero_si256()
+                        __m256i bias = iqkt_mm_sign_plane(type) ? _mm256_setzero_si256()
                                        : _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
                         __m256i sel = _mm256_set1_epi32(o);
                         for (int r = 0; r < IQKT_MM_TILE; r++) {

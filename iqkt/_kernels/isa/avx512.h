@@ -178,7 +178,7 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
  * layout described above iqkt_mm_row_g8_avx512. */
 static inline int iqkt_mm_lane_pos(int type, int e) {
     int l = e & 15, k = (e >> 4) & 7;
-    if (type == IQKT_IQ4_KT) {
+    if (iqkt_mm_groups4(type)) {
         int q = e >> 6;
         k = (e >> 4) & 3;
         return 4 * (16 * q + l) + k;
@@ -224,8 +224,8 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
         for (int64_t ib = 0; ib < n / 256; ib++) {
             for (int m = 0; m < 8; m++) {
                 for (int l = 0; l < 16; l++) {
-                    int e0, kp = (type == IQKT_IQ4_KT) ? (m & 1) : (m & 3);
-                    if (type == IQKT_IQ4_KT) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
+                    int e0, kp = iqkt_mm_groups4(type) ? (m & 1) : (m & 3);
+                    if (iqkt_mm_groups4(type)) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
                     else e0 = 128 * (m >> 2) + 16 * (2 * kp) + l;
                     int16_t a = x16[256 * ib + iqkt_mm_lane_pos(type, e0)];
                     int16_t c = x16[256 * ib + iqkt_mm_lane_pos(type, e0 + 16)];
@@ -379,7 +379,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_g8_avx512(const int type, const int act8, co
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
     const __m512i ZERO = _mm512_setzero_si512();
-    const int sbb = iqkt_mm_sb_bytes(type), signs = iqkt_type_info(type)->sign_plane;
+    const int sbb = iqkt_mm_sb_bytes(type), signs = iqkt_mm_sign_plane(type);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
@@ -449,7 +449,7 @@ static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
                                                    _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET)));
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_g4_avx512(const int type, const int act8, const uint8_t *sbs, int64_t nsb,
                                                const uint8_t *lanes, int64_t lstride,
                                                const int32_t *bsum, int64_t bstride,
                                                const float *xs, int64_t xstride, const int nb,
@@ -462,13 +462,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sb
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
-        const uint8_t *sb = sbs + ib * 128;
+        const uint8_t *sb = sbs + ib * iqkt_mm_sb_bytes(type);
         __m512i gd[IQKT_MM_NB][4];
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         __m256 sc[IQKT_MM_NB];
         {
-            __m256 bs = iqkt_mm_block_scales8(IQKT_IQ4_KT, sb);
+            __m256 bs = iqkt_mm_block_scales8(type, sb);
             for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
@@ -516,7 +516,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     const __m512i B126 = _mm512_set1_epi32(-126);
     const __mmask32 HI = 0xAAAAAAAAu;
     const __m512i ONES = BYTES;
-    if (type == IQKT_IQ4_KT) {
+    if (iqkt_mm_groups4(type)) {
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
@@ -531,7 +531,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         }
         return;
     }
-    const int signs = iqkt_type_info(type)->sign_plane;
+    const int signs = iqkt_mm_sign_plane(type);
     __m512i seeds[2];
     iqkt_mm_seeds8(type, sb, seeds);
     uint32_t wk[8];
@@ -583,7 +583,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
                     const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
                     __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(bbuf + (r * IQKT_MM_KC + c) * 8), xsv);
                     __m256i bd;
-                    if (type == IQKT_IQ4_KT) {
+                    if (iqkt_mm_groups4(type)) {
                         __m512i gd[4];
                         for (int g = 0; g < 4; g++)
                             gd[g] = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[2 * g], x[2 * g]), w[2 * g + 1], x[2 * g + 1]);
@@ -632,7 +632,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
                                             const int8_t *cb4, uint8_t *dst, float *bsf) {
     const __m256i B126 = _mm256_set1_epi8((char)IQKT_TRELLIS_MAX);
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    if (type == IQKT_IQ4_KT && u8) {
+    if (iqkt_mm_groups4(type) && u8) {
         /* Computed, not looked up: lane l of quarter q is group 16q + l, whose 4
          * steps are weights 4l .. 4l + 3 of the quarter, so packing each lane's
          * 4 byte sums (value + 126) into its 4 bytes is natural order.  The
@@ -657,8 +657,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
         }
         return;
     }
-    if (type == IQKT_IQ4_KT) {
-        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
+    if (iqkt_mm_groups4(type)) {
+        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_g4_avx512 */
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
@@ -889,7 +889,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
     switch (type) {   /* a constant type per copy */
-    case IQKT_IQ4_KT: iqkt_mm_row_iq4_avx512(0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ4_KT: iqkt_mm_row_g4_avx512(IQKT_IQ4_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     case IQKT_IQ3_KT: iqkt_mm_row_g8_avx512(IQKT_IQ3_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     case IQKT_IQ1_KT: iqkt_mm_row_g8_avx512(IQKT_IQ1_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     default: iqkt_mm_row_g8_avx512(IQKT_IQ2_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
@@ -1030,7 +1030,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_
                                             const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
     switch (type) {   /* no sign plane here (iqkt_mm_act8_use) */
-    case IQKT_IQ4_KT: iqkt_mm_row_iq4_avx512(1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ4_KT: iqkt_mm_row_g4_avx512(IQKT_IQ4_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     case IQKT_IQ1_KT: iqkt_mm_row_g8_avx512(IQKT_IQ1_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     default: iqkt_mm_row_g8_avx512(IQKT_IQ2_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     }
