@@ -677,11 +677,17 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
         return;
     }
     const iqkt_type_traits *t = iqkt_type_info(type);
+    /* split indices (IQ1) are decoded for the 32 groups at once in vector
+     * lanes rather than bit by bit per group; u16 ones are read in place */
+    uint16_t ids[32];
+    if (t->index_layout != IQKT_INDEX_U16) _mm512_storeu_si512((void *)ids, iqkt_mm_group8_indices(type, sb));
     __m256i qh = _mm256_setzero_si256();
     if (t->sign_plane) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
     for (int b = 0; b < 8; b++) {
         int64_t g[4];
-        for (int j = 0; j < 4; j++) memcpy(&g[j], cb8 + 8 * iqkt_group_index(t, sb, b, j), 8);
+        for (int j = 0; j < 4; j++)
+            memcpy(&g[j], cb8 + 8 * (t->index_layout == IQKT_INDEX_U16 ? iqkt_load_u16(sb + 4 + 2 * (4 * b + j))
+                                                                     : ids[4 * b + j]), 8);
         __m256i v = _mm256_setr_epi64x(g[0], g[1], g[2], g[3]);
         if (t->sign_plane) {   /* |value| with the sign bit of qh for this block */
             v = _mm256_abs_epi8(v);
