@@ -322,3 +322,26 @@ def int8_error_bound(q, t: str, n: int, v, exact=None) -> float:
     if exact is None:
         exact = mul_mat_exact(q, t, n, v)
     return rel_l2(mul_mat_int8_model(q, t, n, v), exact) * (1 + 1e-3) + 1e-6
+
+
+def summation_order_ratio(got, ref, q, t, n, v, prec="int16"):
+    """Largest |got - ref| over outputs, in units of a rounding bound.
+
+    Every variant computes each block's integer dot exactly, in int32 lane
+    partials of at most 8 weights, and then sums float(partial) * scale over
+    at most m = n/4 partials in an order of its own (vector lanes).  A partial
+    is bounded by sum over its weights of (|value| + 252) * |x16| (the -126 bias
+    of the trellis values may be applied per lane), so each result is within
+    gamma_{m+1} * M of the exact one, with M = sum_k (|w_k| + 252 |s_k|) |x_k|
+    (s_k: the scale of k's block) and gamma_j = j * 2^-24; two variants differ by
+    at most twice that.  A row whose terms cancel can legitimately differ by much
+    more than 1e-5 of its small result, but never by more than this bound."""
+    w = dequantize(q, t, n, inference=True).astype(np.float64)
+    s = np.repeat(np.abs(block_scales(q, t, n, inference=True).astype(np.float64)), 32, axis=1)
+    v = np.atleast_2d(np.asarray(v, dtype=np.float64))
+    mag = np.abs(v) @ (np.abs(w) + 252 * s).T
+    # activations are x quantized per 32: |s * xq| <= |x| + s / 2, s = amax / 8000 (int16) or / 127 (int8)
+    slack = 1.001 if prec != "int8" else 1.01
+    bound = 2 * (n // 4 + 1) * 2.0**-24 * mag * slack
+    diff = np.abs(np.atleast_2d(np.asarray(got, np.float64)) - np.atleast_2d(np.asarray(ref, np.float64)))
+    return float((diff / np.maximum(bound, 1e-300)).max())

@@ -28,7 +28,7 @@
  * layout the ISA's inner loop wants:
  *   avx512: uint32 lane = (uint16)x16      (high half zero, for vpdpwssd), in the
  *           step-major order of the AVX512 kernels (depends on the weight type)
- *   avx2:   IQ2/IQ4: uint32 lane = x16 in both 16-bit halves (for vpmaddwd on
+ *   avx2:   IQ1/IQ2/IQ4: uint32 lane = x16 in both 16-bit halves (for vpmaddwd on
  *           byte-pair sums), in the step-major order of the AVX2 kernel
  *           (iqkt_mm_lane_pos_avx2); IQ3: int16 pairs (below)
  * The batch kernels (AVX512 for 2 <= nb < IQKT_MM_GEMM_MIN, AVX2 for
@@ -41,7 +41,7 @@
  * trellis values is applied after the product).
  * Precision "int8" (|x16| <= 127) runs the kernels above unchanged unless the
  * plan (iqkt_mm_plan) picks int8 kernels with lanes of their own:
- *   avx512 B = 1 (IQ2, IQ4): uint32 lane = x * 0x01010101, step-major order;
+ *   avx512 B = 1 (IQ1, IQ2, IQ4): uint32 lane = x * 0x01010101, step-major order;
  *   avx512 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 16 rows per zmm,
  *           then 126 * block sums (iqkt_mm_act8_prepare_gemm);
  *   lookup kernel on NEON: per block 32 int8 (iqkt_mm_prepare_lookup8).
@@ -52,8 +52,8 @@
 #define IQKT_KT_MM_H
 
 /* Whether this ISA has its own GEMV kernels for the type; the others (a type
- * added to the table before anyone wrote vector kernels for it: IQ1_KT on
- * x86) go through the lookup kernel of isa/generic.h, lanes included. */
+ * added to the table before any ISA kernel reads its layout) go through the
+ * lookup kernel of isa/generic.h, lanes included. */
 static inline int iqkt_mm_isa_has_type(int type) {
     return (int)((IQKT_ISA_MM_KERNEL_TYPES >> type) & 1u);
 }

@@ -190,16 +190,15 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
 
 /* ---- GEMV ------------------------------------------------------------------ */
 
-/* The types these GEMV kernels handle; IQ1_KT goes through the lookup kernel
- * (isa/generic.h, iqkt_mm_isa_has_type). */
-#define IQKT_ISA_MM_KERNEL_TYPES ((1u << IQKT_IQ2_KT) | (1u << IQKT_IQ3_KT) | (1u << IQKT_IQ4_KT))
+/* The types these GEMV kernels handle: all of them. */
+#define IQKT_ISA_MM_KERNEL_TYPES ((1u << IQKT_IQ2_KT) | (1u << IQKT_IQ3_KT) | (1u << IQKT_IQ4_KT) | (1u << IQKT_IQ1_KT))
 
 /* Position (within its super-block) of the activation that the AVX2 kernel
  * reads at lane-slot e (0..255) of a super-block: vector v = e / 64 (IQ4:
  * o = e / 32), step k, lane l; see iqkt_mm_row_avx2. */
 static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
     int l = e & 7;
-    if (type == IQKT_IQ4_KT)
+    if (iqkt_mm_groups4(type))
         return 32 * (e >> 5) + 4 * l + ((e >> 3) & 3);
     return 32 * (2 * (e >> 6) + (l >> 2)) + 8 * (l & 3) + ((e >> 3) & 7);
 }
@@ -212,16 +211,16 @@ static inline int iqkt_mm_lane_pos_avx2(int type, int e) {
  * the 4 groups of block b, lane l = group 2(l >> 2) + ((l >> 1) & 1), steps
  * 4q + 2(l & 1) + h (see iqkt_mm_iq3_pairs_avx2). */
 static inline int iqkt_mm_pair_pos_avx2(int type, int m, int l, int h) {
-    if (type == IQKT_IQ3_KT)
+    if (iqkt_mm_sign_plane(type))
         return 32 * (m >> 1) + 8 * (2 * (l >> 2) + ((l >> 1) & 1)) + 4 * (m & 1) + 2 * (l & 1) + h;
-    int e0 = (type == IQKT_IQ4_KT) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
+    int e0 = iqkt_mm_groups4(type) ? 32 * (m >> 1) + 16 * (m & 1) + l : 64 * (m >> 2) + 16 * (m & 3) + l;
     return iqkt_mm_lane_pos_avx2(type, e0 + 8 * h);
 }
 
 /* Whether the AVX2 kernels read activation rows in the pair layout (2 bytes
  * per element, 512 bytes per super-block) rather than the 4-byte lanes. */
 static inline int iqkt_mm_pairs_avx2(int type, int64_t nb) {
-    return type == IQKT_IQ3_KT || nb > IQKT_MM_NB;
+    return iqkt_mm_sign_plane(type) || nb > IQKT_MM_NB;
 }
 
 /* Whether a product with nb activation rows uses the batch kernel. */
@@ -275,11 +274,23 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_pair_sums_avx2(__m256i seeds, __m256i ma, __m
     return _mm256_maddubs_epi16(u, _mm256_set1_epi8(1));
 }
 
-/* IQ2 seeds (index + 4096) of vector v of the step-major layout: lane l =
- * group l & 3 of block 2v + (l >> 2), i.e. index words 8v .. 8v + 7. */
-static inline __m256i iqkt_mm_iq2_seeds_avx2(const uint8_t *sb, int v) {
-    return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))),
-                            _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET));
+/* Seeds (index + 4096) of vector v of the step-major layout, types with
+ * groups of 8 (IQ1/IQ2): lane l = group l & 3 of block 2v + (l >> 2), i.e.
+ * groups 8v .. 8v + 7, read through the type's index layout (iqkt_types.h). */
+IQKT_ALWAYS_INLINE __m256i iqkt_mm_seeds8_avx2(const int type, const uint8_t *sb, const int v) {
+    const __m256i OFF = _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET);
+    if (iqkt_type_info(type)->index_layout == IQKT_INDEX_U16)
+        return _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(sb + 4 + 16 * v))), OFF);
+    /* IQKT_INDEX_SPLIT13: ql[j] | (nibble j / 16 of qh[j % 16]) << 8 | (bit 4 + j % 4 of sh[j / 4]) << 12;
+     * sh[2v], sh[2v + 1] shifted to bit 12 <- bit 4 + (l & 3) + 8 (l >> 2) */
+    __m128i qh = _mm_loadl_epi64((const __m128i *)(sb + 40 + 8 * (v & 1)));
+    if (v >= 2) qh = _mm_srli_epi16(qh, 4);
+    __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 8 + 8 * v)));
+    __m256i mid = _mm256_slli_epi32(_mm256_cvtepu8_epi32(_mm_and_si128(qh, _mm_set1_epi8(15))), 8);
+    __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)((uint32_t)iqkt_load_u16(sb + 2 * v) << 12)),
+                                                    _mm256_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15)),
+                                  _mm256_set1_epi32(0x1000));
+    return _mm256_add_epi32(_mm256_or_si256(_mm256_or_si256(lo, mid), hi), OFF);
 }
 
 /* IQ4 seeds (index + 4096 + 32768 * flag) of the 8 blocks of a super-block:
@@ -367,19 +378,22 @@ IQKT_ALWAYS_INLINE __m256i iqkt_mm_iq3_pairs_avx2(__m256i seeds, __m256i sgn, co
 /* The 8 block scales of a super-block as floats (iqkt_mm_block_scale), in
  * vector lanes: no scalar int -> float converts or store-forwarding of 8
  * scalar stores into a vector load. */
-static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb) {
-    if (type == IQKT_IQ4_KT) {   /* ((w & 0xFF) >> 1) - 64 per block word */
-        __m256i w = _mm256_loadu_si256((const __m256i *)sb);
-        w = _mm256_srli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0xFE)), 1);
-        return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(64)));
+IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb) {
+    const iqkt_type_traits *t = iqkt_type_info(type);
+    __m256i c;
+    if (t->scale_layout == IQKT_SCALES_WORDS) {   /* (w & 0xFF) >> 1 per block word */
+        c = _mm256_srli_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)sb), _mm256_set1_epi32(0xFE)), 1);
+    } else if (t->scale_layout == IQKT_SCALES_SH) {   /* low nibble of byte b */
+        c = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sb)), _mm256_set1_epi32(15));
+    } else {   /* code of block b: nibble b / 4 of scales[b % 4] */
+        c = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
+        c = _mm256_and_si256(c, _mm256_set1_epi32(15));
     }
-    /* code of block b: nibble b / 4 of scales[b % 4] */
-    __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
-    c = _mm256_and_si256(c, _mm256_set1_epi32(15));
-    if (type == IQKT_IQ3_KT) return _mm256_cvtepi32_ps(c);
-    const int16_t *tab = iqkt_type_info(IQKT_IQ2_KT)->scale_values;
-    const __m256 T0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)tab)));
-    const __m256 T1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(tab + 8))));
+    if (t->scale_bias) c = _mm256_sub_epi32(c, _mm256_set1_epi32(t->scale_bias));
+    if (!t->scale_values) return _mm256_cvtepi32_ps(c);
+    /* 16-entry table (codes 0..15): two 8-float halves, code bit 3 picks the half */
+    const __m256 T0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)t->scale_values)));
+    const __m256 T1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(t->scale_values + 8))));
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(T0, c), _mm256_permutevar8x32_ps(T1, c),
                             _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
 }
@@ -387,10 +401,10 @@ static inline __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_t *sb
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
  * (lane = group), so the states are seeds * M^k with no per-group
  * broadcast and the per-lane int dot over the steps is a per-group dot.
- *   IQ2, vector v (0..3) of a super-block: lane l holds group l & 3 of
- *     block 2v + (l >> 2), i.e. the 8 consecutive index words 8v..8v+7.
+ *   IQ1/IQ2, vector v (0..3) of a super-block: lane l holds group l & 3 of
+ *     block 2v + (l >> 2), i.e. groups 8v..8v+7 (iqkt_mm_seeds8_avx2).
  *   IQ4, vector o (0..7): lane l holds group l of block o.
- * IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
+ * IQ1/IQ2/IQ4: vpmaddubsw sums byte pairs of the masked state, vpmaddwd with
  * (x16, x16) lanes adds both pair sums times x16, so a lane gets
  * (sum of 4 bytes) * x16; the -126 bias is added per block once per
  * super-block with the block's sum of x16 (in one lane of the block).
@@ -417,7 +431,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
             _mm256_storeu_ps(sc[bi], scv[bi]);
         }
-        if (type == IQKT_IQ3_KT) {
+        if (iqkt_mm_sign_plane(type)) {
             const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
             const uint8_t *ls = lanes + 512 * ib;   /* pair layout */
 #pragma GCC unroll 8
@@ -436,7 +450,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         }
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
         const uint8_t *ls = lanes + 1024 * ib;
-        if (type == IQKT_IQ4_KT) {
+        if (iqkt_mm_groups4(type)) {
             __m256i seeds8[8];
             iqkt_mm_iq4_seeds_avx2(sb, seeds8);
 #pragma GCC unroll 8
@@ -460,7 +474,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         }
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
-            __m256i seeds = iqkt_mm_iq2_seeds_avx2(sb, v);
+            __m256i seeds = iqkt_mm_seeds8_avx2(type, sb, v);
             __m256i acc[IQKT_MM_NB];
             for (int bi = 0; bi < nb; bi++) {
                 const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
@@ -493,7 +507,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
 IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t *sb, __m256i *dst, __m256 *bsv) {
     static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
     *bsv = iqkt_mm_block_scales_avx2(type, sb);
-    if (type == IQKT_IQ3_KT) {   /* block vectors, as in iqkt_mm_row_avx2 */
+    if (iqkt_mm_sign_plane(type)) {   /* block vectors, as in iqkt_mm_row_avx2 */
         const __m256i s0 = iqkt_mm_iq3_sign_bytes_avx2(sb, 0), s1 = iqkt_mm_iq3_sign_bytes_avx2(sb, 1);
         for (int b = 0; b < 8; b++) {
             __m256i seeds = iqkt_mm_iq3_seeds_avx2(sb, b);
@@ -502,13 +516,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs_avx2(const int type, const uint8_t 
         }
         return;
     }
-    /* IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
+    /* IQ1/IQ2: vector 4v + kp = steps 2kp, 2kp + 1 of the row kernel's vector v;
      * IQ4: vector 2o + kp = steps 2kp, 2kp + 1 of block o */
-    const int nv = (type == IQKT_IQ4_KT) ? 8 : 4, np = (type == IQKT_IQ4_KT) ? 2 : 4;
+    const int g4 = iqkt_mm_groups4(type), nv = g4 ? 8 : 4, np = g4 ? 2 : 4;
     __m256i seeds8[8];
-    if (type == IQKT_IQ4_KT) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+    if (g4) iqkt_mm_iq4_seeds_avx2(sb, seeds8);
     for (int v = 0; v < nv; v++) {
-        __m256i seeds = (type == IQKT_IQ4_KT) ? seeds8[v] : iqkt_mm_iq2_seeds_avx2(sb, v);
+        __m256i seeds = g4 ? seeds8[v] : iqkt_mm_seeds8_avx2(type, sb, v);
         for (int kp = 0; kp < np; kp++)
             dst[np * v + kp] = iqkt_mm_pair_sums_avx2(seeds, _mm256_set1_epi32((int)MK[2 * kp]),
                                                       _mm256_set1_epi32((int)MK[2 * kp + 1]));
@@ -537,11 +551,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
                 const uint8_t *lb = lanes + b * lstride + 512 * ib;
                 const int32_t *bs = bsum + b * bstride + 8 * ib;
                 __m256 xsv = _mm256_loadu_ps(xs + b * xstride + 8 * ib);
-                if (type != IQKT_IQ2_KT) {   /* one block per vector pair */
+                if (iqkt_mm_sign_plane(type) || iqkt_mm_groups4(type)) {   /* one block per vector pair */
                     for (int o = 0; o < 8; o++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(lb + 64 * o + 32));
-                        __m256i bias = (type == IQKT_IQ3_KT) ? _mm256_setzero_si256()
+                        __m256i bias = iqkt_mm_sign_plane(type) ? _mm256_setzero_si256()
                                        : _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bs[o]));
                         __m256i sel = _mm256_set1_epi32(o);
                         for (int r = 0; r < IQKT_MM_TILE; r++) {
@@ -585,12 +599,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
-    if (type == IQKT_IQ2_KT)
-        iqkt_mm_row_avx2(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_row_avx2(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else
-        iqkt_mm_row_avx2(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    }
 }
 #define IQKT_ISA_HAS_MM_ROW_NB 1
 
@@ -613,12 +627,12 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
     __m256i *wbuf = (__m256i *)al;
     __m256 *bbuf = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 16);
     __m256 *facc = (__m256 *)(al + 32 * IQKT_MM_TILE * IQKT_MM_KC * 17);
-    if (type == IQKT_IQ2_KT)
-        iqkt_mm_tile_avx2(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_tile_avx2(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
-    else
-        iqkt_mm_tile_avx2(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out);
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_tile_avx2(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_tile_avx2(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_tile_avx2(IQKT_IQ1_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out); break;
+    default: iqkt_mm_tile_avx2(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, wbuf, bbuf, facc, out); break;
+    }
 }
 #define IQKT_ISA_HAS_MM_TILE 1
 

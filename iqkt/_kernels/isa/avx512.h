@@ -170,16 +170,15 @@ IQKT_INLINE uint32_t iqkt_block_bounds(const int8_t *box, int nb, int dim, const
 
 /* ---- GEMV ------------------------------------------------------------------ */
 
-/* The types these GEMV kernels handle; IQ1_KT goes through the lookup kernel
- * (isa/generic.h, iqkt_mm_isa_has_type). */
-#define IQKT_ISA_MM_KERNEL_TYPES ((1u << IQKT_IQ2_KT) | (1u << IQKT_IQ3_KT) | (1u << IQKT_IQ4_KT))
+/* The types these GEMV kernels handle: all of them. */
+#define IQKT_ISA_MM_KERNEL_TYPES ((1u << IQKT_IQ2_KT) | (1u << IQKT_IQ3_KT) | (1u << IQKT_IQ4_KT) | (1u << IQKT_IQ1_KT))
 
 /* Position (within its super-block) of the activation that the AVX512
  * kernels read at lane-slot e (0..255) of a super-block: see the step-major
- * layout described above iqkt_mm_row_iq23_avx512. */
+ * layout described above iqkt_mm_row_g8_avx512. */
 static inline int iqkt_mm_lane_pos(int type, int e) {
     int l = e & 15, k = (e >> 4) & 7;
-    if (type == IQKT_IQ4_KT) {
+    if (iqkt_mm_groups4(type)) {
         int q = e >> 6;
         k = (e >> 4) & 3;
         return 4 * (16 * q + l) + k;
@@ -225,8 +224,8 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
         for (int64_t ib = 0; ib < n / 256; ib++) {
             for (int m = 0; m < 8; m++) {
                 for (int l = 0; l < 16; l++) {
-                    int e0, kp = (type == IQKT_IQ4_KT) ? (m & 1) : (m & 3);
-                    if (type == IQKT_IQ4_KT) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
+                    int e0, kp = iqkt_mm_groups4(type) ? (m & 1) : (m & 3);
+                    if (iqkt_mm_groups4(type)) e0 = 64 * (m >> 1) + 16 * (2 * kp) + l;
                     else e0 = 128 * (m >> 2) + 16 * (2 * kp) + l;
                     int16_t a = x16[256 * ib + iqkt_mm_lane_pos(type, e0)];
                     int16_t c = x16[256 * ib + iqkt_mm_lane_pos(type, e0 + 16)];
@@ -285,8 +284,8 @@ static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, in
  * one FMA with a per-lane block-scale vector per 16 groups.  The activation
  * lanes are laid out in the same order (iqkt_mm_lane_pos), once per call.
  *
- * IQ2/IQ3 lane order within half h (groups of blocks 4h..4h+3): lane
- * l = 4j + i holds group j of block 4h + i.  With this order the IQ3 sign
+ * Groups of 8 (IQ1/IQ2/IQ3), lane order within half h (groups of blocks
+ * 4h..4h+3): lane l = 4j + i holds group j of block 4h + i.  With this order the IQ3 sign
  * bits of one step for the 16 lanes are one pext of a 32-bit word.
  * IQ4: lane l of quarter q holds group 16q + l (blocks 2q, 2q+1). */
 
@@ -316,14 +315,33 @@ static inline __m256i iqkt_mm_act8_unbias(__m256i bd, const int32_t *bs) {
                                                    _mm256_set1_epi32(IQKT_TRELLIS_MAX)));
 }
 
-/* IQ2/IQ3 seeds (index + 4096) of a super-block in the AVX512 lane order:
- * seeds[h] lane 4j + i = group j of block 4h + i. */
-static inline void iqkt_mm_iq23_seeds(const uint8_t *sb, __m512i seeds[2]) {
+/* The 32 codebook indices of a super-block of groups of 8 (IQ1/IQ2/IQ3), word
+ * j = group j, read through the type's index layout (iqkt_types.h): the
+ * kernels below differ between these types only here and in the sign plane. */
+IQKT_ALWAYS_INLINE __m512i iqkt_mm_group8_indices(const int type, const uint8_t *sb) {
+    if (iqkt_type_info(type)->index_layout == IQKT_INDEX_U16)
+        return _mm512_loadu_si512((const void *)(sb + 4));
+    /* IQKT_INDEX_SPLIT13: ql[j] | (nibble j / 16 of qh[j % 16]) << 8 | (bit 4 + j % 4 of sh[j / 4]) << 12 */
+    const __m128i DUPW = _mm_setr_epi8(0, -1, 0, -1, 0, -1, 0, -1, 8, -1, 8, -1, 8, -1, 8, -1);
+    const __m512i SHBIT = _mm512_set1_epi64(0x0080004000200010ll);   /* word j: 1 << (4 + j % 4) */
+    __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(sb + 8)));
+    __m128i qh = _mm_loadu_si128((const __m128i *)(sb + 40));
+    __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qh, 4), qh), _mm256_set1_epi8(15));
+    __m512i idx = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_cvtepu8_epi16(nib), 8));
+    /* word j = sh[j / 4]: byte b zero-extended to qword b, then copied to its 4 words */
+    __m512i sh = _mm512_shuffle_epi8(_mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)sb)),
+                                     _mm512_broadcast_i32x4(DUPW));
+    return _mm512_mask_add_epi16(idx, _mm512_test_epi16_mask(sh, SHBIT), idx, _mm512_set1_epi16(0x1000));   /* bit 12 is clear */
+}
+
+/* Seeds (index + 4096) of a super-block of groups of 8 in the AVX512 lane
+ * order: seeds[h] lane 4j + i = group j of block 4h + i. */
+IQKT_ALWAYS_INLINE void iqkt_mm_seeds8(const int type, const uint8_t *sb, __m512i seeds[2]) {
     /* word o of the permuted index vector: h = o / 16, l = o % 16 -> group 4 * (4h + l%4) + l/4 */
     const __m512i IDXP = _mm512_set_epi16(31, 27, 23, 19, 30, 26, 22, 18, 29, 25, 21, 17, 28, 24, 20, 16,
                                           15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     const __m512i OFF = _mm512_set1_epi32((int)IQKT_TRELLIS_OFFSET);
-    __m512i idx = _mm512_permutexvar_epi16(IDXP, _mm512_loadu_si512((const void *)(sb + 4)));
+    __m512i idx = _mm512_permutexvar_epi16(IDXP, iqkt_mm_group8_indices(type, sb));
     seeds[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(idx)), OFF);
     seeds[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(idx, 1)), OFF);
 }
@@ -351,7 +369,7 @@ IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales8(const int type, const uint8_t *s
     return _mm256_cvtepi32_ps(code);
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8, const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_g8_avx512(const int type, const int act8, const uint8_t *sbs, int64_t nsb,
                                                 const uint8_t *lanes, int64_t lstride,
                                                 const int32_t *bsum, int64_t bstride,
                                                 const float *xs, int64_t xstride, const int nb,
@@ -361,18 +379,18 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8
     const __m512i ONES = _mm512_set1_epi32(0x01010101);
     const __m512i BIAS = _mm512_set1_epi32(-126);
     const __m512i ZERO = _mm512_setzero_si512();
-    const int sbb = iqkt_mm_sb_bytes(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT);
+    const int sbb = iqkt_mm_sb_bytes(type), signs = iqkt_mm_sign_plane(type);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
         const uint8_t *sb = sbs + ib * sbb;
         __m512i seeds[2];
-        iqkt_mm_iq23_seeds(sb, seeds);
-        uint32_t wk[8];   /* IQ3: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
-        if (is_iq3) iqkt_mm_iq3_sign_words(sb, wk);
+        iqkt_mm_seeds8(type, sb, seeds);
+        uint32_t wk[8];   /* sign plane: byte j of wk[k] = qh[8j + k]: signs of step k of group j, bit = block */
+        if (signs) iqkt_mm_iq3_sign_words(sb, wk);
         __m256 sc[IQKT_MM_NB];
         {
-            __m256 bs = iqkt_mm_block_scales8(is_iq3 ? IQKT_IQ3_KT : IQKT_IQ2_KT, sb);
+            __m256 bs = iqkt_mm_block_scales8(type, sb);
             for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
@@ -388,7 +406,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq23_avx512(const int is_iq3, const int act8
                     continue;
                 }
                 __m512i v = _mm512_dpbusd_epi32(BIAS, st, ONES);    /* sum of the 4 masked bytes - 126 */
-                if (is_iq3) {
+                if (signs) {
                     v = _mm512_abs_epi32(v);
                     v = _mm512_mask_sub_epi32(v, (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v);
                 }
@@ -431,7 +449,7 @@ static inline __m512i iqkt_mm_iq4_offsets(__m256i w8) {
                                                    _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET)));
 }
 
-IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_g4_avx512(const int type, const int act8, const uint8_t *sbs, int64_t nsb,
                                                const uint8_t *lanes, int64_t lstride,
                                                const int32_t *bsum, int64_t bstride,
                                                const float *xs, int64_t xstride, const int nb,
@@ -444,13 +462,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sb
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nsb; ib++) {
-        const uint8_t *sb = sbs + ib * 128;
+        const uint8_t *sb = sbs + ib * iqkt_mm_sb_bytes(type);
         __m512i gd[IQKT_MM_NB][4];
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         __m256 sc[IQKT_MM_NB];
         {
-            __m256 bs = iqkt_mm_block_scales8(IQKT_IQ4_KT, sb);
+            __m256 bs = iqkt_mm_block_scales8(type, sb);
             for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
         for (int q = 0; q < 4; q++) {    /* groups 16q .. 16q+15 = blocks 2q, 2q+1 */
@@ -460,7 +478,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_iq4_avx512(const int act8, const uint8_t *sb
             const uint8_t *lq = lanes + 1024 * ib + 256 * q;
             for (int k = 0; k < 4; k++) {
                 __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds, _mm512_set1_epi32((int)MK[k])), MASK);
-                if (act8) {   /* (value + 126) * x, see iqkt_mm_row_iq23_avx512 */
+                if (act8) {   /* (value + 126) * x, see iqkt_mm_row_g8_avx512 */
                     for (int bi = 0; bi < nb; bi++)
                         acc[bi][k & 1] = _mm512_dpbusd_epi32(acc[bi][k & 1], st,
                                                              _mm512_loadu_si512((const void *)(lq + bi * lstride + 64 * k)));
@@ -498,7 +516,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
     const __m512i B126 = _mm512_set1_epi32(-126);
     const __mmask32 HI = 0xAAAAAAAAu;
     const __m512i ONES = BYTES;
-    if (type == IQKT_IQ4_KT) {
+    if (iqkt_mm_groups4(type)) {
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
@@ -513,17 +531,18 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_pairs(const int type, const uint8_t *sb, 
         }
         return;
     }
+    const int signs = iqkt_mm_sign_plane(type);
     __m512i seeds[2];
-    iqkt_mm_iq23_seeds(sb, seeds);
+    iqkt_mm_seeds8(type, sb, seeds);
     uint32_t wk[8];
-    if (type == IQKT_IQ3_KT) iqkt_mm_iq3_sign_words(sb, wk);
+    if (signs) iqkt_mm_iq3_sign_words(sb, wk);
     for (int h = 0; h < 2; h++) {
         /* lane l = 4j + i belongs to block 4h + i */
         __m512i v[8];
         for (int k = 0; k < 8; k++) {
             __m512i st = _mm512_and_si512(_mm512_mullo_epi32(seeds[h], _mm512_set1_epi32((int)MK[k])), MASK);
             v[k] = _mm512_dpbusd_epi32(B126, st, ONES);
-            if (type == IQKT_IQ3_KT) {
+            if (signs) {
                 v[k] = _mm512_abs_epi32(v[k]);
                 v[k] = _mm512_mask_sub_epi32(v[k], (__mmask16)_pext_u32(wk[k], 0x0F0F0F0Fu << (4 * h)), ZERO, v[k]);
             }
@@ -564,7 +583,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
                     const __m512i *w = wbuf + (r * IQKT_MM_KC + c) * 8;
                     __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(bbuf + (r * IQKT_MM_KC + c) * 8), xsv);
                     __m256i bd;
-                    if (type == IQKT_IQ4_KT) {
+                    if (iqkt_mm_groups4(type)) {
                         __m512i gd[4];
                         for (int g = 0; g < 4; g++)
                             gd[g] = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[2 * g], x[2 * g]), w[2 * g + 1], x[2 * g + 1]);
@@ -613,7 +632,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
                                             const int8_t *cb4, uint8_t *dst, float *bsf) {
     const __m256i B126 = _mm256_set1_epi8((char)IQKT_TRELLIS_MAX);
     for (int b = 0; b < 8; b++) bsf[b] = (float)iqkt_mm_block_scale(type, sb, b);
-    if (type == IQKT_IQ4_KT && u8) {
+    if (iqkt_mm_groups4(type) && u8) {
         /* Computed, not looked up: lane l of quarter q is group 16q + l, whose 4
          * steps are weights 4l .. 4l + 3 of the quarter, so packing each lane's
          * 4 byte sums (value + 126) into its 4 bytes is natural order.  The
@@ -638,8 +657,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
         }
         return;
     }
-    if (type == IQKT_IQ4_KT) {
-        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_iq4_avx512 */
+    if (iqkt_mm_groups4(type)) {
+        /* the 16 codebook rows (flag * 32768 + index) of blocks 2q, 2q + 1, as in iqkt_mm_row_g4_avx512 */
         __m256i w8 = _mm256_loadu_si256((const __m256i *)sb);
         __m512i words = _mm512_castsi256_si512(w8), off = iqkt_mm_iq4_offsets(w8);
         for (int q = 0; q < 4; q++) {
@@ -657,13 +676,20 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile(const int type, const int u8, const 
         }
         return;
     }
+    const iqkt_type_traits *t = iqkt_type_info(type);
+    /* split indices (IQ1) are decoded for the 32 groups at once in vector
+     * lanes rather than bit by bit per group; u16 ones are read in place */
+    uint16_t ids[32];
+    if (t->index_layout != IQKT_INDEX_U16) _mm512_storeu_si512((void *)ids, iqkt_mm_group8_indices(type, sb));
     __m256i qh = _mm256_setzero_si256();
-    if (type == IQKT_IQ3_KT) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
+    if (t->sign_plane) qh = _mm256_loadu_si256((const __m256i *)(sb + 68));
     for (int b = 0; b < 8; b++) {
         int64_t g[4];
-        for (int j = 0; j < 4; j++) memcpy(&g[j], cb8 + 8 * (uint32_t)iqkt_load_u16(sb + 4 + 2 * (4 * b + j)), 8);
+        for (int j = 0; j < 4; j++)
+            memcpy(&g[j], cb8 + 8 * (t->index_layout == IQKT_INDEX_U16 ? iqkt_load_u16(sb + 4 + 2 * (4 * b + j))
+                                                                     : ids[4 * b + j]), 8);
         __m256i v = _mm256_setr_epi64x(g[0], g[1], g[2], g[3]);
-        if (type == IQKT_IQ3_KT) {   /* |value| with the sign bit of qh for this block */
+        if (t->sign_plane) {   /* |value| with the sign bit of qh for this block */
             v = _mm256_abs_epi8(v);
             v = _mm256_mask_sub_epi8(v, _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << b))),
                                      _mm256_setzero_si256(), v);
@@ -868,12 +894,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
-    if (type == IQKT_IQ4_KT)
-        iqkt_mm_row_iq4_avx512(0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_row_iq23_avx512(1, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else
-        iqkt_mm_row_iq23_avx512(0, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ4_KT: iqkt_mm_row_g4_avx512(IQKT_IQ4_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_g8_avx512(IQKT_IQ3_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_g8_avx512(IQKT_IQ1_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_g8_avx512(IQKT_IQ2_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    }
 }
 #define IQKT_ISA_HAS_MM_ROW_NB 1
 
@@ -913,20 +939,20 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
     (void)bsum; (void)bstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     if (!iqkt_mm_use_gemm(nb)) {
-        if (type == IQKT_IQ2_KT)
-            iqkt_mm_tile_pairs_avx512(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
-        else if (type == IQKT_IQ3_KT)
-            iqkt_mm_tile_pairs_avx512(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
-        else
-            iqkt_mm_tile_pairs_avx512(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out);
+        switch (type) {
+        case IQKT_IQ2_KT: iqkt_mm_tile_pairs_avx512(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out); break;
+        case IQKT_IQ3_KT: iqkt_mm_tile_pairs_avx512(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out); break;
+        case IQKT_IQ1_KT: iqkt_mm_tile_pairs_avx512(IQKT_IQ1_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out); break;
+        default: iqkt_mm_tile_pairs_avx512(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, lstride, xs, xstride, nb, al, out); break;
+        }
         return;
     }
-    if (type == IQKT_IQ2_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ2_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ3_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
-    else
-        iqkt_mm_tile_avx512(IQKT_IQ4_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
+    switch (type) {
+    case IQKT_IQ2_KT: iqkt_mm_tile_avx512(IQKT_IQ2_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_tile_avx512(IQKT_IQ3_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_tile_avx512(IQKT_IQ1_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
+    default: iqkt_mm_tile_avx512(IQKT_IQ4_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
+    }
 }
 #define IQKT_ISA_HAS_MM_TILE 1
 
@@ -936,7 +962,7 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
  * vpdpbusd adds (value + 126) * x straight from the state: the byte sum and
  * the int16 multiply of the int16 path go away.  Each block's dot then loses
  * 126 * (sum of its x), from bsum.  Types whose trellis value is the weight
- * (no sign plane: IQ2, IQ4); IQ3 keeps the int16-lane kernel. */
+ * (no sign plane: IQ1, IQ2, IQ4); IQ3 keeps the int16-lane kernel. */
 static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
 static inline int iqkt_mm_act8_use(int type, int64_t nb) {
     return (nb == 1 && !iqkt_type_info(type)->sign_plane) || iqkt_mm_act8_use_batch(nb);
@@ -1009,10 +1035,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_
                                             const float *xs, int64_t xstride, const int nb, float *out,
                                             const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
-    if (type == IQKT_IQ4_KT)
-        iqkt_mm_row_iq4_avx512(1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
-    else
-        iqkt_mm_row_iq23_avx512(0, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
+    switch (type) {   /* no sign plane here (iqkt_mm_act8_use) */
+    case IQKT_IQ4_KT: iqkt_mm_row_g4_avx512(IQKT_IQ4_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_g8_avx512(IQKT_IQ1_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_g8_avx512(IQKT_IQ2_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    }
 }
 
 /* The int8 GEMM (nb >= IQKT_MM_GEMM8_MIN): iqkt_mm_tile_avx512 with act8. */
@@ -1029,12 +1056,12 @@ static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, in
     (void)lstride; (void)bsum; (void)bstride; (void)xs; (void)xstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     const int32_t *bsv = (const int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nb, 256 * nsb));
-    if (type == IQKT_IQ2_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ2_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
-    else if (type == IQKT_IQ3_KT)
-        iqkt_mm_tile_avx512(IQKT_IQ3_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
-    else
-        iqkt_mm_tile_avx512(IQKT_IQ4_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
+    switch (type) {
+    case IQKT_IQ2_KT: iqkt_mm_tile_avx512(IQKT_IQ2_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_tile_avx512(IQKT_IQ3_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_tile_avx512(IQKT_IQ1_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    default: iqkt_mm_tile_avx512(IQKT_IQ4_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    }
 }
 #define IQKT_ISA_HAS_MM_ACT8 1
 

@@ -13,6 +13,13 @@ static inline float iqkt_mm_sum8_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The x86 GEMV kernels' shapes follow two facts of the type table: 4 values
+ * per codebook index (IQ4_KT; its 15-bit split indices) or 8, and values that
+ * are magnitudes signed by a bit plane (IQ3_KT).  The kernels are force-inlined
+ * with a constant type, so these fold to constants. */
+IQKT_ALWAYS_INLINE int iqkt_mm_groups4(int type) { return iqkt_type_info(type)->group_size == 4; }
+IQKT_ALWAYS_INLINE int iqkt_mm_sign_plane(int type) { return iqkt_type_info(type)->sign_plane; }
+
 /* IQ3 sign bits transposed for the step-major kernels: byte j of wk[k] =
  * qh[8j + k], i.e. the signs of step k of group j of every block (bit = block). */
 static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
