@@ -237,3 +237,24 @@ def test_search_non_finite_targets_same_on_every_isa(space):
                 outs.append(_dispatch.module().nearest_codes(space, t, w, nflip))
         for isa, o in zip(ISAS, outs):
             assert np.array_equal(o, outs[0]), (isa, nflip)
+
+
+@pytest.mark.parametrize("isa", iqkt.available_isas())
+@pytest.mark.parametrize("type_", ["iq2_kt", "iq1_kt"])
+def test_nearest_table_code_is_the_scan(isa, type_):
+    """The branch-free nearest scale code (midpoint count, then down through
+    equal float distances) picks what a first-minimum scan of fabsf(v - value)
+    picks: ties at midpoints and their float neighbours, values far outside
+    the table (distances that round alike), NaN, infinities, subnormals."""
+    rng = np.random.default_rng(11)
+    table = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+    mids = np.array([(a + b) / 2 for a, b in zip(table, table[1:])], np.float32)
+    f32 = np.finfo(np.float32)
+    v = np.concatenate([rng.standard_normal(20000) * s for s in (1, 30, 1e4, 1e9, 1e30)] + [
+        mids, np.nextafter(mids, np.float32(np.inf)), np.nextafter(mids, np.float32(-np.inf)),
+        np.array(table, np.float32), [np.nan, np.inf, -np.inf, 0.0, -0.0, f32.max, -f32.max, f32.tiny, 1e-45],
+    ]).astype(np.float32)
+    with iqkt.use_isa(isa):
+        fast, scan = _dispatch.module()._nearest_table_codes(iqkt.TYPES.index(type_), v)
+    assert fast == scan
+    assert len(set(scan)) == len(table)     # every code reached

@@ -3,8 +3,36 @@
 
 # ---------------------------------------------------------------- IQ1_KT / IQ2_KT / IQ3_KT
 
-cdef int nearest_table_code(const iqkt_type_traits *t, float v) noexcept nogil:
-    """The code whose tabled scale is nearest to v (ties: the lower code)."""
+# Midpoints between neighbouring tabled scales, per type (_check_scale_tables).
+cdef float SCALE_MIDPOINTS[IQKT_NTYPES][32]
+
+
+cdef inline int type_of_table(const iqkt_type_traits *t) noexcept nogil:
+    return <int>(t - iqkt_type_info(0))
+
+
+cdef inline int nearest_table_code(const iqkt_type_traits *t, float v) noexcept nogil:
+    """The code whose tabled scale is nearest to v (ties: the lower code) as a
+    scan keeping the first least fabsf(v - value) picks it, for an ascending
+    table (checked at import): the exactly nearest code counted off the
+    midpoints (branch-free; this runs for every block and row-scale candidate),
+    then down while the float distance rounds to the same value."""
+    cdef int k, lo = t.scale_code_min, hi = t.scale_code_max
+    cdef int c = lo
+    cdef float e
+    cdef const float *mid = SCALE_MIDPOINTS[type_of_table(t)]
+    if v != v:                  # NaN: no distance is smaller than the first
+        return lo
+    for k in range(hi - lo):
+        c += v > mid[k]
+    e = fabsf(v - <float>t.scale_values[c])
+    while c > lo and fabsf(v - <float>t.scale_values[c - 1]) == e:
+        c -= 1
+    return c
+
+
+cdef int nearest_table_code_scan(const iqkt_type_traits *t, float v) noexcept nogil:
+    """nearest_table_code's definition, for the test that holds them equal."""
     cdef int c, best = t.scale_code_min
     cdef float e, best_e = HUGE_VALF
     for c in range(t.scale_code_min, t.scale_code_max + 1):
@@ -13,6 +41,36 @@ cdef int nearest_table_code(const iqkt_type_traits *t, float v) noexcept nogil:
             best_e = e
             best = c
     return best
+
+
+def _nearest_table_codes(int type_id, const float[::1] v):
+    """(fast, scan) codes of every v: test hook for nearest_table_code."""
+    cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
+    cdef Py_ssize_t i
+    if t == NULL or t.scale_values == NULL:
+        raise ValueError("type has no scale table")
+    fast = [nearest_table_code(t, v[i]) for i in range(v.shape[0])]
+    scan = [nearest_table_code_scan(t, v[i]) for i in range(v.shape[0])]
+    return fast, scan
+
+
+cdef int _check_scale_tables() except -1:
+    """Fill SCALE_MIDPOINTS (exact in float: halves of small integers) and
+    check that every scale table ascends, as nearest_table_code assumes."""
+    cdef int ty, k
+    cdef const iqkt_type_traits *t
+    for ty in range(IQKT_NTYPES):
+        t = iqkt_type_info(ty)
+        if t.scale_values != NULL:
+            if t.scale_code_max - t.scale_code_min >= 32:
+                raise ImportError(f"type {ty}: scale table longer than SCALE_MIDPOINTS")
+            for k in range(t.scale_code_min, t.scale_code_max):
+                if not t.scale_values[k] < t.scale_values[k + 1]:
+                    raise ImportError(f"type {ty}: scale table not ascending (nearest_table_code needs it)")
+                SCALE_MIDPOINTS[ty][k - t.scale_code_min] = 0.5 * (t.scale_values[k] + t.scale_values[k + 1])
+    return 0
+
+_check_scale_tables()
 
 
 cdef int quantize_row_iq23(int type_id, const float *xrow, int64_t n, RowScratch *s,
