@@ -111,6 +111,11 @@ def _check_finite(a: np.ndarray, what: str):
 EFFORTS = ("fast", "default", "best")
 
 
+def _check_effort(effort) -> None:
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+
+
 def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=None, row_scale=None,
              effort="default"):
     """Quantize rows of x into KT bytes, shape (rows, row_size(type, n)).
@@ -159,8 +164,7 @@ def quantize(x, type, imatrix=None, *, threads=None, return_stats=False, params=
         lim = np.finfo(np.float32).max / (TYPE_TABLE[tid]["scale_abs_max"] * 126 * 1.0001)
         if (np.abs(rsc) > lim).any():
             raise ValueError(f"row_scale has entries above {lim:.3g}: decoded weights would overflow")
-    if not isinstance(effort, str) or effort not in EFFORTS:
-        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+    _check_effort(effort)
     k = _dispatch.module()
     if params is not None:
         params = k.quantizer_params(params, effort, tid)     # validated once, before any work
@@ -273,8 +277,7 @@ def quantizer_params(changes=None, *, effort="default", type=None) -> dict:
     uses: the effort level's preset for the type (some fast-level settings
     differ per type) with changes applied (clamped to valid ranges); unknown
     names raise TypeError.  For experiments and benchmarks (docs/perf-notes.md)."""
-    if not isinstance(effort, str) or effort not in EFFORTS:
-        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
+    _check_effort(effort)
     return _dispatch.module().quantizer_params(changes, effort, -1 if type is None else _type_id(type))
 
 

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from ._api import EFFORTS
+
 
 def _cmd_info(args) -> int:
     if args.file is not None:
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
     q.add_argument("--hessian", default=None, metavar="FILE.npz",
                    help="input second-moment matrices by tensor name (iqkt imatrix --covariance): KT "
                         "matrices listed there get LDLQ error feedback (lower output error)")
-    q.add_argument("--effort", default="default", choices=("fast", "default", "best"),
+    q.add_argument("--effort", default="default", choices=EFFORTS,
                    help="KT quantizer effort: fast (several times quicker, error still below "
                         "ik_llama.cpp's quantizer), default, or best (about 2x slower, 1-3%% lower error)")
     q.add_argument("--include-weights", action="append", default=[], metavar="NAME",
@@ -347,7 +349,7 @@ def main(argv=None) -> int:
     d.add_argument("--threads", type=int, default=1, help="threads for the timed products (default 1)")
     d.add_argument("--repeat", type=int, default=20)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--effort", default="default", choices=("fast", "default", "best"),
+    d.add_argument("--effort", default="default", choices=EFFORTS,
                    help="quantizer effort level (as iqkt quantize --effort)")
     sub.add_parser("bench", help="benchmark table (see `iqkt bench --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)

@@ -1296,8 +1296,7 @@ def quantize_model(src, dst, type: str, *, custom_q=None, output_tensor_type: st
         raise ValueError("--include-weights and --exclude-weights cannot be used together")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
-    if not isinstance(effort, str) or effort not in _api.EFFORTS:
-        raise ValueError(f"effort must be one of {', '.join(_api.EFFORTS)}, not {effort!r}")
+    _api._check_effort(effort)
     _check_paths(src, dst, imatrix)
     readers = open_inputs(src)
     r = readers[0]

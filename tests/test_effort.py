@@ -4,6 +4,7 @@ quantizer on every golden case, "best" is at least as good as "default"; every
 level gives the same bytes on every ISA variant and thread count."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -22,10 +23,8 @@ REF_CASES = [c for c in GOLDEN_CASES if c.type in KT]
 @functools.lru_cache(maxsize=None)
 def _golden_q(name: str, effort: str, isa: str = "") -> np.ndarray:
     c = BY_NAME[name]
-    if isa:
-        with iqkt.use_isa(isa):
-            return iqkt.quantize(c.x, c.type, c.imatrix, effort=effort)
-    return iqkt.quantize(c.x, c.type, c.imatrix, effort=effort)
+    with iqkt.use_isa(isa) if isa else contextlib.nullcontext():
+        return iqkt.quantize(c.x, c.type, c.imatrix, effort=effort)
 
 
 def _err(c, q) -> float:
