@@ -931,6 +931,19 @@ static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t 
 }
 #define IQKT_ISA_HAS_MM_BATCH_BEGIN 1
 
+/* The GEMM copy of a type (act8 a constant at each call: int16 or int8 lanes). */
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm_by_type_avx512(int type, const int act8, const uint8_t *q, int64_t rs, int nr,
+                                                    int64_t nsb, const uint8_t *lanes, const int32_t *bsv,
+                                                    int64_t nb, uint8_t *al, const int8_t *cb8, const int8_t *cb4,
+                                                    float *out) {
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_tile_avx512(IQKT_IQ2_KT, act8, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_tile_avx512(IQKT_IQ3_KT, act8, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_tile_avx512(IQKT_IQ1_KT, act8, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    default: iqkt_mm_tile_avx512(IQKT_IQ4_KT, act8, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
+    }
+}
+
 /* Batch product of nr <= IQKT_MM_TILE weight rows (see kt_isa.h). */
 static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
@@ -947,12 +960,7 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
         }
         return;
     }
-    switch (type) {
-    case IQKT_IQ2_KT: iqkt_mm_tile_avx512(IQKT_IQ2_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
-    case IQKT_IQ3_KT: iqkt_mm_tile_avx512(IQKT_IQ3_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
-    case IQKT_IQ1_KT: iqkt_mm_tile_avx512(IQKT_IQ1_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
-    default: iqkt_mm_tile_avx512(IQKT_IQ4_KT, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out); break;
-    }
+    iqkt_mm_gemm_by_type_avx512(type, 0, q, rs, nr, nsb, lanes, NULL, nb, al, cb8, cb4, out);
 }
 #define IQKT_ISA_HAS_MM_TILE 1
 
@@ -1056,12 +1064,7 @@ static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, in
     (void)lstride; (void)bsum; (void)bstride; (void)xs; (void)xstride;
     uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     const int32_t *bsv = (const int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nb, 256 * nsb));
-    switch (type) {
-    case IQKT_IQ2_KT: iqkt_mm_tile_avx512(IQKT_IQ2_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
-    case IQKT_IQ3_KT: iqkt_mm_tile_avx512(IQKT_IQ3_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
-    case IQKT_IQ1_KT: iqkt_mm_tile_avx512(IQKT_IQ1_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
-    default: iqkt_mm_tile_avx512(IQKT_IQ4_KT, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out); break;
-    }
+    iqkt_mm_gemm_by_type_avx512(type, 1, q, rs, nr, nsb, lanes, bsv, nb, al, cb8, cb4, out);
 }
 #define IQKT_ISA_HAS_MM_ACT8 1
 
