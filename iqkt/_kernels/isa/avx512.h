@@ -295,6 +295,14 @@ static inline __m128i iqkt_mm_sum4x128(__m512i v) {
     return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
+/* Both halves at once: lane 4j + i of a (b) -> lane i (4 + i), summed over j
+ * (6 shuffle/add ops instead of 9 for two iqkt_mm_sum4x128). */
+static inline __m256i iqkt_mm_sum4x128x2(__m512i a, __m512i b) {
+    __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
+    s = _mm512_add_epi32(_mm512_shuffle_i64x2(s, s, 0x88), _mm512_shuffle_i64x2(s, s, 0xDD));
+    return _mm512_castsi512_si256(s);
+}
+
 /* IQ4: v[q] lane l holds a group of block 2q + l / 8; lane b of the result is
  * the sum of block b's 8 lanes. */
 static inline __m256i iqkt_mm_sum8x8(const __m512i v[4]) {
@@ -308,11 +316,11 @@ static inline __m256i iqkt_mm_sum8x8(const __m512i v[4]) {
     return _mm512_castsi512_si256(_mm512_permutexvar_epi32(PERM, p));
 }
 
-/* Block dots (8 int32, block order) minus 126 * the blocks' activation sums (int8
- * activations: the kernels add (value + 126) * x, see iqkt_mm_act8_use). */
+/* Block dots (8 int32, block order) plus bs = -126 * the blocks' activation
+ * sums (int8 activations: the kernels add (value + 126) * x, see
+ * iqkt_mm_act8_use; the act8 B = 1 lanes come with bsum pre-multiplied). */
 static inline __m256i iqkt_mm_act8_unbias(__m256i bd, const int32_t *bs) {
-    return _mm256_sub_epi32(bd, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)bs),
-                                                   _mm256_set1_epi32(IQKT_TRELLIS_MAX)));
+    return _mm256_add_epi32(bd, _mm256_loadu_si256((const __m256i *)bs));
 }
 
 /* The 32 codebook indices of a super-block of groups of 8 (IQ1/IQ2/IQ3), word
@@ -354,12 +362,16 @@ IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales8(const int type, const uint8_t *s
     __m256i code;
     if (t->scale_layout == IQKT_SCALES_WORDS) {
         code = _mm256_srli_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)sb), _mm256_set1_epi32(0xFF)), 1);
-    } else if (t->scale_layout == IQKT_SCALES_SH) {
-        code = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sb)), _mm256_set1_epi32(15));
-    } else {   /* nibbles: block b in nibble b / 4 of byte b % 4 */
-        code = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)),
-                                                  _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28)),
-                                _mm256_set1_epi32(15));
+    } else {   /* 4-bit codes, still to be masked: low nibble of byte b (sh), or nibble b / 4 of byte b % 4 */
+        if (t->scale_layout == IQKT_SCALES_SH)
+            code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sb));
+        else
+            code = _mm256_srlv_epi32(_mm256_set1_epi32((int)iqkt_load_u32(sb)), _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28));
+        if (t->scale_values && t->scale_bias == 0) {   /* 16 codes: vpermps reads only the low 4 bits, unmasked */
+            __m512 table = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)t->scale_values)));
+            return _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_castsi256_si512(code), table));
+        }
+        code = _mm256_and_si256(code, _mm256_set1_epi32(15));
     }
     code = _mm256_sub_epi32(code, _mm256_set1_epi32(t->scale_bias));
     if (t->scale_values) {
@@ -393,7 +405,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_g8_avx512(const int type, const int act8, co
             __m256 bs = iqkt_mm_block_scales8(type, sb);
             for (int bi = 0; bi < nb; bi++) sc[bi] = _mm256_mul_ps(bs, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
         }
-        __m512i acc[IQKT_MM_NB][2];   /* [h]: one dpwssd chain per half, the halves interleaved */
+        __m512i acc[IQKT_MM_NB][2];   /* [h]: one dot chain per half, the halves interleaved */
         for (int bi = 0; bi < nb; bi++) acc[bi][0] = acc[bi][1] = ZERO;
         for (int k = 0; k < 8; k++) {
             for (int h = 0; h < 2; h++) {
@@ -416,7 +428,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_g8_avx512(const int type, const int act8, co
             }
         }
         for (int bi = 0; bi < nb; bi++) {   /* lane 4j + i of half h -> block 4h + i */
-            __m256i bd = _mm256_set_m128i(iqkt_mm_sum4x128(acc[bi][1]), iqkt_mm_sum4x128(acc[bi][0]));
+            __m256i bd = iqkt_mm_sum4x128x2(acc[bi][0], acc[bi][1]);
             if (act8) bd = iqkt_mm_act8_unbias(bd, bsum + bi * bstride + 8 * ib);
             facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), sc[bi], facc[bi]);
         }
@@ -1028,7 +1040,9 @@ static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x1
         return;
     }
     for (int64_t r = 0; r < nrows; r++) {
-        iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
+        int32_t *bs = bsum + r * (n / 32);
+        iqkt_mm_bsums(x16 + r * n, n, bs);
+        for (int64_t blk = 0; blk < n / 32; blk++) bs[blk] *= -IQKT_TRELLIS_MAX;   /* see iqkt_mm_act8_unbias */
         for (int64_t ib = 0; ib < n / 256; ib++)
             for (int e = 0; e < 256; e++) {
                 uint32_t v = (uint32_t)(uint8_t)x16[r * n + 256 * ib + iqkt_mm_lane_pos(type, e)] * 0x01010101u;
