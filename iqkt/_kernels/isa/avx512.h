@@ -245,13 +245,17 @@ static void iqkt_mm_prepare(int type, int64_t nb, const int16_t *x16, int64_t n,
 }
 #define IQKT_ISA_HAS_MM_PREPARE 1
 
+#define IQKT_MM_BV 16             /* activation rows per zmm in the batch kernel */
+
+static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / IQKT_MM_BV; }
+
 /* Lanes of nrows activation rows (x16: nrows x n) into lanes (nrows x
  * IQKT_MM_LANE_BYTES * n bytes) and bsum (nrows x n/32).  Row by row
  * (iqkt_mm_prepare), except for the AVX512 batch kernel, whose layout
- * interleaves the rows: activation rows 16v .. 16v + w - 1 (w <= 16) take
- * bytes [32 v n, 32 v n + 2 w n), holding for block blk and pair p (0..15)
- * w int32 lanes, lane l = x16 elements 2p, 2p + 1 of that block of row 16v + l
- * (int16 pair), at int32 index (16 blk + p) w + l. */
+ * interleaves the rows: activation rows 16v .. 16v + 15 take bytes
+ * [32 v n, 32 v n + 32 n), holding for block blk and pair p (0..15) 16 int32
+ * lanes, lane l = x16 elements 2p, 2p + 1 of that block of row 16v + l (int16
+ * pair; zero for rows past nrows), at int32 index (16 blk + p) 16 + l. */
 static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
                                  int32_t *bsum) {
     if (iqkt_mm_use_gemm(nrows)) {
@@ -261,13 +265,15 @@ static void iqkt_mm_prepare_rows(int type, int64_t nrows, const int16_t *x16, in
                 for (int k = 0; k < 32; k++) s += x16[r * n + 32 * blk + k];
                 bsum[r * (n / 32) + blk] = s;
             }
+        /* 16 rows per zmm, the last group padded with zero rows (whole, aligned loads) */
+        memset(lanes, 0, (size_t)(iqkt_mm_nbv(nrows) * IQKT_MM_BV * 2 * n));
         for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
             int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
             uint8_t *base = lanes + b0 * 2 * n;
             for (int64_t blk = 0; blk < n / 32; blk++)
                 for (int p = 0; p < 16; p++)
                     for (int l = 0; l < w; l++)
-                        memcpy(base + 4 * ((16 * blk + p) * w + l), x16 + (b0 + l) * n + 32 * blk + 2 * p, 4);
+                        memcpy(base + 4 * ((16 * blk + p) * 16 + l), x16 + (b0 + l) * n + 32 * blk + 2 * p, 4);
         }
         return;
     }
@@ -632,10 +638,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_pairs_avx512(const int type, const uint8_t 
  * of its block slot (block index mod 8) in block order, and the 8 slots are
  * added by iqkt_mm_sum8: bit-for-bit the B = 1 result. */
 
-#define IQKT_MM_BV 16             /* activation rows per zmm in the batch kernel */
-
-static inline int64_t iqkt_mm_nbv(int64_t nb) { return (nb + IQKT_MM_BV - 1) / IQKT_MM_BV; }
-
 /* Natural-order values of the 8 blocks of super-block sb into dst: 256
  * int16 values, or with u8 (the int8 GEMM) 256 bytes value + 126 (0..252,
  * unsigned for vpdpbusd), with u8 == 2 each block's quads in the order
@@ -758,7 +760,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx512(int64_t g0, int nblk, const uint8_t
 
 /* Where the int8 GEMM's bsv starts in the lanes of nb activation rows. */
 static inline int64_t iqkt_mm_act8_bsv_offset(int64_t nb, int64_t n) {
-    return (nb <= IQKT_MM_GEMM8_PAIRED ? IQKT_MM_GEMM8_PAIRED : nb) * n;
+    return (nb <= IQKT_MM_GEMM8_PAIRED ? IQKT_MM_GEMM8_PAIRED : IQKT_MM_BV * iqkt_mm_nbv(nb)) * n;
 }
 
 /* nvv (1..4) consecutive zmm of activation rows, starting at zmm v0, for the
@@ -774,15 +776,9 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
     const int64_t kblk = n / 32;
     const int NP = act8 ? 8 : 16;           /* weight pairs / quads per block */
     const int EB = act8 ? 1 : 2;            /* bytes per value */
-    const uint8_t *base[4];
-    int w[4];
-    __mmask16 m[4];
-    for (int v = 0; v < nvv; v++) {
-        int64_t b0 = IQKT_MM_BV * (v0 + v);
-        w[v] = (int)(nb - b0 < IQKT_MM_BV ? nb - b0 : IQKT_MM_BV);
-        m[v] = (__mmask16)((1u << w[v]) - 1);
-        base[v] = lanes + b0 * EB * n;
-    }
+    (void)nb;
+    const uint8_t *base[4];   /* 16 rows per zmm, zero rows past nb (iqkt_mm_prepare_rows) */
+    for (int v = 0; v < nvv; v++) base[v] = lanes + IQKT_MM_BV * (v0 + v) * EB * n;
     /* nvv <= 2: two accumulator sets (even / odd p) for enough independent chains */
     const int ns = nvv <= 2 ? 2 : 1;
     for (int blk = 0; blk < nblk; blk++) {
@@ -805,7 +801,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
             __m512i X[4];
 #pragma GCC unroll 8
             for (int v = 0; v < nvv; v++)
-                X[v] = _mm512_maskz_loadu_epi32(m[v], (const void *)(base[v] + 4 * (g * NP + p) * w[v]));
+                X[v] = _mm512_load_si512((const void *)(base[v] + 64 * (g * NP + p)));
 #pragma GCC unroll 8
             for (int r = 0; r < IQKT_MM_TILE; r++) {
                 int32_t word;
@@ -988,11 +984,12 @@ static inline int iqkt_mm_act8_use(int type, int64_t nb) {
     return (nb == 1 && !iqkt_type_info(type)->sign_plane) || iqkt_mm_act8_use_batch(nb);
 }
 
-/* Lanes of the int8 GEMM: activation rows 16v .. 16v + w - 1 (w <= 16) take
- * bytes [16 v n, 16 v n + w n), holding for block blk and quad p (0..7) w int32
- * lanes, lane l = int8 elements 4p .. 4p + 3 of that block of row 16v + l, at
- * int32 index (8 blk + p) w + l; after all nrows * n bytes, bsv: [nbv][n/32][16]
- * int32 = -126 * the block sums of rows 16v + l (0 past the last row). */
+/* Lanes of the int8 GEMM: activation rows 16v .. 16v + 15 take bytes
+ * [16 v n, 16 v n + 16 n), holding for block blk and quad p (0..7) 16 int32
+ * lanes, lane l = int8 elements 4p .. 4p + 3 of that block of row 16v + l (zero
+ * past the last row), at int32 index (8 blk + p) 16 + l; after all 16 nbv n
+ * bytes, bsv: [nbv][n/32][16] int32 = -126 * the block sums of rows 16v + l
+ * (0 past the last row). */
 static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     int32_t *bsv = (int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nrows, n));
     for (int64_t r = 0; r < nrows; r++)
@@ -1013,6 +1010,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
         }
         return;
     }
+    memset(lanes, 0, (size_t)(iqkt_mm_nbv(nrows) * IQKT_MM_BV * n));   /* zero rows pad the last 16 */
     for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
         int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
         uint8_t *base = lanes + b0 * n;
@@ -1020,7 +1018,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
             for (int p = 0; p < 8; p++)
                 for (int l = 0; l < w; l++)
                     for (int j = 0; j < 4; j++)
-                        base[4 * ((8 * blk + p) * w + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
+                        base[4 * ((8 * blk + p) * 16 + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
             for (int l = 0; l < 16; l++) {
                 int32_t v = l < w ? -IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
                 memcpy(bsv + 16 * ((b0 / 16) * (n / 32) + blk) + l, &v, 4);
