@@ -163,3 +163,61 @@ sys.exit(os.waitstatus_to_exitcode(st))
 """
     r = subprocess.run([sys.executable, "-c", code], timeout=120, cwd=iqkt_parent(), env=child_env())
     assert r.returncode == 0
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs the avx2 and avx512 variants")
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_int8_avx2_equals_avx512_bitwise(t):
+    """Both x86 variants' int8 kernels (row kernels, AVX2's int8 GEMM from 5 rows,
+    AVX512's quad-paired and 16-row GEMMs) add exact block dots into 8 block slots
+    in the same order, so every batch size gives the same bits on both: a wrong
+    integer anywhere in either (decode, sign plane, saturation) shows up here.
+    n = 2304: 9 super-blocks, a K chunk of 8 and a partial one; 7 weight rows: a
+    partial tile."""
+    n, rows = 2304, 7
+    q = random_q(t, rows, n, seed=31)
+    rng = np.random.default_rng(32)
+    for B in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 24, 33):
+        v = rng.standard_normal((B, n)).astype(np.float32)
+        with iqkt.use_isa("avx2"):
+            y2 = iqkt.mul_mat(q, t, v, precision="int8")
+        with iqkt.use_isa("avx512"):
+            y5 = iqkt.mul_mat(q, t, v, precision="int8")
+        assert np.array_equal(bits(y2), bits(y5)), B
+
+
+def extreme_q(t, rows, n, seed):
+    """Rows of random encodings; for IQ2/IQ3 every group's index is one of the
+    codebook rows with the largest magnitudes (|value| up to 123)."""
+    q = random_q(t, rows, n, seed)
+    if t in ("iq2_kt", "iq3_kt"):
+        cb = pyref.codebook(pyref.OFFSET, 8, 65536).astype(np.int64)
+        big = np.argsort(np.abs(cb).sum(axis=1))[-64:].astype(np.uint16)
+        rng = np.random.default_rng(seed)
+        blk = q[:, 4:].reshape(rows, n // 256, pyref.BLOCK_BYTES[t])
+        blk[..., 4:68] = rng.choice(big, (rows, n // 256, 32)).view(np.uint8).reshape(rows, n // 256, 64)
+    return q
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_int8_extreme_activations_exact(isa, t):
+    """|x| = 127 after quantization everywhere (every block's values are +-c), and
+    for activation row b the signs of weight row b, so that row's products all
+    add up (the int16 pair sums of the int8 kernels at their largest): the int8
+    result must then be the exact product to float rounding, at batch sizes on
+    both sides of the AVX2 / AVX512 GEMM thresholds."""
+    n, rows = 1024, 17
+    q = extreme_q(t, rows, n, seed=41)
+    w = pyref.dequantize(q, t, n)
+    c = np.float32(0.75)
+    for B in (1, 3, 4, 5, 8, 9, 17):
+        v = np.where(w[:B] < 0, -c, c).astype(np.float32)
+        v[B - 1] = c                                     # one row all +c: no sign alignment
+        exact = pyref.mul_mat_exact(q, t, n, v)
+        with iqkt.use_isa(isa):
+            y = iqkt.mul_mat(q, t, v, precision="int8")
+        for b in range(B - 1):   # aligned rows: sum of |w|, no cancellation
+            assert abs(y[b, b] - exact[b, b]) <= 1e-5 * abs(exact[b, b]), (B, b)
+        scale = np.abs(pyref.dequantize(q, t, n, inference=True)).sum(axis=1) * c
+        assert np.all(np.abs(y - exact) <= 1e-5 * scale), B

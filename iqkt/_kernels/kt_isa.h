@@ -34,7 +34,9 @@
  *     iqkt_mm_act8_use, iqkt_mm_act8_use_batch, iqkt_mm_act8_prepare_rows,
  *     iqkt_mm_act8_row_nb, iqkt_mm_act8_tile_scratch, iqkt_mm_act8_batch_begin,
  *     iqkt_mm_act8_tile   (AVX512: vpdpbusd on the trellis state bytes at
- *                        B = 1, int8 GEMM for B >= IQKT_MM_GEMM8_MIN);
+ *                        B = 1, int8 GEMM for B >= IQKT_MM_GEMM8_MIN; AVX2:
+ *                        vpmaddubsw on the state bytes at B = 1..4, int8
+ *                        GEMM with vpsignb / vpmaddubsw for B >= 5);
  *                        elsewhere generic.h runs the int16-lane kernels
  *   iqkt_mm_block_dot8, IQKT_ISA_MM_LOOKUP8
  *                        the lookup kernel's dot on int8 lanes, and whether

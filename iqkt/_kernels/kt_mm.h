@@ -18,6 +18,9 @@
  * AVX512 fixes that order as: 8 partial sums, slot j = blocks j, j+8, j+16, ...
  * each FMA'd in block order, then added by iqkt_mm_sum8; its B = 1, "pairs"
  * batch and GEMM batch kernels all follow it, so they agree bit for bit.
+ * AVX2's int8 kernels (row and GEMM) follow it too, so for precision "int8"
+ * AVX2 and AVX512 give the same bits; AVX2's int16 kernels FMA per-lane
+ * partials instead (their own order, the same for B = 1 and batch).
  *
  * Why the int16 path exists next to int8 (accuracy), and why the x86 kernels compute the
  * trellis while scalar, NEON and the AVX512 GEMM batch kernel look it up:
@@ -44,9 +47,14 @@
  *   avx512 B = 1 (IQ1, IQ2, IQ4): uint32 lane = x * 0x01010101, step-major order;
  *   avx512 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 16 rows per zmm,
  *           then 126 * block sums (iqkt_mm_act8_prepare_gemm);
+ *   avx2 B = 1..4 (all types): IQ1/IQ2/IQ4 uint32 lane = x * 0x01010101 in the
+ *           step-major order of iqkt_mm_lane_pos_avx2, IQ3 the int16 pair layout;
+ *   avx2 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 8 rows per ymm, zero past
+ *           the last row (iqkt_mm_act8_prepare_rows; signed by the weights in
+ *           the kernel, no bias);
  *   lookup kernel on NEON: per block 32 int8 (iqkt_mm_prepare_lookup8).
  * Their block dots are the same exact integers, so results do not change
- * with the kernel (B = 1 vs batch: bit for bit on AVX512).
+ * with the kernel (B = 1 vs batch: bit for bit on AVX512 and AVX2).
  */
 #ifndef IQKT_KT_MM_H
 #define IQKT_KT_MM_H
@@ -64,7 +72,7 @@ enum {
     IQKT_MM_PLAN_LOOKUP = 0,   /* generic.h's lookup kernel (types without ISA kernels) */
     IQKT_MM_PLAN_ISA = 1,      /* the ISA's kernels, activations held as int16 lanes */
     IQKT_MM_PLAN_ACT8 = 2,     /* the ISA's int8-activation kernels (precision "int8", |x16| <= 127):
-                                  byte lanes, vpdpbusd (iqkt_mm_act8_*) */
+                                  byte lanes, vpdpbusd / vpmaddubsw (iqkt_mm_act8_*) */
     IQKT_MM_PLAN_LOOKUP8 = 3   /* the lookup kernel on int8 lanes (precision "int8", where the ISA
                                   says it pays: IQKT_ISA_MM_LOOKUP8, NEON's vdotq_s32) */
 };

@@ -1,7 +1,8 @@
 /* AVX2 variant (avx2, fma, f16c, bmi2, popcnt): the contract of kt_isa.h.
  * Search: two 8-lane halves per 16-code block.  GEMV: trellis computed in 8
  * lanes (B = 1..4, up to IQKT_MM_NB rows share one trellis pass) and a batch
- * kernel with decoded int16 pairs (B > IQKT_MM_NB). */
+ * kernel with decoded int16 pairs (B > IQKT_MM_NB); for int8 activations the
+ * row kernel on byte lanes and an int8 GEMM (B >= IQKT_MM_GEMM8_MIN). */
 #ifndef IQKT_ISA_AVX2_H
 #define IQKT_ISA_AVX2_H
 
@@ -398,6 +399,30 @@ IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_
                             _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
 }
 
+/* Block dots minus 126 * the blocks' activation sums (int8 lanes add
+ * (value + 126) * x, see iqkt_mm_row_avx2). */
+static inline __m256i iqkt_mm_act8_unbias_avx2(__m256i bd, const int32_t *bs) {
+    return _mm256_sub_epi32(bd, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)bs),
+                                                   _mm256_set1_epi32(IQKT_TRELLIS_MAX)));
+}
+
+/* Block dots (lane b = block b) from 8 vectors whose lanes all belong to
+ * block b of vector b (IQ3's block vectors, IQ4's step-major vectors). */
+static inline __m256i iqkt_mm_block_dots8x8_avx2(const __m256i a[8]) {
+    /* hadd pairs: lanes [a0 0..3, a1 0..3, a2 0..3, a3 0..3 | the same of lanes 4..7] */
+    __m256i lo = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    __m256i hi = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+/* Block dots from the 4 step-major vectors of groups of 8 (vector v, lanes
+ * 0..3: block 2v, lanes 4..7: block 2v + 1). */
+static inline __m256i iqkt_mm_block_dots4x8_avx2(const __m256i a[4]) {
+    /* lanes [blocks 0, 2, 4, 6 | 1, 3, 5, 7] */
+    __m256i d = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    return _mm256_permutevar8x32_epi32(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
  * (lane = group), so the states are seeds * M^k with no per-group
  * broadcast and the per-lane int dot over the steps is a per-group dot.
@@ -410,8 +435,15 @@ IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_
  * super-block with the block's sum of x16 (in one lane of the block).
  * IQ3 uses block vectors of signed int16 pairs (iqkt_mm_iq3_pairs_avx2) and
  * the pair layout of the activations.
+ * act8 (int8 activations, kt_mm.h IQKT_MM_PLAN_ACT8): the lanes of IQ1/IQ2/IQ4
+ * hold x in all 4 bytes, so vpmaddubsw of the masked state (bytes 0..63) gives
+ * (byte pair sum) * x; two steps' words (<= 2 * 126 * 127 < 32767) are added
+ * before one vpmaddwd with ones: (value + 126) * x per lane without the byte
+ * sum step.  The lane dots are reduced to block dots per super-block, the
+ * -126 * block sums subtracted, and each block FMA'd into slot (block mod 8)
+ * as on AVX512, the order the int8 GEMM (iqkt_mm_gemm8_avx2) reproduces.
  * (Variants measured and not kept: docs/perf-notes.md.) */
-IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int64_t nsb,
+IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const uint8_t *sbs, int64_t nsb,
                                          const uint8_t *lanes, int64_t lstride, const int32_t *bsum,
                                          int64_t bstride, const float *xs, int64_t xstride,
                                          const int nb, float *out) {
@@ -419,6 +451,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
+    const __m256i ONES16 = _mm256_set1_epi16(1);
     const int sbb = iqkt_mm_sb_bytes(type);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
@@ -426,6 +459,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
         const uint8_t *sb = sbs + ib * sbb;
         float sc[IQKT_MM_NB][8];
         __m256 scv[IQKT_MM_NB];
+        __m256i lane_dots[IQKT_MM_NB][8];   /* act8: per-vector lane dots, reduced to block dots below */
         const __m256 bsv = iqkt_mm_block_scales_avx2(type, sb);
         for (int bi = 0; bi < nb; bi++) {
             scv[bi] = _mm256_mul_ps(bsv, _mm256_loadu_ps(xs + bi * xstride + 8 * ib));
@@ -443,9 +477,14 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
                     const uint8_t *lb = ls + bi * lstride + 64 * b;
                     __m256i acc = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_loadu_si256((const __m256i *)lb)),
                                                    _mm256_madd_epi16(p1, _mm256_loadu_si256((const __m256i *)(lb + 32))));
-                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc[bi][b]), facc[bi]);
+                    if (act8) lane_dots[bi][b] = acc;
+                    else facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc[bi][b]), facc[bi]);
                 }
             }
+            if (act8)
+                for (int bi = 0; bi < nb; bi++)   /* signed values: no bias */
+                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iqkt_mm_block_dots8x8_avx2(lane_dots[bi])),
+                                               scv[bi], facc[bi]);
             continue;
         }
         /* IQ2 / IQ4: one step of 8 groups per vector, (x16, x16) lanes */
@@ -457,6 +496,21 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
             for (int o = 0; o < 8; o++) {
                 __m256i seeds = seeds8[o];
                 __m256i acc[IQKT_MM_NB];
+                if (act8) {
+                    for (int bi = 0; bi < nb; bi++) acc[bi] = _mm256_setzero_si256();
+                    for (int k = 0; k < 4; k += 2) {
+                        __m256i st0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                        __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
+                        for (int bi = 0; bi < nb; bi++) {
+                            const uint8_t *lk = ls + bi * lstride + 128 * o + 32 * k;
+                            __m256i w = _mm256_add_epi16(_mm256_maddubs_epi16(st0, _mm256_loadu_si256((const __m256i *)lk)),
+                                                         _mm256_maddubs_epi16(st1, _mm256_loadu_si256((const __m256i *)(lk + 32))));
+                            acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(w, ONES16));
+                        }
+                    }
+                    for (int bi = 0; bi < nb; bi++) lane_dots[bi][o] = acc[bi];
+                    continue;
+                }
                 for (int bi = 0; bi < nb; bi++)
                     acc[bi] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-126 * bsum[bi * bstride + 8 * ib + o]));
                 for (int k = 0; k < 4; k++) {
@@ -470,12 +524,33 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
                 for (int bi = 0; bi < nb; bi++)
                     facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_set1_ps(sc[bi][o]), facc[bi]);
             }
+            if (act8)
+                for (int bi = 0; bi < nb; bi++) {
+                    __m256i bd = iqkt_mm_act8_unbias_avx2(iqkt_mm_block_dots8x8_avx2(lane_dots[bi]),
+                                                          bsum + bi * bstride + 8 * ib);
+                    facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), scv[bi], facc[bi]);
+                }
             continue;
         }
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
             __m256i seeds = iqkt_mm_seeds8_avx2(type, sb, v);
             __m256i acc[IQKT_MM_NB];
+            if (act8) {
+                for (int bi = 0; bi < nb; bi++) acc[bi] = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k += 2) {
+                    __m256i st0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+                    __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
+                    for (int bi = 0; bi < nb; bi++) {
+                        const uint8_t *lk = ls + bi * lstride + 256 * v + 32 * k;
+                        __m256i w = _mm256_add_epi16(_mm256_maddubs_epi16(st0, _mm256_loadu_si256((const __m256i *)lk)),
+                                                     _mm256_maddubs_epi16(st1, _mm256_loadu_si256((const __m256i *)(lk + 32))));
+                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(w, ONES16));
+                    }
+                }
+                for (int bi = 0; bi < nb; bi++) lane_dots[bi][v] = acc[bi];
+                continue;
+            }
             for (int bi = 0; bi < nb; bi++) {
                 const int32_t *bs = bsum + bi * bstride + 8 * ib + 2 * v;
                 acc[bi] = _mm256_setr_epi32(-126 * bs[0], 0, 0, 0, -126 * bs[1], 0, 0, 0);
@@ -493,6 +568,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const uint8_t *sbs, int
                 facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[bi]), _mm256_permutevar8x32_ps(scv[bi], perm),
                                            facc[bi]);
         }
+        if (act8)
+            for (int bi = 0; bi < nb; bi++) {
+                __m256i bd = iqkt_mm_act8_unbias_avx2(iqkt_mm_block_dots4x8_avx2(lane_dots[bi]),
+                                                      bsum + bi * bstride + 8 * ib);
+                facc[bi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bd), scv[bi], facc[bi]);
+            }
     }
     for (int bi = 0; bi < nb; bi++) out[bi] = iqkt_mm_sum8_ps(facc[bi]);
 }
@@ -600,10 +681,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
     switch (type) {   /* a constant type per copy */
-    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
     }
 }
 #define IQKT_ISA_HAS_MM_ROW_NB 1
@@ -635,5 +716,241 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
     }
 }
 #define IQKT_ISA_HAS_MM_TILE 1
+
+/* ---- int8 activations (precision "int8", kt_mm.h IQKT_MM_PLAN_ACT8) ------
+ * Every type and batch size: the row kernel with act8 (B <= IQKT_MM_NB per
+ * pass, below IQKT_MM_GEMM8_MIN) and an int8 GEMM above.  Both add each block's
+ * exact dot into slot (block mod 8) in block order (as on AVX512), so a
+ * row's result does not depend on B. */
+
+/* The int8 GEMM starts at this many activation rows: its cost is flat for
+ * B = 2..8 (decode-bound) and ties 4 rows of the row kernel (docs/perf-notes.md). */
+#ifndef IQKT_MM_GEMM8_MIN
+#define IQKT_MM_GEMM8_MIN 5
+#endif
+#if IQKT_MM_GEMM8_MIN < 2
+#  error "the int8 GEMM's lanes (8 n bytes per 8 rows) need at least 2 activation rows"
+#endif
+#define IQKT_MM_BV8 8             /* activation rows per ymm in the int8 GEMM */
+
+static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
+static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 1; }
+
+static inline int64_t iqkt_mm_nbv8(int64_t nb) { return (nb + IQKT_MM_BV8 - 1) / IQKT_MM_BV8; }
+
+/* Lanes.  Row kernel: IQ1/IQ2/IQ4 uint32 = x * 0x01010101 (x's byte in all 4
+ * bytes) in the step-major order of iqkt_mm_lane_pos_avx2; IQ3 the int16 pair
+ * layout of iqkt_mm_prepare.  GEMM (nrows >= IQKT_MM_GEMM8_MIN): activation
+ * rows 8v .. 8v + 7 take bytes [8 v n, 8 (v + 1) n), int32 index (8 blk + p) 8 + l
+ * = int8 elements 4p .. 4p + 3 of block blk of row 8v + l (zero past the last
+ * row): 8 rows' quads per ymm for one broadcast weight quad. */
+static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
+                                      int32_t *bsum) {
+    for (int64_t r = 0; r < nrows; r++)
+        iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
+    if (iqkt_mm_act8_use_batch(nrows)) {
+        for (int64_t v = 0; v < iqkt_mm_nbv8(nrows); v++)
+            for (int64_t blk = 0; blk < n / 32; blk++)
+                for (int p = 0; p < 8; p++)
+                    for (int l = 0; l < IQKT_MM_BV8; l++) {
+                        int64_t row = IQKT_MM_BV8 * v + l;
+                        uint8_t *dst = lanes + 8 * v * n + 4 * ((8 * blk + p) * IQKT_MM_BV8 + l);
+                        for (int j = 0; j < 4; j++) dst[j] = row < nrows ? (uint8_t)x16[row * n + 32 * blk + 4 * p + j] : 0;
+                    }
+        return;
+    }
+    for (int64_t r = 0; r < nrows; r++) {
+        uint8_t *lr = lanes + r * IQKT_MM_LANE_BYTES * n;
+        if (iqkt_mm_sign_plane(type)) {
+            iqkt_mm_prepare(type, 1, x16 + r * n, n, lr, bsum + r * (n / 32));
+            continue;
+        }
+        for (int64_t ib = 0; ib < n / 256; ib++)
+            for (int e = 0; e < 256; e++) {
+                uint32_t v = (uint32_t)(uint8_t)x16[r * n + 256 * ib + iqkt_mm_lane_pos_avx2(type, e)] * 0x01010101u;
+                memcpy(lr + 1024 * ib + 4 * e, &v, 4);
+            }
+    }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_t nsb,
+                                            const uint8_t *lanes, int64_t lstride,
+                                            const int32_t *bsum, int64_t bstride,
+                                            const float *xs, int64_t xstride, const int nb, float *out,
+                                            const int8_t *cb8, const int8_t *cb4) {
+    (void)cb8; (void)cb4;
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    }
+}
+
+/* One super-block of a weight row decoded for the int8 GEMM: the 256 signed
+ * values in natural order (wsg) and their magnitudes (wabs), block scales as
+ * floats (bsf[8]).  Without VNNI, vpmaddubsw (u8 x s8, int16 pairs that
+ * saturate) takes |w| and the activations signed by w (vpsignb): 2 * 126 * 127
+ * < 32767, where value + 126 against signed x would overflow.
+ * IQ4: computed (lane l of block o's vector is group l = weights 4l .. 4l + 3,
+ * so its 4 byte sums packed into its 4 bytes are natural order); groups of 8:
+ * 8-byte codebook rows, IQ3 signed by its bit plane. */
+IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t *sb, const int8_t *cb8,
+                                                  int8_t *wsg, uint8_t *wabs, float *bsf) {
+    const __m256i B126 = _mm256_set1_epi8((char)IQKT_TRELLIS_MAX);
+    _mm256_storeu_ps(bsf, iqkt_mm_block_scales_avx2(type, sb));
+    if (iqkt_mm_groups4(type)) {
+        __m256i seeds8[8];
+        iqkt_mm_iq4_seeds_avx2(sb, seeds8);
+        for (int o = 0; o < 8; o++) {
+            /* words (step 0, step 2) and (step 1, step 3): bytes s0, s1, s2, s3 once interleaved */
+            __m256i s02 = iqkt_mm_pair_sums_avx2(seeds8[o], _mm256_set1_epi32((int)IQKT_M1), _mm256_set1_epi32((int)IQKT_M3));
+            __m256i s13 = iqkt_mm_pair_sums_avx2(seeds8[o], _mm256_set1_epi32((int)IQKT_M2), _mm256_set1_epi32((int)IQKT_M4));
+            __m256i w = _mm256_sub_epi8(_mm256_or_si256(s02, _mm256_slli_epi32(s13, 8)), B126);
+            _mm256_storeu_si256((__m256i *)(wsg + 32 * o), w);
+            _mm256_storeu_si256((__m256i *)(wabs + 32 * o), _mm256_abs_epi8(w));
+        }
+        return;
+    }
+    uint32_t rows[32];   /* codebook row of group j = seed - 4096 */
+    for (int v = 0; v < 4; v++)
+        _mm256_storeu_si256((__m256i *)(rows + 8 * v), _mm256_sub_epi32(iqkt_mm_seeds8_avx2(type, sb, v),
+                                                                         _mm256_set1_epi32((int)IQKT_TRELLIS_OFFSET)));
+    const __m256i qh = iqkt_mm_sign_plane(type) ? _mm256_loadu_si256((const __m256i *)(sb + 68)) : _mm256_setzero_si256();
+    for (int b = 0; b < 8; b++) {
+        int64_t g[4];
+        for (int j = 0; j < 4; j++) memcpy(&g[j], cb8 + 8 * (size_t)rows[4 * b + j], 8);
+        __m256i w = _mm256_setr_epi64x(g[0], g[1], g[2], g[3]);
+        __m256i a = _mm256_abs_epi8(w);
+        if (iqkt_mm_sign_plane(type)) {   /* |value|, negated where bit b of the weight's qh byte is set */
+            const __m256i bit = _mm256_set1_epi8((char)(1 << b));
+            __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+            w = _mm256_sub_epi8(_mm256_xor_si256(a, neg), neg);
+        }
+        _mm256_storeu_si256((__m256i *)(wsg + 32 * b), w);
+        _mm256_storeu_si256((__m256i *)(wabs + 32 * b), a);
+    }
+}
+
+/* nvv (1, 2) ymm of 8 activation rows, starting at ymm v0, against the
+ * decoded K chunk of a tile (IQKT_MM_TILE weight rows x nblk blocks): per
+ * weight quad, vpsignb, vpmaddubsw and vpmaddwd with ones add 32 products
+ * into 8 rows' int32 block dots (4 x 2 accumulators fit the 16 ymm).  Each
+ * block dot is scaled and FMA'd into its row's slot (block mod 8), as in
+ * iqkt_mm_row_avx2.  facc: [TILE][nbv][8 slots] ymm; xst: [nbv][n/32] ymm. */
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nbv, int64_t n, int64_t g0,
+                                           int nblk, const uint8_t *lanes, const __m256 *xst,
+                                           const int8_t *wsg, const uint8_t *wabs, const float *bsf,
+                                           __m256 *facc) {
+    const __m256i ONES16 = _mm256_set1_epi16(1);
+    const int64_t kblk = n / 32;
+    for (int blk = 0; blk < nblk; blk++) {
+        const int64_t g = g0 + blk;
+        __m256i acc[IQKT_MM_TILE][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < nvv; v++) acc[r][v] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int p = 0; p < 8; p++) {
+            __m256i X[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < nvv; v++)
+                X[v] = _mm256_loadu_si256((const __m256i *)(lanes + 8 * (v0 + v) * n + 32 * (8 * g + p)));
+#pragma GCC unroll 4
+            for (int r = 0; r < IQKT_MM_TILE; r++) {
+                int32_t a, sg;
+                memcpy(&a, wabs + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
+                memcpy(&sg, wsg + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
+                const __m256i wa = _mm256_set1_epi32(a), ws = _mm256_set1_epi32(sg);
+#pragma GCC unroll 2
+                for (int v = 0; v < nvv; v++)
+                    acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(
+                                    _mm256_maddubs_epi16(wa, _mm256_sign_epi8(X[v], ws)), ONES16));
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < IQKT_MM_TILE; r++) {
+            const __m256 bs = _mm256_set1_ps(bsf[r * IQKT_MM_KC * 8 + blk]);
+#pragma GCC unroll 2
+            for (int v = 0; v < nvv; v++) {
+                __m256 *F = facc + (r * nbv + v0 + v) * 8 + (g & 7);
+                *F = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(bs, xst[(v0 + v) * kblk + g]), *F);
+            }
+        }
+    }
+}
+
+/* Scratch (64-byte aligned): xst [nbv][n/32] ymm of activation scales,
+ * facc [TILE][nbv][8] ymm, wsg and wabs [TILE][KC * 256] bytes each,
+ * bsf [TILE][KC * 8] floats. */
+static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) {
+    if (!iqkt_mm_act8_use_batch(nb)) return 0;
+    return 32 * iqkt_mm_nbv8(nb) * (n / 32 + IQKT_MM_TILE * 8) + IQKT_MM_TILE * IQKT_MM_KC * (2 * 256 + 32) + 64;
+}
+
+static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
+    float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    for (int64_t v = 0; v < iqkt_mm_nbv8(nb); v++)
+        for (int64_t g = 0; g < n / 32; g++)
+            for (int l = 0; l < IQKT_MM_BV8; l++) {
+                int64_t b = IQKT_MM_BV8 * v + l;
+                xst[(v * (n / 32) + g) * IQKT_MM_BV8 + l] = b < nb ? xs[b * xstride + g] : 0.0f;
+            }
+}
+
+IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                                           const uint8_t *lanes, int64_t nb, uint8_t *al, const int8_t *cb8,
+                                           float *out /* nr x nb */) {
+    const int sbb = iqkt_mm_sb_bytes(type);
+    const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv8(nb);
+    const __m256 *xst = (const __m256 *)al;
+    __m256 *facc = (__m256 *)al + nbv * (n / 32);
+    int8_t *wsg = (int8_t *)(facc + IQKT_MM_TILE * nbv * 8);
+    uint8_t *wabs = (uint8_t *)wsg + IQKT_MM_TILE * IQKT_MM_KC * 256;
+    float *bsf = (float *)(wabs + IQKT_MM_TILE * IQKT_MM_KC * 256);
+    for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
+        int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
+        /* rows past nr repeat the last row (results dropped) */
+        for (int r = 0; r < IQKT_MM_TILE; r++)
+            for (int c = 0; c < kc; c++) {
+                int64_t o = (int64_t)r * IQKT_MM_KC * 256 + 256 * c;
+                iqkt_mm_decode_tile8_avx2(type, q + (r < nr ? r : nr - 1) * rs + 4 + (c0 + c) * sbb, cb8,
+                                          wsg + o, wabs + o, bsf + r * IQKT_MM_KC * 8 + 8 * c);
+            }
+        int64_t v0 = 0;
+        for (; v0 + 2 <= nbv; v0 += 2)
+            iqkt_mm_gemm8_avx2(2, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, wsg, wabs, bsf, facc);
+        if (v0 < nbv)
+            iqkt_mm_gemm8_avx2(1, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, wsg, wabs, bsf, facc);
+    }
+    /* each row's 8 slots added in iqkt_mm_sum8's order */
+    for (int r = 0; r < nr; r++)
+        for (int64_t v = 0; v < nbv; v++) {
+            float lane[8][IQKT_MM_BV8];
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], facc[(r * nbv + v) * 8 + j]);
+            for (int64_t b = IQKT_MM_BV8 * v; b < nb && b < IQKT_MM_BV8 * (v + 1); b++) {
+                float f[8];
+                for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV8 * v];
+                out[r * nb + b] = iqkt_mm_sum8(f);
+            }
+        }
+}
+
+static void iqkt_mm_act8_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
+                              const uint8_t *lanes, int64_t lstride, const int32_t *bsum, int64_t bstride,
+                              const float *xs, int64_t xstride, int64_t nb, uint8_t *scratch, float *out,
+                              const int8_t *cb8, const int8_t *cb4) {
+    (void)lstride; (void)bsum; (void)bstride; (void)xs; (void)xstride; (void)cb4;
+    uint8_t *al = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_tile8_avx2(IQKT_IQ2_KT, q, rs, nr, nsb, lanes, nb, al, cb8, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_tile8_avx2(IQKT_IQ3_KT, q, rs, nr, nsb, lanes, nb, al, cb8, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_tile8_avx2(IQKT_IQ1_KT, q, rs, nr, nsb, lanes, nb, al, cb8, out); break;
+    default: iqkt_mm_tile8_avx2(IQKT_IQ4_KT, q, rs, nr, nsb, lanes, nb, al, cb8, out); break;
+    }
+}
+#define IQKT_ISA_HAS_MM_ACT8 1
 
 #endif /* IQKT_ISA_AVX2_H */
