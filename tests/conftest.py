@@ -130,3 +130,15 @@ def iqkt_mod():
     import iqkt
 
     return iqkt
+
+
+@pytest.fixture(autouse=True)
+def _restore_iqkt_logger():
+    """The CLI (cli._setup_logging) gives the "iqkt" logger its own stderr
+    handler and stops propagation; a test that runs the CLI in-process must
+    not leave that behind for tests that read logs through caplog."""
+    import logging
+    lg = logging.getLogger("iqkt")
+    saved = (lg.handlers[:], lg.level, lg.propagate)
+    yield
+    lg.handlers[:], lg.level, lg.propagate = saved[0], saved[1], saved[2]
