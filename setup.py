@@ -21,12 +21,47 @@ from setuptools.command.build_ext import build_ext
 
 
 class ParallelBuildExt(build_ext):
-    """Compile the variants in parallel (pip builds call build_ext without -j)."""
+    """Compile the variants in parallel (pip builds call build_ext without -j).
+
+    A default variant whose ISA flags the compiler rejects (e.g. -mavxvnni
+    before GCC 11 / clang 12) is left out with a warning: the runtime then
+    dispatches among the others.  A variant named in IQKT_VARIANTS is required.
+    """
 
     def finalize_options(self):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
+
+    def _flags_ok(self, flags):
+        import tempfile
+        from distutils.errors import CompileError
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "flags_probe.c")
+            with open(src, "w") as f:
+                f.write("int main(void) { return 0; }\n")
+            try:
+                self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            except CompileError:
+                return False
+        return True
+
+    def build_extensions(self):
+        if not MSVC:
+            kept = []
+            for ext in self.extensions:
+                v = ext.name.rsplit("._kt_", 1)[-1] if "._kt_" in ext.name else None
+                if v is not None and ISA_FLAGS[v] and not self._flags_ok(ISA_FLAGS[v]):
+                    if REQUESTED:
+                        raise SystemExit(f"IQKT_VARIANTS: the compiler rejects the {v!r} variant's flags "
+                                         f"{' '.join(ISA_FLAGS[v])}")
+                    print(f"warning: the compiler rejects {' '.join(ISA_FLAGS[v])}: "
+                          f"variant {v!r} not built", file=sys.stderr)
+                    continue
+                kept.append(ext)
+            self.extensions[:] = kept
+        super().build_extensions()
 
 KDIR = os.path.join("iqkt", "_kernels")
 
@@ -61,6 +96,7 @@ ISA_FLAGS = {isa: MANIFEST["compile_flags"](isa, msvc=MSVC) for isa in MANIFEST[
 DEFAULT_VARIANTS = MANIFEST["variants_for"](ARCH)
 
 variants = os.environ.get("IQKT_VARIANTS")
+REQUESTED = bool(variants)
 variants = [v.strip() for v in variants.split(",") if v.strip()] if variants else DEFAULT_VARIANTS
 for v in variants:
     if v not in ISA_FLAGS:

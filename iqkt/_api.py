@@ -1,7 +1,7 @@
 """Public functions: validation and output allocation around the kernels
 (each public call is one kernel call, which threads itself on the native pool).
 
-The kernel variant (scalar/avx2/avx512/neon) is looked up on every call
+The kernel variant (scalar/avx2/avx2_vnni/avx512/neon) is looked up on every call
 through iqkt._dispatch, so iqkt.set_isa()/use_isa() take effect at once.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ vector code), so a variant is imported only after ``iqkt._kernels._cpu``
 has confirmed the CPU and OS support everything it was compiled for.
 
 Environment:
-    IQKT_ISA           force a variant (avx512, avx2, neon, scalar); empty or
+    IQKT_ISA           force a variant (avx512, avx2_vnni, avx2, neon, scalar); empty or
                        "auto" picks the best one available.  A forced variant
                        that cannot run is an error, not a silent fallback.
     IQKT_CPU_MASK      hide CPU features (see iqkt._kernels._cpu), for tests.

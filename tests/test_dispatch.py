@@ -70,7 +70,7 @@ LOADED = ("import sys; print(sorted(m.rsplit('.', 1)[1] for m in sys.modules"
 def test_features_keys():
     assert FEATURES["arch"] in ("x86_64", "arm64", "other")
     expected = {"avx2", "fma", "f16c", "bmi2", "popcnt", "avx512f", "avx512bw", "avx512vl",
-                "avx512dq", "avx512vnni", "os_avx", "os_avx512", "asimddp"}
+                "avx512dq", "avx512vnni", "os_avx", "os_avx512", "asimddp", "avx_vnni"}
     assert set(FEATURES) == expected | {"arch"}
     assert set(_cpu.FEATURE_NAMES) == expected
     assert all(isinstance(FEATURES[k], bool) for k in expected)
@@ -102,7 +102,7 @@ def test_features_match_proc_cpuinfo():
     for ours, linux in [("avx2", "avx2"), ("fma", "fma"), ("f16c", "f16c"), ("bmi2", "bmi2"),
                         ("popcnt", "popcnt"), ("avx512f", "avx512f"), ("avx512bw", "avx512bw"),
                         ("avx512vl", "avx512vl"), ("avx512dq", "avx512dq"),
-                        ("avx512vnni", "avx512_vnni")]:
+                        ("avx512vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni")]:
         assert FEATURES[ours] == (linux in flags), ours
 
 
@@ -158,14 +158,15 @@ def test_this_machine_prefers_avx512(spawn):
 
 @needs_avx512
 def test_mask_avx512f_falls_back_to_avx2(spawn, monkeypatch):
+    next_best = "avx2_vnni" if "avx2_vnni" in AVAILABLE else "avx2"
     r = spawn(PRINT_ISA + "\n" + LOADED, IQKT_CPU_MASK="avx512f")
     assert r.returncode == 0, r.stderr
     isa, loaded = r.stdout.strip().splitlines()
-    assert isa == "avx2"
-    assert "avx512" not in loaded                      # never imported
+    assert isa == next_best
+    assert "_kt_avx512" not in loaded                  # never imported
     # In-process, the mask is honoured on every query.
     monkeypatch.setenv("IQKT_CPU_MASK", "avx512f")
-    assert iqkt.available_isas()[0] == "avx2"
+    assert iqkt.available_isas()[0] == next_best
 
 
 @needs_avx512
@@ -178,6 +179,43 @@ def test_mask_avx512f_forcing_avx512_fails_cleanly(spawn, monkeypatch):
     with pytest.raises(RuntimeError, match="avx512f") as ei:
         iqkt.set_isa("avx512")
     assert isinstance(ei.value, _dispatch.IsaError)
+    assert iqkt.isa() == before
+
+
+needs_avx2_vnni = pytest.mark.skipif(
+    not {"avx2_vnni", "avx2"} <= set(AVAILABLE),
+    reason="needs an x86_64 CPU with AVX-VNNI (and the avx2_vnni + avx2 variants built)")
+
+
+@needs_avx2_vnni
+def test_avx2_vnni_between_avx512_and_avx2():
+    order = [i for i in AVAILABLE if i in ("avx512", "avx2_vnni", "avx2")]
+    assert order[-2:] == ["avx2_vnni", "avx2"]
+    assert "avx_vnni" in _cpu.ISA_FEATURES["avx2_vnni"]
+    assert set(_cpu.ISA_FEATURES["avx2"]) < set(_cpu.ISA_FEATURES["avx2_vnni"])
+
+
+@needs_avx2_vnni
+def test_mask_avx_vnni_falls_back_to_avx2(spawn, monkeypatch):
+    r = spawn(PRINT_ISA + "\n" + LOADED, IQKT_CPU_MASK="avx512f,avx_vnni")
+    assert r.returncode == 0, r.stderr
+    isa, loaded = r.stdout.strip().splitlines()
+    assert isa == "avx2"
+    assert "_kt_avx2_vnni" not in loaded and "_kt_avx512" not in loaded   # never imported
+    monkeypatch.setenv("IQKT_CPU_MASK", "avx_vnni")
+    assert "avx2_vnni" not in iqkt.available_isas() and "avx2" in iqkt.available_isas()
+
+
+@needs_avx2_vnni
+def test_mask_avx_vnni_forcing_avx2_vnni_fails_cleanly(spawn, monkeypatch):
+    """A CPU without AVX-VNNI (say AVX-512 Skylake/Ice Lake or Zen 3) is refused avx2_vnni."""
+    r = spawn(PRINT_ISA + "\n" + LOADED, IQKT_CPU_MASK="avx_vnni", IQKT_ISA="avx2_vnni")
+    assert r.returncode > 0, (r.returncode, r.stdout)   # an exception, not a signal
+    assert "IQKT_ISA=avx2_vnni" in r.stderr and "avx_vnni" in r.stderr
+    monkeypatch.setenv("IQKT_CPU_MASK", "avx_vnni")
+    before = iqkt.isa()
+    with pytest.raises(_dispatch.IsaError, match="avx_vnni"):
+        iqkt.set_isa("avx2_vnni")
     assert iqkt.isa() == before
 
 

@@ -165,13 +165,17 @@ sys.exit(os.waitstatus_to_exitcode(st))
     assert r.returncode == 0
 
 
-@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs the avx2 and avx512 variants")
+X86_INT8 = [i for i in ("avx512", "avx2_vnni", "avx2") if i in ISAS]
+
+
+@pytest.mark.skipif(len(X86_INT8) < 2, reason="needs two of the avx512, avx2_vnni, avx2 variants")
 @pytest.mark.parametrize("t", iqkt.TYPES)
 def test_int8_avx2_equals_avx512_bitwise(t):
-    """Both x86 variants' int8 kernels (row kernels, AVX2's int8 GEMM from 5 rows,
-    AVX512's quad-paired and 16-row GEMMs) add exact block dots into 8 block slots
-    in the same order, so every batch size gives the same bits on both: a wrong
-    integer anywhere in either (decode, sign plane, saturation) shows up here.
+    """The x86 variants' int8 kernels (row kernels, AVX2's int8 GEMM from 5 rows
+    on vpmaddubsw or, avx2_vnni, on vpdpbusd, AVX512's quad-paired and 16-row
+    GEMMs) add exact block dots into 8 block slots in the same order, so every
+    batch size gives the same bits on all: a wrong integer anywhere in any
+    (decode, sign plane, saturation) shows up here.
     n = 2304: 9 super-blocks, a K chunk of 8 and a partial one; 7 weight rows: a
     partial tile."""
     n, rows = 2304, 7
@@ -179,11 +183,12 @@ def test_int8_avx2_equals_avx512_bitwise(t):
     rng = np.random.default_rng(32)
     for B in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 24, 33):
         v = rng.standard_normal((B, n)).astype(np.float32)
-        with iqkt.use_isa("avx2"):
-            y2 = iqkt.mul_mat(q, t, v, precision="int8")
-        with iqkt.use_isa("avx512"):
-            y5 = iqkt.mul_mat(q, t, v, precision="int8")
-        assert np.array_equal(bits(y2), bits(y5)), B
+        ys = {}
+        for isa in X86_INT8:
+            with iqkt.use_isa(isa):
+                ys[isa] = iqkt.mul_mat(q, t, v, precision="int8")
+        for isa in X86_INT8[1:]:   # avx2 == avx512, avx2_vnni == avx512
+            assert np.array_equal(bits(ys[isa]), bits(ys[X86_INT8[0]])), (isa, B)
 
 
 def extreme_q(t, rows, n, seed):

@@ -7,7 +7,7 @@ importing any of them.
 
 Environment:
     IQKT_CPU_MASK   comma-separated feature names (see ``FEATURE_NAMES``) to
-                    pretend are absent, e.g. ``IQKT_CPU_MASK=avx512f`` makes
+                    pretend are absent, e.g. ``IQKT_CPU_MASK=avx512f,avx_vnni`` makes
                     an AVX-512 machine choose the avx2 variant.  Meant for
                     tests and for working around a misbehaving variant; it can
                     only hide features, never add them.  Read on every call.

@@ -43,6 +43,7 @@ enum {
     IQKT_CPU_OS_AVX,      /* OS saves YMM state (XCR0 bits 1,2) */
     IQKT_CPU_OS_AVX512,   /* OS saves YMM + opmask + ZMM state (XCR0 bits 1,2,5,6,7) */
     IQKT_CPU_ASIMDDP,     /* aarch64 SDOT/UDOT (FEAT_DotProd) */
+    IQKT_CPU_AVX_VNNI,    /* VEX vpdpbusd on xmm/ymm (CPUID.(7,1):EAX bit 4) */
     IQKT_CPU_NFEATURES
 };
 
@@ -53,7 +54,7 @@ IQKT_CPU_INLINE const char *iqkt_cpu_feature_name(int feature)
     static const char *const names[IQKT_CPU_NFEATURES] = {
         "avx2", "fma", "f16c", "bmi2", "popcnt",
         "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni",
-        "os_avx", "os_avx512", "asimddp",
+        "os_avx", "os_avx512", "asimddp", "avx_vnni",
     };
     return (feature >= 0 && feature < IQKT_CPU_NFEATURES) ? names[feature] : NULL;
 }
@@ -133,12 +134,14 @@ IQKT_CPU_INLINE int iqkt_macos_sysctl_flag_(const char *name)
 
 IQKT_CPU_INLINE unsigned iqkt_cpu_detect(void)
 {
-    unsigned m = 0, l1[4], l7[4];
+    unsigned m = 0, l1[4], l7[4], l71[4];
     unsigned long long xcr0 = 0;
 
     if (!iqkt_cpuid_(1, 0, l1))
         return 0;
     iqkt_cpuid_(7, 0, l7);  /* zeroed if leaf 7 is missing */
+    /* sub-leaf 1 exists when leaf 7 sub-leaf 0 reports it (EAX = max sub-leaf) */
+    if (l7[0] >= 1) iqkt_cpuid_(7, 1, l71); else l71[0] = l71[1] = l71[2] = l71[3] = 0;
 
 #  define IQKT_SET_(feat, reg, bit) \
         do { if (((reg) >> (bit)) & 1u) m |= 1u << (feat); } while (0)
@@ -152,6 +155,7 @@ IQKT_CPU_INLINE unsigned iqkt_cpu_detect(void)
     IQKT_SET_(IQKT_CPU_AVX512BW,   l7[1], 30);
     IQKT_SET_(IQKT_CPU_AVX512VL,   l7[1], 31);
     IQKT_SET_(IQKT_CPU_AVX512VNNI, l7[2], 11);
+    IQKT_SET_(IQKT_CPU_AVX_VNNI,   l71[0], 4);
 #  undef IQKT_SET_
 
     /* OSXSAVE (CPUID.1:ECX bit 27): the OS uses XSAVE and XGETBV is legal.

@@ -15,7 +15,7 @@ FEATURE_FLAGS = {
     "avx2": ["-mavx2"], "fma": ["-mfma"], "f16c": ["-mf16c"], "bmi2": ["-mbmi2"],
     "popcnt": ["-mpopcnt"],
     "avx512f": ["-mavx512f"], "avx512bw": ["-mavx512bw"], "avx512vl": ["-mavx512vl"],
-    "avx512dq": ["-mavx512dq"], "avx512vnni": ["-mavx512vnni"],
+    "avx512dq": ["-mavx512dq"], "avx512vnni": ["-mavx512vnni"], "avx_vnni": ["-mavxvnni"],
     "asimddp": ["-march=armv8.2-a+dotprod"],
 }
 
@@ -25,6 +25,10 @@ _AVX2 = ("avx2", "fma", "f16c", "bmi2", "popcnt", "os_avx")
 ISAS = {
     "avx512": ("x86_64", _AVX2 + ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni",
                                   "os_avx512"), ["/arch:AVX512"]),
+    # AVX2 + the VEX-encoded vpdpbusd (Alder Lake and later clients, Sapphire
+    # Rapids): isa/avx2.h compiled with __AVXVNNI__ (MSVC has no such macro
+    # and allows the intrinsic under /arch:AVX2, hence the define).
+    "avx2_vnni": ("x86_64", _AVX2 + ("avx_vnni",), ["/arch:AVX2", "/DIQKT_MSVC_AVXVNNI"]),
     "avx2": ("x86_64", _AVX2, ["/arch:AVX2"]),
     "neon": ("arm64", ("asimddp",), []),
     "scalar": (None, (), []),

@@ -36,7 +36,8 @@
  *     iqkt_mm_act8_tile   (AVX512: vpdpbusd on the trellis state bytes at
  *                        B = 1, int8 GEMM for B >= IQKT_MM_GEMM8_MIN; AVX2:
  *                        vpmaddubsw on the state bytes at B = 1..4, int8
- *                        GEMM with vpsignb / vpmaddubsw for B >= 5);
+ *                        GEMM with vpsignb / vpmaddubsw for B >= 5;
+ *                        avx2_vnni: the same with vpdpbusd on ymm);
  *                        elsewhere generic.h runs the int16-lane kernels
  *   iqkt_mm_block_dot8, IQKT_ISA_MM_LOOKUP8
  *                        the lookup kernel's dot on int8 lanes, and whether
@@ -52,6 +53,11 @@
 #  include "isa/avx512.h"
 #elif defined(__AVX2__)
 #  define IQKT_HAVE_AVX2 1
+/* avx2_vnni: the same header, its u8 x s8 dot helpers on vpdpbusd (MSVC has
+ * no __AVXVNNI__; the variant's flags define IQKT_MSVC_AVXVNNI instead) */
+#  if defined(__AVXVNNI__) || defined(IQKT_MSVC_AVXVNNI)
+#    define IQKT_HAVE_AVXVNNI 1
+#  endif
 #  include "isa/avx2.h"
 #elif defined(__ARM_NEON) && defined(__ARM_FEATURE_DOTPROD)
 #  define IQKT_HAVE_NEON 1

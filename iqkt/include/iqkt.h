@@ -86,7 +86,7 @@ typedef struct iqkt_api {
     /* Header, stable across all versions: check before using anything else. */
     uint32_t abi_version;     /* IQKT_API_VERSION of the iqkt build */
     uint32_t size;            /* sizeof(struct iqkt_api) of the iqkt build */
-    const char *variant;      /* kernel variant: "avx512", "avx2", "neon", "scalar" */
+    const char *variant;      /* kernel variant: "avx512", "avx2_vnni", "avx2", "neon", "scalar" */
 
     /* Bytes per row of n weights (4-byte row scale included), or a negative
        error code (IQKT_ERR_TYPE, IQKT_ERR_SIZE). */

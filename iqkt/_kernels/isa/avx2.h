@@ -2,13 +2,19 @@
  * Search: two 8-lane halves per 16-code block.  GEMV: trellis computed in 8
  * lanes (B = 1..4, up to IQKT_MM_NB rows share one trellis pass) and a batch
  * kernel with decoded int16 pairs (B > IQKT_MM_NB); for int8 activations the
- * row kernel on byte lanes and an int8 GEMM (B >= IQKT_MM_GEMM8_MIN). */
+ * row kernel on byte lanes and an int8 GEMM (B >= IQKT_MM_GEMM8_MIN).
+ * Also the avx2_vnni variant: the same kernels with AVX-VNNI's vpdpbusd
+ * in iqkt_dpbusd_avx2 / iqkt_dpbusd2_avx2. */
 #ifndef IQKT_ISA_AVX2_H
 #define IQKT_ISA_AVX2_H
 
 #include "isa/x86.h"
 
-#define IQKT_ISA_NAME "avx2"
+#ifdef IQKT_HAVE_AVXVNNI
+#  define IQKT_ISA_NAME "avx2_vnni"   /* the same kernels, u8 x s8 dots on vpdpbusd */
+#else
+#  define IQKT_ISA_NAME "avx2"
+#endif
 
 /* ---- nearest-codeword search ------------------------------------------- */
 
@@ -399,6 +405,28 @@ IQKT_ALWAYS_INLINE __m256 iqkt_mm_block_scales_avx2(const int type, const uint8_
                             _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));   /* code bit 3 -> sign bit */
 }
 
+/* acc + per int32 lane the sum of the 4 byte products u8 x s8 (vpdpbusd on
+ * avx2_vnni).  Without VNNI: vpmaddubsw + vpmaddwd with ones, exact while the
+ * int16 pair sums do not saturate, which every caller's operands ensure. */
+IQKT_ALWAYS_INLINE __m256i iqkt_dpbusd_avx2(__m256i acc, __m256i u, __m256i s) {
+#ifdef IQKT_HAVE_AVXVNNI
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+/* The same for two operand pairs; without VNNI their int16 pair sums are
+ * added before one vpmaddwd, so those sums must fit int16 too. */
+IQKT_ALWAYS_INLINE __m256i iqkt_dpbusd2_avx2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
+#ifdef IQKT_HAVE_AVXVNNI
+    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, u0, s0), u1, s1);
+#else
+    __m256i w = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_set1_epi16(1)));
+#endif
+}
+
 /* Block dots minus 126 * the blocks' activation sums (int8 lanes add
  * (value + 126) * x, see iqkt_mm_row_avx2). */
 static inline __m256i iqkt_mm_act8_unbias_avx2(__m256i bd, const int32_t *bs) {
@@ -451,7 +479,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const u
     const __m256i HALF = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
     const __m256i ONES8 = _mm256_set1_epi8(1);
-    const __m256i ONES16 = _mm256_set1_epi16(1);
     const int sbb = iqkt_mm_sb_bytes(type);
     __m256 facc[IQKT_MM_NB];
     for (int bi = 0; bi < IQKT_MM_NB; bi++) facc[bi] = _mm256_setzero_ps();
@@ -503,9 +530,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const u
                         __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
                         for (int bi = 0; bi < nb; bi++) {
                             const uint8_t *lk = ls + bi * lstride + 128 * o + 32 * k;
-                            __m256i w = _mm256_add_epi16(_mm256_maddubs_epi16(st0, _mm256_loadu_si256((const __m256i *)lk)),
-                                                         _mm256_maddubs_epi16(st1, _mm256_loadu_si256((const __m256i *)(lk + 32))));
-                            acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(w, ONES16));
+                            acc[bi] = iqkt_dpbusd2_avx2(acc[bi], st0, _mm256_loadu_si256((const __m256i *)lk),
+                                                        st1, _mm256_loadu_si256((const __m256i *)(lk + 32)));
                         }
                     }
                     for (int bi = 0; bi < nb; bi++) lane_dots[bi][o] = acc[bi];
@@ -543,9 +569,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const u
                     __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
                     for (int bi = 0; bi < nb; bi++) {
                         const uint8_t *lk = ls + bi * lstride + 256 * v + 32 * k;
-                        __m256i w = _mm256_add_epi16(_mm256_maddubs_epi16(st0, _mm256_loadu_si256((const __m256i *)lk)),
-                                                     _mm256_maddubs_epi16(st1, _mm256_loadu_si256((const __m256i *)(lk + 32))));
-                        acc[bi] = _mm256_add_epi32(acc[bi], _mm256_madd_epi16(w, ONES16));
+                        acc[bi] = iqkt_dpbusd2_avx2(acc[bi], st0, _mm256_loadu_si256((const __m256i *)lk),
+                                                    st1, _mm256_loadu_si256((const __m256i *)(lk + 32)));
                     }
                 }
                 for (int bi = 0; bi < nb; bi++) lane_dots[bi][v] = acc[bi];
@@ -834,7 +859,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t 
 
 /* nvv (1, 2) ymm of 8 activation rows, starting at ymm v0, against the
  * decoded K chunk of a tile (IQKT_MM_TILE weight rows x nblk blocks): per
- * weight quad, vpsignb, vpmaddubsw and vpmaddwd with ones add 32 products
+ * weight quad, vpsignb and iqkt_dpbusd_avx2 (vpmaddubsw + vpmaddwd, or
+ * vpdpbusd) add 32 products
  * into 8 rows' int32 block dots (4 x 2 accumulators fit the 16 ymm).  Each
  * block dot is scaled and FMA'd into its row's slot (block mod 8), as in
  * iqkt_mm_row_avx2.  facc: [TILE][nbv][8 slots] ymm; xst: [nbv][n/32] ymm. */
@@ -842,7 +868,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
                                            int nblk, const uint8_t *lanes, const __m256 *xst,
                                            const int8_t *wsg, const uint8_t *wabs, const float *bsf,
                                            __m256 *facc) {
-    const __m256i ONES16 = _mm256_set1_epi16(1);
     const int64_t kblk = n / 32;
     for (int blk = 0; blk < nblk; blk++) {
         const int64_t g = g0 + blk;
@@ -865,8 +890,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
                 const __m256i wa = _mm256_set1_epi32(a), ws = _mm256_set1_epi32(sg);
 #pragma GCC unroll 2
                 for (int v = 0; v < nvv; v++)
-                    acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(
-                                    _mm256_maddubs_epi16(wa, _mm256_sign_epi8(X[v], ws)), ONES16));
+                    acc[r][v] = iqkt_dpbusd_avx2(acc[r][v], wa, _mm256_sign_epi8(X[v], ws));
             }
         }
 #pragma GCC unroll 4
