@@ -767,7 +767,9 @@ static inline int64_t iqkt_mm_act8_bsv_offset(int64_t nb, int64_t n) {
 }
 
 /* nvv (1..4) consecutive zmm of activation rows, starting at zmm v0, for the
- * blocks of one decoded K chunk.  facc: [TILE][nbv][8 slots] zmm.
+ * blocks of one decoded K chunk.  facc: [nbv / 4 rounded up][8 slots][TILE][4]
+ * zmm; xst [n/32][nbv] zmm, bsv [n/32][nbv][16]: block-major, so every
+ * address of a block is one pointer plus constants (no per-row arithmetic).
  * int16 (act8 = 0): one vpdpwssd adds a broadcast weight pair times 16 rows'
  * activation pairs, 16 per block.  int8 (act8): one vpdpbusd adds a broadcast
  * quad of weights + 126 (unsigned) times 16 rows' activation quads, 8 per
@@ -776,7 +778,6 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
                                             int64_t n, int64_t g0, int nblk, const uint8_t *lanes,
                                             const __m512 *xst, const int32_t *bsv, const uint8_t *wdec,
                                             const float *bsf, __m512 *facc) {
-    const int64_t kblk = n / 32;
     const int NP = act8 ? 8 : 16;           /* weight pairs / quads per block */
     const int EB = act8 ? 1 : 2;            /* bytes per value */
     (void)nb;
@@ -792,7 +793,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
         __m512i init[4];
 #pragma GCC unroll 8
         for (int v = 0; v < nvv; v++)
-            init[v] = act8 ? _mm512_loadu_si512((const void *)(bsv + 16 * ((v0 + v) * kblk + g))) : _mm512_setzero_si512();
+            init[v] = act8 ? _mm512_loadu_si512((const void *)(bsv + 16 * (g * nbv + v0 + v))) : _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int sI = 0; sI < ns; sI++)
 #pragma GCC unroll 8
@@ -822,21 +823,23 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm_avx512(const int act8, const int nvv, int64
 #pragma GCC unroll 8
             for (int v = 0; v < nvv; v++) {
                 __m512i a = ns == 2 ? _mm512_add_epi32(acc[0][r][v], acc[ns - 1][r][v]) : acc[0][r][v];
-                __m512 *F = facc + (r * nbv + v0 + v) * 8 + (g & 7);
-                *F = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bs, xst[(v0 + v) * kblk + g]), *F);
+                __m512 *F = facc + (((v0 / 4) * 8 + (g & 7)) * IQKT_MM_TILE + r) * 4 + v;
+                *F = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(bs, xst[g * nbv + v0 + v]), *F);
             }
         }
     }
 }
 
-/* Scratch layout (64-byte aligned): xst [nbv][n/32] zmm of activation scales,
- * facc [TILE][nbv][8] zmm, wdec [TILE][KC * 256] int16 (or bytes), bsf [TILE][KC * 8]. */
+/* Scratch layout (64-byte aligned): xst [n/32][nbv] zmm of activation scales,
+ * facc [nbv / 4 rounded up][8][TILE][4] zmm, wdec [TILE][KC * 256] int16 (or
+ * bytes), bsf [TILE][KC * 8]. */
+static inline int64_t iqkt_mm_facc_zmm(int64_t nbv) { return (nbv + 3) / 4 * 4 * 8 * IQKT_MM_TILE; }
 static inline int64_t iqkt_mm_scratch_avx512(int64_t nb, int64_t n) {
-    return 64 * iqkt_mm_nbv(nb) * (n / 32 + IQKT_MM_TILE * 8) + IQKT_MM_TILE * IQKT_MM_KC * (512 + 32) + 64;
+    return 64 * (iqkt_mm_nbv(nb) * (n / 32) + iqkt_mm_facc_zmm(iqkt_mm_nbv(nb))) + IQKT_MM_TILE * IQKT_MM_KC * (512 + 32) + 64;
 }
 
 /* act8: lanes hold int8 activation quads (iqkt_mm_act8_prepare_rows), bsv
- * the -126 * block sums, [nbv][n/32][16] int32; NULL otherwise. */
+ * the -126 * block sums, [n/32][nbv][16] int32; NULL otherwise. */
 IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, const uint8_t *q, int64_t rs, int nr,
                                             int64_t nsb, const uint8_t *lanes, const int32_t *bsv, int64_t nb,
                                             uint8_t *al, const int8_t *cb8, const int8_t *cb4,
@@ -847,9 +850,9 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
     const int paired = act8 && nb <= IQKT_MM_GEMM8_PAIRED;
     const __m512 *xst = (const __m512 *)al;
     __m512 *facc = (__m512 *)al + nbv * (n / 32);
-    uint8_t *wdec = (uint8_t *)(facc + IQKT_MM_TILE * nbv * 8);
+    uint8_t *wdec = (uint8_t *)(facc + iqkt_mm_facc_zmm(nbv));
     float *bsf = (float *)(wdec + IQKT_MM_TILE * IQKT_MM_KC * 256 * 2);
-    for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < iqkt_mm_facc_zmm(nbv); i++) facc[i] = _mm512_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
         int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
         /* rows past nr repeat the last row (results dropped) */
@@ -888,7 +891,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
     for (int r = 0; r < nr; r++)
         for (int64_t v = 0; v < nbv; v++) {
             float lane[8][IQKT_MM_BV];
-            for (int j = 0; j < 8; j++) _mm512_storeu_ps(lane[j], facc[(r * nbv + v) * 8 + j]);
+            for (int j = 0; j < 8; j++) _mm512_storeu_ps(lane[j], facc[(((v / 4) * 8 + j) * IQKT_MM_TILE + r) * 4 + v % 4]);
             for (int64_t b = IQKT_MM_BV * v; b < nb && b < IQKT_MM_BV * (v + 1); b++) {
                 float f[8];
                 for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV * v];
@@ -933,7 +936,7 @@ static void iqkt_mm_gemm_scales(int64_t nb, int64_t n, const float *xs, int64_t 
         for (int64_t g = 0; g < n / 32; g++)
             for (int l = 0; l < IQKT_MM_BV; l++) {
                 int64_t b = IQKT_MM_BV * v + l;
-                xst[(v * (n / 32) + g) * IQKT_MM_BV + l] = b < nb ? xs[b * xstride + g] : 0.0f;
+                xst[(g * iqkt_mm_nbv(nb) + v) * IQKT_MM_BV + l] = b < nb ? xs[b * xstride + g] : 0.0f;
             }
 }
 
@@ -991,7 +994,7 @@ static inline int iqkt_mm_act8_use(int type, int64_t nb) {
  * [16 v n, 16 v n + 16 n), holding for block blk and quad p (0..7) 16 int32
  * lanes, lane l = int8 elements 4p .. 4p + 3 of that block of row 16v + l (zero
  * past the last row), at int32 index (8 blk + p) 16 + l; after all 16 nbv n
- * bytes, bsv: [nbv][n/32][16] int32 = -126 * the block sums of rows 16v + l
+ * bytes, bsv: [n/32][nbv][16] int32 = -126 * the block sums of rows 16v + l
  * (0 past the last row). */
 static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes, int32_t *bsum) {
     int32_t *bsv = (int32_t *)(lanes + iqkt_mm_act8_bsv_offset(nrows, n));
@@ -1024,7 +1027,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
                         base[4 * ((8 * blk + p) * 16 + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
             for (int l = 0; l < 16; l++) {
                 int32_t v = l < w ? -IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
-                memcpy(bsv + 16 * ((b0 / 16) * (n / 32) + blk) + l, &v, 4);
+                memcpy(bsv + 16 * (blk * iqkt_mm_nbv(nrows) + b0 / 16) + l, &v, 4);
             }
         }
     }
