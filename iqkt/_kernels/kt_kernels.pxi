@@ -260,6 +260,7 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 
 cdef enum:
     KT_XMAX_INT8 = 127          # |xq| bound of precision "int8" (d = amax / 127)
+    KT_MM_OUT_ROWS = 64         # batch products: weight rows per write-out to y (a multiple of IQKT_MM_TILE)
 
 cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                                  int16_t *qx, float *xs, int xmax) noexcept nogil:
@@ -315,9 +316,10 @@ cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
     only on its own weight row, so any split of rows gives identical bits."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, b0, nsb = n // QK, nblk = n // 32, lstride = IQKT_MM_LANE_BYTES * n
-    cdef int bi, nbc, nr, t
+    cdef int bi, nbc, nr, t, gr
+    cdef int64_t g0
     cdef float d
-    cdef float dt[4]
+    cdef float dt[KT_MM_OUT_ROWS]
     cdef const uint8_t *row
     cdef float out[4]
     cdef uint8_t *scratch
@@ -333,28 +335,35 @@ cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
         scratch = <uint8_t *>malloc(iqkt_mm_plan_tile_scratch(plan, nb_rows, n))
-        tout = <float *>malloc(IQKT_MM_TILE * nb_rows * sizeof(float))
+        tout = <float *>malloc(KT_MM_OUT_ROWS * nb_rows * sizeof(float))
         if scratch == NULL or tout == NULL:
             free(scratch)
             free(tout)
             return KT_ERR_NOMEM
         iqkt_mm_plan_batch_begin(plan, nb_rows, n, xs, nblk, scratch)
-        r = row0
-        while r < row1:
-            nr = <int>(row1 - r) if row1 - r < IQKT_MM_TILE else IQKT_MM_TILE
-            for t in range(nr):
-                dt[t] = iqkt_load_f32(q + (r + t) * rs)
+        # tiles of IQKT_MM_TILE rows into tout, written to y KT_MM_OUT_ROWS
+        # rows at a time: each output row of y then gets whole cache lines
+        # rather than 4 floats per tile (measured ~10% of B = 64)
+        g0 = row0
+        while g0 < row1:
+            gr = <int>(row1 - g0) if row1 - g0 < KT_MM_OUT_ROWS else KT_MM_OUT_ROWS
+            for t in range(gr):
+                dt[t] = iqkt_load_f32(q + (g0 + t) * rs)
                 if not isfinite(dt[t]):
                     free(scratch)
                     free(tout)
                     return KT_ERR_NONFINITE_SCALE
                 dt[t] = inference_scale(tt, dt[t])
-            iqkt_mm_plan_tile(plan, type_id, q + r * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs, nblk,
-                              nb_rows, scratch, tout, CB8, CB4)
-            for t in range(nr):
-                for b0 in range(nb_rows):
-                    y[b0 * ldy + r + t] = dt[t] * tout[t * nb_rows + b0]
-            r += nr
+            r = 0
+            while r < gr:
+                nr = <int>(gr - r) if gr - r < IQKT_MM_TILE else IQKT_MM_TILE
+                iqkt_mm_plan_tile(plan, type_id, q + (g0 + r) * rs, rs, nr, nsb, lanes, lstride, bsum, nblk, xs,
+                                  nblk, nb_rows, scratch, tout + r * nb_rows, CB8, CB4)
+                r += nr
+            for b0 in range(nb_rows):
+                for t in range(gr):
+                    y[b0 * ldy + g0 + t] = dt[t] * tout[t * nb_rows + b0]
+            g0 += gr
         free(scratch)
         free(tout)
         return KT_OK
