@@ -226,3 +226,30 @@ def test_int8_extreme_activations_exact(isa, t):
             assert abs(y[b, b] - exact[b, b]) <= 1e-5 * abs(exact[b, b]), (B, b)
         scale = np.abs(pyref.dequantize(q, t, n, inference=True)).sum(axis=1) * c
         assert np.all(np.abs(y - exact) <= 1e-5 * scale), B
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("prec", ["int8", "int16"])
+def test_kernel_rejects_nonfinite_activations(isa, prec):
+    """The kernel's own check (what the C API relies on; iqkt.mul_mat checks
+    first in Python): NaN and +-Inf anywhere in a block, alone or next to the
+    largest finite float32, are errors; FLT_MAX itself is not."""
+    from iqkt import _dispatch
+    n, rows = 512, 4
+    q = random_q("iq2_kt", rows, n, seed=3)
+    with iqkt.use_isa(isa):
+        mod = _dispatch.module()
+        for B in (1, 9):
+            for bad in (np.nan, np.inf, -np.inf):
+                for pos in (0, 31, 300, n - 1):
+                    x = np.random.default_rng(pos).standard_normal((B, n)).astype(np.float32)
+                    x[B - 1, pos] = bad
+                    x[B - 1, pos ^ 1] = np.finfo(np.float32).max
+                    y = np.empty((B, rows), np.float32)
+                    with pytest.raises(ValueError, match="NaN or infinity"):
+                        mod.mul_mat(0, q, n, x, y, mod.PRECISIONS[prec], 1)
+            x = np.zeros((B, n), np.float32)
+            x[:, 5] = np.finfo(np.float32).max
+            x[:, 6] = -np.finfo(np.float32).max
+            y = np.empty((B, rows), np.float32)
+            mod.mul_mat(0, q, n, x, y, mod.PRECISIONS[prec], 1)   # finite input: must not raise

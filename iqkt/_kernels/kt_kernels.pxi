@@ -268,7 +268,8 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
     block scales s = amax / xmax with x ~ s * qx."""
     cdef int64_t r, ib, nb = n // 32
     cdef int k, v
-    cdef float amax, a, inv
+    cdef uint32_t u, ubits
+    cdef float amax, inv
     cdef const float *xb
     cdef int16_t *qb
     if n <= 0 or n % 32 != 0 or nrows < 0:
@@ -277,13 +278,17 @@ cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
         for ib in range(nb):
             xb = x + r * n + 32 * ib
             qb = qx + r * n + 32 * ib
-            amax = 0
+            # amax on the magnitudes' bit patterns: integer order is float
+            # order for them, Inf and NaN compare above every finite value,
+            # and the integer max reduction vectorizes (a float one does not)
+            ubits = 0
             for k in range(32):
-                a = fabsf(xb[k])
-                if not (a <= FLT_MAX):
-                    return KT_ERR_NONFINITE_INPUT
-                if a > amax:
-                    amax = a
+                memcpy(&u, &xb[k], 4)
+                u &= 0x7FFFFFFF
+                ubits = u if u > ubits else ubits
+            if ubits >= 0x7F800000:
+                return KT_ERR_NONFINITE_INPUT
+            memcpy(&amax, &ubits, 4)
             xs[r * nb + ib] = amax / xmax
             if amax == 0:
                 memset(qb, 0, 64)
