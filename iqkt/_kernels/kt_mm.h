@@ -51,7 +51,7 @@
  *           step-major order of iqkt_mm_lane_pos_avx2, IQ3 the int16 pair layout;
  *   avx2 GEMM (B >= IQKT_MM_GEMM8_MIN): int8 quads of 8 rows per ymm, zero past
  *           the last row (iqkt_mm_act8_prepare_rows; signed by the weights in
- *           the kernel, no bias);
+ *           the kernel, no bias; avx2_vnni: then -126 * block sums, bsv);
  *   lookup kernel on NEON: per block 32 int8 (iqkt_mm_prepare_lookup8).
  * Their block dots are the same exact integers, so results do not change
  * with the kernel (B = 1 vs batch: bit for bit on AVX512 and AVX2).

@@ -4,7 +4,8 @@
  * kernel with decoded int16 pairs (B > IQKT_MM_NB); for int8 activations the
  * row kernel on byte lanes and an int8 GEMM (B >= IQKT_MM_GEMM8_MIN).
  * Also the avx2_vnni variant: the same kernels with AVX-VNNI's vpdpbusd
- * in iqkt_dpbusd_avx2 / iqkt_dpbusd2_avx2. */
+ * in iqkt_dpbusd_avx2 / iqkt_dpbusd2_avx2, and the int8 GEMM on biased
+ * weights (IQKT_MM_GEMM8_BIASED). */
 #ifndef IQKT_ISA_AVX2_H
 #define IQKT_ISA_AVX2_H
 
@@ -758,6 +759,16 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
 #endif
 #define IQKT_MM_BV8 8             /* activation rows per ymm in the int8 GEMM */
 
+/* The int8 GEMM's form.  With AVX-VNNI (vpdpbusd, no int16 saturation) it dots
+ * weights + 126 (u8) against the signed activations, each block starting from
+ * -126 x the rows' block sums (bsv), as on AVX512.  Without it vpmaddubsw's
+ * int16 pairs would overflow there, so it takes |w| and vpsignb'd activations. */
+#ifdef IQKT_HAVE_AVXVNNI
+#  define IQKT_MM_GEMM8_BIASED 1
+#else
+#  define IQKT_MM_GEMM8_BIASED 0
+#endif
+
 static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
 static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 1; }
 
@@ -768,7 +779,14 @@ static inline int64_t iqkt_mm_nbv8(int64_t nb) { return (nb + IQKT_MM_BV8 - 1) /
  * layout of iqkt_mm_prepare.  GEMM (nrows >= IQKT_MM_GEMM8_MIN): activation
  * rows 8v .. 8v + 7 take bytes [8 v n, 8 (v + 1) n), int32 index (8 blk + p) 8 + l
  * = int8 elements 4p .. 4p + 3 of block blk of row 8v + l (zero past the last
- * row): 8 rows' quads per ymm for one broadcast weight quad. */
+ * row): 8 rows' quads per ymm for one broadcast weight quad; with
+ * IQKT_MM_GEMM8_BIASED then bsv (iqkt_mm_act8_bsv_avx2). */
+static inline int32_t *iqkt_mm_act8_bsv_avx2(const uint8_t *lanes, int64_t nb, int64_t n) {
+    /* [n/32][nbv][8] int32 = -126 x the block sums of rows 8v + l (0 past the
+     * last row); 9 nbv n <= 4 nb n bytes of lanes for nb >= 5 */
+    return (int32_t *)(lanes + 8 * iqkt_mm_nbv8(nb) * n);
+}
+
 static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
                                       int32_t *bsum) {
     for (int64_t r = 0; r < nrows; r++)
@@ -782,6 +800,16 @@ static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x1
                         uint8_t *dst = lanes + 8 * v * n + 4 * ((8 * blk + p) * IQKT_MM_BV8 + l);
                         for (int j = 0; j < 4; j++) dst[j] = row < nrows ? (uint8_t)x16[row * n + 32 * blk + 4 * p + j] : 0;
                     }
+        if (IQKT_MM_GEMM8_BIASED) {
+            int32_t *bsv = iqkt_mm_act8_bsv_avx2(lanes, nrows, n);
+            for (int64_t blk = 0; blk < n / 32; blk++)
+                for (int64_t v = 0; v < iqkt_mm_nbv8(nrows); v++)
+                    for (int l = 0; l < IQKT_MM_BV8; l++) {
+                        int64_t row = IQKT_MM_BV8 * v + l;
+                        bsv[(blk * iqkt_mm_nbv8(nrows) + v) * IQKT_MM_BV8 + l] =
+                            row < nrows ? -IQKT_TRELLIS_MAX * bsum[row * (n / 32) + blk] : 0;
+                    }
+        }
         return;
     }
     for (int64_t r = 0; r < nrows; r++) {
@@ -812,11 +840,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_
     }
 }
 
-/* One super-block of a weight row decoded for the int8 GEMM: the 256 signed
- * values in natural order (wsg) and their magnitudes (wabs), block scales as
- * floats (bsf[8]).  Without VNNI, vpmaddubsw (u8 x s8, int16 pairs that
- * saturate) takes |w| and the activations signed by w (vpsignb): 2 * 126 * 127
- * < 32767, where value + 126 against signed x would overflow.
+/* One super-block of a weight row decoded for the int8 GEMM, block scales as
+ * floats (bsf[8]).  IQKT_MM_GEMM8_BIASED: the 256 values + 126 (u8) in natural
+ * order in wabs (wsg unused).  Otherwise the signed values (wsg) and their
+ * magnitudes (wabs): vpmaddubsw (u8 x s8, int16 pairs that saturate) takes |w|
+ * and the activations signed by w (vpsignb): 2 * 126 * 127 < 32767, where
+ * value + 126 against signed x would overflow.
  * IQ4: computed (lane l of block o's vector is group l = weights 4l .. 4l + 3,
  * so its 4 byte sums packed into its 4 bytes are natural order); groups of 8:
  * 8-byte codebook rows, IQ3 signed by its bit plane. */
@@ -831,7 +860,12 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t 
             /* words (step 0, step 2) and (step 1, step 3): bytes s0, s1, s2, s3 once interleaved */
             __m256i s02 = iqkt_mm_pair_sums_avx2(seeds8[o], _mm256_set1_epi32((int)IQKT_M1), _mm256_set1_epi32((int)IQKT_M3));
             __m256i s13 = iqkt_mm_pair_sums_avx2(seeds8[o], _mm256_set1_epi32((int)IQKT_M2), _mm256_set1_epi32((int)IQKT_M4));
-            __m256i w = _mm256_sub_epi8(_mm256_or_si256(s02, _mm256_slli_epi32(s13, 8)), B126);
+            __m256i wb = _mm256_or_si256(s02, _mm256_slli_epi32(s13, 8));   /* values + 126 */
+            if (IQKT_MM_GEMM8_BIASED) {
+                _mm256_storeu_si256((__m256i *)(wabs + 32 * o), wb);
+                continue;
+            }
+            __m256i w = _mm256_sub_epi8(wb, B126);
             _mm256_storeu_si256((__m256i *)(wsg + 32 * o), w);
             _mm256_storeu_si256((__m256i *)(wabs + 32 * o), _mm256_abs_epi8(w));
         }
@@ -852,6 +886,10 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t 
             __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
             w = _mm256_sub_epi8(_mm256_xor_si256(a, neg), neg);
         }
+        if (IQKT_MM_GEMM8_BIASED) {
+            _mm256_storeu_si256((__m256i *)(wabs + 32 * b), _mm256_add_epi8(w, B126));
+            continue;
+        }
         _mm256_storeu_si256((__m256i *)(wsg + 32 * b), w);
         _mm256_storeu_si256((__m256i *)(wabs + 32 * b), a);
     }
@@ -859,13 +897,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t 
 
 /* nvv (1, 2) ymm of 8 activation rows, starting at ymm v0, against the
  * decoded K chunk of a tile (IQKT_MM_TILE weight rows x nblk blocks): per
- * weight quad, vpsignb and iqkt_dpbusd_avx2 (vpmaddubsw + vpmaddwd, or
- * vpdpbusd) add 32 products
- * into 8 rows' int32 block dots (4 x 2 accumulators fit the 16 ymm).  Each
+ * weight quad, vpsignb and iqkt_dpbusd_avx2 (vpmaddubsw + vpmaddwd) add 32
+ * products into 8 rows' int32 block dots (4 x 2 accumulators fit the 16 ymm);
+ * IQKT_MM_GEMM8_BIASED: one vpdpbusd of the weights + 126, from bsv.  Each
  * block dot is scaled and FMA'd into its row's slot (block mod 8), as in
  * iqkt_mm_row_avx2.  facc: [TILE][nbv][8 slots] ymm; xst: [nbv][n/32] ymm. */
 IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nbv, int64_t n, int64_t g0,
-                                           int nblk, const uint8_t *lanes, const __m256 *xst,
+                                           int nblk, const uint8_t *lanes, const __m256 *xst, const int32_t *bsv,
                                            const int8_t *wsg, const uint8_t *wabs, const float *bsf,
                                            __m256 *facc) {
     const int64_t kblk = n / 32;
@@ -875,7 +913,9 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
 #pragma GCC unroll 4
         for (int r = 0; r < IQKT_MM_TILE; r++)
 #pragma GCC unroll 2
-            for (int v = 0; v < nvv; v++) acc[r][v] = _mm256_setzero_si256();
+            for (int v = 0; v < nvv; v++)
+                acc[r][v] = IQKT_MM_GEMM8_BIASED ? _mm256_loadu_si256((const __m256i *)(bsv + 8 * (g * nbv + v0 + v)))
+                                                 : _mm256_setzero_si256();
 #pragma GCC unroll 1
         for (int p = 0; p < 8; p++) {
             __m256i X[2];
@@ -884,13 +924,13 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
                 X[v] = _mm256_loadu_si256((const __m256i *)(lanes + 8 * (v0 + v) * n + 32 * (8 * g + p)));
 #pragma GCC unroll 4
             for (int r = 0; r < IQKT_MM_TILE; r++) {
-                int32_t a, sg;
+                int32_t a, sg = 0;
                 memcpy(&a, wabs + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
-                memcpy(&sg, wsg + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
+                if (!IQKT_MM_GEMM8_BIASED) memcpy(&sg, wsg + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
                 const __m256i wa = _mm256_set1_epi32(a), ws = _mm256_set1_epi32(sg);
 #pragma GCC unroll 2
                 for (int v = 0; v < nvv; v++)
-                    acc[r][v] = iqkt_dpbusd_avx2(acc[r][v], wa, _mm256_sign_epi8(X[v], ws));
+                    acc[r][v] = iqkt_dpbusd_avx2(acc[r][v], wa, IQKT_MM_GEMM8_BIASED ? X[v] : _mm256_sign_epi8(X[v], ws));
             }
         }
 #pragma GCC unroll 4
@@ -933,6 +973,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int
     int8_t *wsg = (int8_t *)(facc + IQKT_MM_TILE * nbv * 8);
     uint8_t *wabs = (uint8_t *)wsg + IQKT_MM_TILE * IQKT_MM_KC * 256;
     float *bsf = (float *)(wabs + IQKT_MM_TILE * IQKT_MM_KC * 256);
+    const int32_t *bsv = iqkt_mm_act8_bsv_avx2(lanes, nb, n);
     for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
         int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
@@ -945,9 +986,9 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int
             }
         int64_t v0 = 0;
         for (; v0 + 2 <= nbv; v0 += 2)
-            iqkt_mm_gemm8_avx2(2, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, wsg, wabs, bsf, facc);
+            iqkt_mm_gemm8_avx2(2, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, bsv, wsg, wabs, bsf, facc);
         if (v0 < nbv)
-            iqkt_mm_gemm8_avx2(1, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, wsg, wabs, bsf, facc);
+            iqkt_mm_gemm8_avx2(1, v0, nbv, n, 8 * c0, 8 * kc, lanes, xst, bsv, wsg, wabs, bsf, facc);
     }
     /* each row's 8 slots added in iqkt_mm_sum8's order */
     for (int r = 0; r < nr; r++)
