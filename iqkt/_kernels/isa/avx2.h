@@ -895,6 +895,26 @@ IQKT_ALWAYS_INLINE void iqkt_mm_decode_tile8_avx2(const int type, const uint8_t 
     }
 }
 
+/* Quad p of block g (blk within the decoded chunk) for TILE weight rows x nvv
+ * ymm of 8 activation rows (iqkt_mm_gemm8_avx2). */
+IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_quad_avx2(const int nvv, int p, int64_t g, int blk, const uint8_t *const *xb,
+                                                const int8_t *wsg, const uint8_t *wabs, __m256i acc[][2]) {
+    __m256i X[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < nvv; v++)
+        X[v] = _mm256_load_si256((const __m256i *)(xb[v] + 32 * (8 * g + p)));
+#pragma GCC unroll 4
+    for (int r = 0; r < IQKT_MM_TILE; r++) {
+        int32_t a, sg = 0;
+        memcpy(&a, wabs + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
+        if (!IQKT_MM_GEMM8_BIASED) memcpy(&sg, wsg + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
+        const __m256i wa = _mm256_set1_epi32(a), ws = _mm256_set1_epi32(sg);
+#pragma GCC unroll 2
+        for (int v = 0; v < nvv; v++)
+            acc[r][v] = iqkt_dpbusd_avx2(acc[r][v], wa, IQKT_MM_GEMM8_BIASED ? X[v] : _mm256_sign_epi8(X[v], ws));
+    }
+}
+
 /* nvv (1, 2) ymm of 8 activation rows, starting at ymm v0, against the
  * decoded K chunk of a tile (IQKT_MM_TILE weight rows x nblk blocks): per
  * weight quad, vpsignb and iqkt_dpbusd_avx2 (vpmaddubsw + vpmaddwd) add 32
@@ -906,7 +926,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
                                            int nblk, const uint8_t *lanes, const __m256 *xst, const int32_t *bsv,
                                            const int8_t *wsg, const uint8_t *wabs, const float *bsf,
                                            __m256 *facc) {
-    const int64_t kblk = n / 32;
+    /* block-major scales and partial sums: a block's addresses are these
+     * pointers plus constants */
+    const uint8_t *xb[2];
+    for (int v = 0; v < nvv; v++) xb[v] = lanes + 8 * (v0 + v) * n;
+    __m256 *fg = facc + (v0 / 2) * 8 * IQKT_MM_TILE * 2;
     for (int blk = 0; blk < nblk; blk++) {
         const int64_t g = g0 + blk;
         __m256i acc[IQKT_MM_TILE][2];
@@ -916,41 +940,35 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
             for (int v = 0; v < nvv; v++)
                 acc[r][v] = IQKT_MM_GEMM8_BIASED ? _mm256_loadu_si256((const __m256i *)(bsv + 8 * (g * nbv + v0 + v)))
                                                  : _mm256_setzero_si256();
+        /* the quads unrolled where VNNI leaves registers free; the sign trick's
+         * extra temporaries spill when unrolled (plain AVX2 0.90-0.97x) */
+        if (IQKT_MM_GEMM8_BIASED) {
+#pragma GCC unroll 8
+            for (int p = 0; p < 8; p++) iqkt_mm_gemm8_quad_avx2(nvv, p, g, blk, xb, wsg, wabs, acc);
+        } else {
 #pragma GCC unroll 1
-        for (int p = 0; p < 8; p++) {
-            __m256i X[2];
-#pragma GCC unroll 2
-            for (int v = 0; v < nvv; v++)
-                X[v] = _mm256_loadu_si256((const __m256i *)(lanes + 8 * (v0 + v) * n + 32 * (8 * g + p)));
-#pragma GCC unroll 4
-            for (int r = 0; r < IQKT_MM_TILE; r++) {
-                int32_t a, sg = 0;
-                memcpy(&a, wabs + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
-                if (!IQKT_MM_GEMM8_BIASED) memcpy(&sg, wsg + (int64_t)r * IQKT_MM_KC * 256 + 32 * blk + 4 * p, 4);
-                const __m256i wa = _mm256_set1_epi32(a), ws = _mm256_set1_epi32(sg);
-#pragma GCC unroll 2
-                for (int v = 0; v < nvv; v++)
-                    acc[r][v] = iqkt_dpbusd_avx2(acc[r][v], wa, IQKT_MM_GEMM8_BIASED ? X[v] : _mm256_sign_epi8(X[v], ws));
-            }
+            for (int p = 0; p < 8; p++) iqkt_mm_gemm8_quad_avx2(nvv, p, g, blk, xb, wsg, wabs, acc);
         }
 #pragma GCC unroll 4
         for (int r = 0; r < IQKT_MM_TILE; r++) {
             const __m256 bs = _mm256_set1_ps(bsf[r * IQKT_MM_KC * 8 + blk]);
 #pragma GCC unroll 2
             for (int v = 0; v < nvv; v++) {
-                __m256 *F = facc + (r * nbv + v0 + v) * 8 + (g & 7);
-                *F = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(bs, xst[(v0 + v) * kblk + g]), *F);
+                __m256 *F = fg + ((g & 7) * IQKT_MM_TILE + r) * 2 + v;
+                *F = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(bs, xst[g * nbv + v0 + v]), *F);
             }
         }
     }
 }
 
-/* Scratch (64-byte aligned): xst [nbv][n/32] ymm of activation scales,
- * facc [TILE][nbv][8] ymm, wsg and wabs [TILE][KC * 256] bytes each,
- * bsf [TILE][KC * 8] floats. */
+/* Scratch (64-byte aligned): xst [n/32][nbv] ymm of activation scales,
+ * facc [nbv / 2 rounded up][8 slots][TILE][2] ymm, wsg and wabs [TILE][KC *
+ * 256] bytes each, bsf [TILE][KC * 8] floats. */
+static inline int64_t iqkt_mm_facc_ymm_avx2(int64_t nbv) { return (nbv + 1) / 2 * 2 * 8 * IQKT_MM_TILE; }
 static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) {
     if (!iqkt_mm_act8_use_batch(nb)) return 0;
-    return 32 * iqkt_mm_nbv8(nb) * (n / 32 + IQKT_MM_TILE * 8) + IQKT_MM_TILE * IQKT_MM_KC * (2 * 256 + 32) + 64;
+    return 32 * (iqkt_mm_nbv8(nb) * (n / 32) + iqkt_mm_facc_ymm_avx2(iqkt_mm_nbv8(nb)))
+           + IQKT_MM_TILE * IQKT_MM_KC * (2 * 256 + 32) + 64;
 }
 
 static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
@@ -959,7 +977,7 @@ static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int
         for (int64_t g = 0; g < n / 32; g++)
             for (int l = 0; l < IQKT_MM_BV8; l++) {
                 int64_t b = IQKT_MM_BV8 * v + l;
-                xst[(v * (n / 32) + g) * IQKT_MM_BV8 + l] = b < nb ? xs[b * xstride + g] : 0.0f;
+                xst[(g * iqkt_mm_nbv8(nb) + v) * IQKT_MM_BV8 + l] = b < nb ? xs[b * xstride + g] : 0.0f;
             }
 }
 
@@ -970,11 +988,11 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int
     const int64_t n = 256 * nsb, nbv = iqkt_mm_nbv8(nb);
     const __m256 *xst = (const __m256 *)al;
     __m256 *facc = (__m256 *)al + nbv * (n / 32);
-    int8_t *wsg = (int8_t *)(facc + IQKT_MM_TILE * nbv * 8);
+    int8_t *wsg = (int8_t *)(facc + iqkt_mm_facc_ymm_avx2(nbv));
     uint8_t *wabs = (uint8_t *)wsg + IQKT_MM_TILE * IQKT_MM_KC * 256;
     float *bsf = (float *)(wabs + IQKT_MM_TILE * IQKT_MM_KC * 256);
     const int32_t *bsv = iqkt_mm_act8_bsv_avx2(lanes, nb, n);
-    for (int64_t i = 0; i < IQKT_MM_TILE * nbv * 8; i++) facc[i] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < iqkt_mm_facc_ymm_avx2(nbv); i++) facc[i] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nsb; c0 += IQKT_MM_KC) {
         int kc = (int)(nsb - c0 < IQKT_MM_KC ? nsb - c0 : IQKT_MM_KC);
         /* rows past nr repeat the last row (results dropped) */
@@ -994,7 +1012,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int
     for (int r = 0; r < nr; r++)
         for (int64_t v = 0; v < nbv; v++) {
             float lane[8][IQKT_MM_BV8];
-            for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], facc[(r * nbv + v) * 8 + j]);
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], facc[(((v / 2) * 8 + j) * IQKT_MM_TILE + r) * 2 + v % 2]);
             for (int64_t b = IQKT_MM_BV8 * v; b < nb && b < IQKT_MM_BV8 * (v + 1); b++) {
                 float f[8];
                 for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV8 * v];
