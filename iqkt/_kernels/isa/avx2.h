@@ -452,6 +452,26 @@ static inline __m256i iqkt_mm_block_dots4x8_avx2(const __m256i a[4]) {
     return _mm256_permutevar8x32_epi32(d, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+/* int8 lanes: the per-lane dots of nsteps trellis steps of 8 groups (seeds)
+ * with nb activation rows' lanes (x in all 4 bytes, 32 bytes per step from
+ * ls), two steps per iqkt_dpbusd2_avx2; (value + 126) * x, unbiased later. */
+IQKT_ALWAYS_INLINE void iqkt_mm_act8_steps_avx2(const int nsteps, __m256i seeds, const uint8_t *ls,
+                                                int64_t lstride, const int nb, __m256i *acc) {
+    static const uint32_t MK[8] = {IQKT_M1, IQKT_M2, IQKT_M3, IQKT_M4, IQKT_M5, IQKT_M6, IQKT_M7, IQKT_M8};
+    const __m256i MASK = _mm256_set1_epi32(0x3F3F3F3F);
+    for (int bi = 0; bi < nb; bi++) acc[bi] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int k = 0; k < nsteps; k += 2) {
+        __m256i st0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
+        __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
+        for (int bi = 0; bi < nb; bi++) {
+            const uint8_t *lk = ls + bi * lstride + 32 * k;
+            acc[bi] = iqkt_dpbusd2_avx2(acc[bi], st0, _mm256_loadu_si256((const __m256i *)lk),
+                                        st1, _mm256_loadu_si256((const __m256i *)(lk + 32)));
+        }
+    }
+}
+
 /* Step-major, like the AVX512 kernels: a ymm holds step k of 8 groups
  * (lane = group), so the states are seeds * M^k with no per-group
  * broadcast and the per-lane int dot over the steps is a per-group dot.
@@ -525,16 +545,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const u
                 __m256i seeds = seeds8[o];
                 __m256i acc[IQKT_MM_NB];
                 if (act8) {
-                    for (int bi = 0; bi < nb; bi++) acc[bi] = _mm256_setzero_si256();
-                    for (int k = 0; k < 4; k += 2) {
-                        __m256i st0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-                        __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
-                        for (int bi = 0; bi < nb; bi++) {
-                            const uint8_t *lk = ls + bi * lstride + 128 * o + 32 * k;
-                            acc[bi] = iqkt_dpbusd2_avx2(acc[bi], st0, _mm256_loadu_si256((const __m256i *)lk),
-                                                        st1, _mm256_loadu_si256((const __m256i *)(lk + 32)));
-                        }
-                    }
+                    iqkt_mm_act8_steps_avx2(4, seeds, ls + 128 * o, lstride, nb, acc);
                     for (int bi = 0; bi < nb; bi++) lane_dots[bi][o] = acc[bi];
                     continue;
                 }
@@ -564,16 +575,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_avx2(const int type, const int act8, const u
             __m256i seeds = iqkt_mm_seeds8_avx2(type, sb, v);
             __m256i acc[IQKT_MM_NB];
             if (act8) {
-                for (int bi = 0; bi < nb; bi++) acc[bi] = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k += 2) {
-                    __m256i st0 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k])), MASK);
-                    __m256i st1 = _mm256_and_si256(_mm256_mullo_epi32(seeds, _mm256_set1_epi32((int)MK[k + 1])), MASK);
-                    for (int bi = 0; bi < nb; bi++) {
-                        const uint8_t *lk = ls + bi * lstride + 256 * v + 32 * k;
-                        acc[bi] = iqkt_dpbusd2_avx2(acc[bi], st0, _mm256_loadu_si256((const __m256i *)lk),
-                                                    st1, _mm256_loadu_si256((const __m256i *)(lk + 32)));
-                    }
-                }
+                iqkt_mm_act8_steps_avx2(8, seeds, ls + 256 * v, lstride, nb, acc);
                 for (int bi = 0; bi < nb; bi++) lane_dots[bi][v] = acc[bi];
                 continue;
             }
