@@ -47,7 +47,7 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_LANE_BYTES
     int IQKT_MM_TILE
     int iqkt_mm_plan(int type, int act8, int64_t nb)
-    int iqkt_mm_plan_use_batch(int plan, int64_t nb)
+    int iqkt_mm_plan_use_batch(int plan, int type, int64_t nb)
     int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n)
     void iqkt_mm_plan_batch_begin(int plan, int64_t nb, int64_t n, const float *xs, int64_t xstride,
                                   uint8_t *scratch)
@@ -336,7 +336,7 @@ cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
         return KT_ERR_ARG
     if nb_rows == 0 or row1 == row0:
         return KT_OK
-    if iqkt_mm_plan_use_batch(plan, nb_rows):
+    if iqkt_mm_plan_use_batch(plan, type_id, nb_rows):
         # Batch kernel: tiles of IQKT_MM_TILE rows, each row's result computed
         # the same way whatever its tile holds.
         scratch = <uint8_t *>malloc(iqkt_mm_plan_tile_scratch(plan, nb_rows, n))

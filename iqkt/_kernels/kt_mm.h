@@ -86,9 +86,9 @@ static inline int iqkt_mm_plan(int type, int act8, int64_t nb) {
 
 /* Whether the product goes to the batch kernel (iqkt_mm_plan_tile) rather
  * than iqkt_mm_row. */
-static inline int iqkt_mm_plan_use_batch(int plan, int64_t nb) {
+static inline int iqkt_mm_plan_use_batch(int plan, int type, int64_t nb) {
     if (plan == IQKT_MM_PLAN_ACT8)
-        return iqkt_mm_act8_use_batch(nb);
+        return iqkt_mm_act8_use_batch(type, nb);
     return plan == IQKT_MM_PLAN_ISA && iqkt_mm_use_batch(nb);
 }
 

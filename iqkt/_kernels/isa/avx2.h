@@ -771,7 +771,7 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
 #  define IQKT_MM_GEMM8_BIASED 0
 #endif
 
-static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
+static inline int iqkt_mm_act8_use_batch(int type, int64_t nb) { (void)type; return nb >= IQKT_MM_GEMM8_MIN; }
 static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 1; }
 
 static inline int64_t iqkt_mm_nbv8(int64_t nb) { return (nb + IQKT_MM_BV8 - 1) / IQKT_MM_BV8; }
@@ -793,7 +793,7 @@ static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x1
                                       int32_t *bsum) {
     for (int64_t r = 0; r < nrows; r++)
         iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
-    if (iqkt_mm_act8_use_batch(nrows)) {
+    if (iqkt_mm_act8_use_batch(type, nrows)) {
         for (int64_t v = 0; v < iqkt_mm_nbv8(nrows); v++)
             for (int64_t blk = 0; blk < n / 32; blk++)
                 for (int p = 0; p < 8; p++)
@@ -968,7 +968,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_gemm8_avx2(const int nvv, int64_t v0, int64_t nb
  * 256] bytes each, bsf [TILE][KC * 8] floats. */
 static inline int64_t iqkt_mm_facc_ymm_avx2(int64_t nbv) { return (nbv + 1) / 2 * 2 * 8 * IQKT_MM_TILE; }
 static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) {
-    if (!iqkt_mm_act8_use_batch(nb)) return 0;
+    if (nb < IQKT_MM_GEMM8_MIN) return 0;
     return 32 * (iqkt_mm_nbv8(nb) * (n / 32) + iqkt_mm_facc_ymm_avx2(iqkt_mm_nbv8(nb)))
            + IQKT_MM_TILE * IQKT_MM_KC * (2 * 256 + 32) + 64;
 }

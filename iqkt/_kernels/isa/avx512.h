@@ -985,9 +985,17 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
  * the int16 multiply of the int16 path go away.  Each block's dot then loses
  * 126 * (sum of its x), from bsum.  Types whose trellis value is the weight
  * (no sign plane: IQ1, IQ2, IQ4); IQ3 keeps the int16-lane kernel. */
-static inline int iqkt_mm_act8_use_batch(int64_t nb) { return nb >= IQKT_MM_GEMM8_MIN; }
+/* The int8 GEMM from IQKT_MM_GEMM8_MIN rows, or from 3 (IQ3) / 4 (IQ1) rows,
+ * where the int16-lane "pairs" kernel is slower than the (nearly flat in B)
+ * quad-paired GEMM already: 4096 x 4096, pairs B = 3 / 4 vs GEMM B = 5: IQ3
+ * 2.74 / 2.99 vs 2.55 ms, IQ1 2.21 / 2.50 vs 2.26; IQ2 and IQ4 tie at 4. */
+static inline int iqkt_mm_act8_use_batch(int type, int64_t nb) {
+    static const int8_t GEMM8_MIN[IQKT_NTYPES] = {[IQKT_IQ2_KT] = IQKT_MM_GEMM8_MIN, [IQKT_IQ3_KT] = 3,
+                                                  [IQKT_IQ4_KT] = IQKT_MM_GEMM8_MIN, [IQKT_IQ1_KT] = 4};
+    return nb >= (type >= 0 && type < IQKT_NTYPES && GEMM8_MIN[type] ? GEMM8_MIN[type] : IQKT_MM_GEMM8_MIN);
+}
 static inline int iqkt_mm_act8_use(int type, int64_t nb) {
-    return (nb == 1 && !iqkt_type_info(type)->sign_plane) || iqkt_mm_act8_use_batch(nb);
+    return (nb == 1 && !iqkt_type_info(type)->sign_plane) || iqkt_mm_act8_use_batch(type, nb);
 }
 
 /* Lanes of the int8 GEMM: activation rows 16v .. 16v + 15 take bytes
@@ -1039,7 +1047,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
  * (4096 x 4096 IQ2, B = 1): the shuffle costs what the smaller footprint saves. */
 static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
                                       int32_t *bsum) {
-    if (iqkt_mm_act8_use_batch(nrows)) {
+    if (iqkt_mm_act8_use_batch(type, nrows)) {
         iqkt_mm_act8_prepare_gemm(nrows, x16, n, lanes, bsum);
         return;
     }

@@ -320,7 +320,7 @@ static void iqkt_mm_tile(int type, const uint8_t *q, int64_t rs, int nr, int64_t
  * activations run the kernels above (exact for |x16| <= 127 as for int16). */
 #ifndef IQKT_ISA_HAS_MM_ACT8
 static inline int iqkt_mm_act8_use(int type, int64_t nb) { (void)type; (void)nb; return 0; }
-static inline int iqkt_mm_act8_use_batch(int64_t nb) { (void)nb; return 0; }
+static inline int iqkt_mm_act8_use_batch(int type, int64_t nb) { (void)type; (void)nb; return 0; }
 static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x16, int64_t n, uint8_t *lanes,
                                       int32_t *bsum) {
     iqkt_mm_prepare_rows(type, nrows, x16, n, lanes, bsum);
