@@ -253,3 +253,41 @@ def test_kernel_rejects_nonfinite_activations(isa, prec):
             x[:, 6] = -np.finfo(np.float32).max
             y = np.empty((B, rows), np.float32)
             mod.mul_mat(0, q, n, x, y, mod.PRECISIONS[prec], 1)   # finite input: must not raise
+
+
+def _float_path_model(w, v):
+    """numpy model of precision "float": per 32-block, products in float64
+    (exact), s8[j] = (p[j] + p[j+8]) + (p[j+16] + p[j+24]), then
+    ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7])),
+    blocks added in order, the total rounded to float32."""
+    w = w.astype(np.float64)
+    v = v.astype(np.float64)
+    acc = np.zeros((v.shape[0], w.shape[0]))
+    for b in range(w.shape[1] // 32):
+        p = v[:, None, 32 * b:32 * b + 32] * w[None, :, 32 * b:32 * b + 32]
+        s8 = (p[..., 0:8] + p[..., 8:16]) + (p[..., 16:24] + p[..., 24:32])
+        s = ((s8[..., 0] + s8[..., 4]) + (s8[..., 1] + s8[..., 5])) + \
+            ((s8[..., 2] + s8[..., 6]) + (s8[..., 3] + s8[..., 7]))
+        acc = acc + s
+    return acc.astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("t", iqkt.TYPES)
+def test_float_path_is_its_model_bit_for_bit(isa, t):
+    """precision="float" on every ISA equals the numpy model of its order
+    exactly, for batch sizes across the 16-row groups the activations are
+    widened to double in (1, 15, 16, 17, 40) and any thread count.  (The
+    float64 sum order itself rarely shows after rounding to float32; what this
+    pins down is every block, row and group reaching its output.)"""
+    n, rows = 512, 7
+    q = random_q(t, rows, n, seed=31)
+    w = iqkt.dequantize(q, t, n, inference=True)
+    v = np.random.default_rng(32).standard_normal((40, n)).astype(np.float32)
+    v[3] *= 1e-20
+    v[5, :64] = 3e4
+    with iqkt.use_isa(isa):
+        for B in (1, 15, 16, 17, 40):
+            for threads in (1, 3):
+                y = iqkt.mul_mat(q, t, v[:B], precision="float", threads=threads)
+                assert np.array_equal(bits(y), bits(_float_path_model(w, v[:B]))), (B, threads)

@@ -21,6 +21,7 @@ cdef extern from "kt_isa.h" nogil:
     const char *iqkt_variant_name()
     const char *iqkt_simd_name()
     uint16_t iqkt_load_u16(const uint8_t *p)
+    double iqkt_mm_dot32_f64(const double *w, const double *x)
     uint32_t iqkt_load_u32(const uint8_t *p)
     float iqkt_load_f32(const uint8_t *p)
     void iqkt_store_u16(uint8_t *p, uint16_t v)
@@ -261,6 +262,7 @@ cdef int kt_dequantize_rows(int type_id, const uint8_t *q, int64_t nrows, int64_
 cdef enum:
     KT_XMAX_INT8 = 127          # |xq| bound of precision "int8" (d = amax / 127)
     KT_MM_OUT_ROWS = 64         # batch products: weight rows per write-out to y (a multiple of IQKT_MM_TILE)
+    KT_MM_F32_ROWS = 16         # float path: activation rows widened to double per pass
 
 cdef int kt_quantize_activations(const float *x, int64_t nrows, int64_t n,
                                  int16_t *qx, float *xs, int xmax) noexcept nogil:
@@ -389,21 +391,20 @@ cdef int kt_mul_mat_q8(int plan, int type_id, const uint8_t *q, int64_t n,
     return KT_OK
 
 cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
-                        const float *x, int64_t nb_rows,
+                        const double *x, int64_t nb_rows,
                         float *y, int64_t ldy, int64_t row0, int64_t row1) noexcept nogil:
-    """Float path: the dequantized inference weights dotted with x in double."""
+    """Float path: the dequantized inference weights dotted in double with x
+    (the activations already widened to double: exact, done once per call
+    rather than once per weight row)."""
     cdef int64_t rs = kt_row_size(type_id, n)
     cdef int64_t r, ib, bi, nsb = n // QK
     cdef int b, k
     cdef float d
     cdef double *acc
     cdef const uint8_t *row
-    cdef const float *xb
+    cdef const double *xb
     cdef float w[QK]
-    cdef double s
-    cdef double s8[8]
-    cdef int j
-    cdef const float *wb
+    cdef double wd[QK]
     cdef const iqkt_type_traits *t = iqkt_type_info(type_id)
     cdef const int8_t *cb
     if rs < 0:
@@ -427,19 +428,14 @@ cdef int kt_mul_mat_f32(int type_id, const uint8_t *q, int64_t n,
             acc[bi] = 0
         for ib in range(nsb):
             iqkt_decode_superblocks(type_id, row + 4 + ib * t.block_bytes, 1, d, cb, w)
+            for k in range(QK):
+                wd[k] = w[k]
             for b in range(8):
                 for bi in range(nb_rows):
+                    # one 32-block in a fixed pairwise order every ISA computes
+                    # alike (iqkt_mm_dot32_f64), then added in block order
                     xb = x + bi * n + ib * QK + 32 * b
-                    # 8 partial sums (k mod 8), each and then all combined pairwise: a fixed order every
-                    # ISA computes alike that the compiler can vectorise (one serial
-                    # chain of float64 adds made B = 64 50x slower than numpy).
-                    wb = w + 32 * b
-                    for j in range(8):
-                        s8[j] = ((<double>wb[j] * <double>xb[j] + <double>wb[j + 8] * <double>xb[j + 8])
-                                 + (<double>wb[j + 16] * <double>xb[j + 16]
-                                    + <double>wb[j + 24] * <double>xb[j + 24]))
-                    s = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]))
-                    acc[bi] = acc[bi] + s
+                    acc[bi] = acc[bi] + iqkt_mm_dot32_f64(wd + 32 * b, xb)
         for bi in range(nb_rows):
             y[bi * ldy + r] = <float>acc[bi]
     free(acc)
@@ -544,7 +540,7 @@ ctypedef struct MulMatCtx:
     int plan                    # integer paths: the kernel family (iqkt_mm_plan)
     const uint8_t *q
     int64_t n
-    const float *x              # float path
+    const double *xd            # float path: activations widened to double
     const uint8_t *lanes        # int8 path: prepared activations
     const int32_t *bsum
     const float *xs
@@ -558,7 +554,7 @@ cdef int mul_mat_q8_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
 
 cdef int mul_mat_f32_rows(void *vctx, int64_t r0, int64_t r1) noexcept nogil:
     cdef MulMatCtx *c = <MulMatCtx *>vctx
-    return kt_mul_mat_f32(c.type_id, c.q, c.n, c.x, c.nb, c.y, c.ldy, r0, r1)
+    return kt_mul_mat_f32(c.type_id, c.q, c.n, c.xd, c.nb, c.y, c.ldy, r0, r1)
 
 cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_t n,
                             const float *x, int64_t nb, float *y, int precision,
@@ -577,6 +573,8 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
     cdef uint8_t *lanes_mem = NULL
     cdef int32_t *bsum = NULL
     cdef float *xs = NULL
+    cdef double *xd = NULL
+    cdef int64_t g0, gn, i
     if rs < 0:
         return <int>rs
     if nrows < 0 or nb < 0:
@@ -588,13 +586,31 @@ cdef int kt_mul_mat_threads(int type_id, const uint8_t *q, int64_t nrows, int64_
     c.type_id = type_id
     c.q = q
     c.n = n
-    c.x = x
     c.nb = nb
     c.y = y
     c.ldy = nrows
     if precision != KT_PRECISION_INT8 and precision != KT_PRECISION_INT16:
-        return run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * nb, 1 << 22, 16),
-                        nthreads, check_signals)
+        # KT_MM_F32_ROWS activation rows at a time, widened to double once
+        # (exact) for all weight rows: B = 64 was ~6x slower converting
+        # them again for every weight row
+        gn = nb if nb < KT_MM_F32_ROWS else KT_MM_F32_ROWS
+        xd = <double *>malloc(<size_t>gn * n * sizeof(double))
+        if xd == NULL:
+            return KT_ERR_NOMEM
+        rc = KT_OK
+        g0 = 0
+        while g0 < nb and rc == KT_OK:
+            gn = nb - g0 if nb - g0 < KT_MM_F32_ROWS else KT_MM_F32_ROWS
+            for i in range(gn * n):
+                xd[i] = x[g0 * n + i]
+            c.xd = xd
+            c.nb = gn
+            c.y = y + g0 * nrows
+            rc = run_rows(mul_mat_f32_rows, &c, nrows, chunk_rows(nrows, nthreads, n * gn, 1 << 22, 16),
+                          nthreads, check_signals)
+            g0 += gn
+        free(xd)
+        return rc
     c.plan = iqkt_mm_plan(type_id, precision == KT_PRECISION_INT8, nb)
     qx = <int16_t *>malloc(<size_t>nb * n * sizeof(int16_t))
     # 64-byte aligned: the kernels' zmm loads of the lanes would otherwise

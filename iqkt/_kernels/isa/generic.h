@@ -175,6 +175,19 @@ static inline int iqkt_mm_use_batch(int64_t nb) { (void)nb; return 0; }
 static inline void iqkt_mm_block_lanes(const int16_t *xb, uint8_t *lb) { memcpy(lb, xb, 64); }
 #endif
 
+#ifndef IQKT_ISA_HAS_MM_DOT32_F64
+/* The float path's dot of 32 weights with 32 activations (both widened to
+ * double, so every product is exact), summed in one fixed order that the
+ * vector versions reproduce: s8[j] = (p[j] + p[j+8]) + (p[j+16] + p[j+24]),
+ * then ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7])). */
+static inline double iqkt_mm_dot32_f64(const double *w, const double *x) {
+    double s8[8];
+    for (int j = 0; j < 8; j++)
+        s8[j] = (w[j] * x[j] + w[j + 8] * x[j + 8]) + (w[j + 16] * x[j + 16] + w[j + 24] * x[j + 24]);
+    return ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+}
+#endif
+
 #ifndef IQKT_ISA_HAS_MM_BLOCK_DOT
 /* Exact dot of 32 trellis values with one block of lanes. */
 static inline int32_t iqkt_mm_block_dot(const int8_t *vals, const uint8_t *lb) {

@@ -31,4 +31,22 @@ static inline void iqkt_mm_iq3_sign_words(const uint8_t *sb, uint32_t wk[8]) {
     _mm_storeu_si128((__m128i *)(wk + 4), _mm_unpackhi_epi16(lo, hi));
 }
 
+/* iqkt_mm_dot32_f64 (generic.h's order) in ymm lanes: a holds s8[0..3], b
+ * s8[4..7], then s4 = a + b, then (s4[0] + s4[1]) + (s4[2] + s4[3]). */
+static inline double iqkt_mm_dot32_f64(const double *w, const double *x) {
+    __m256d s[2];
+    for (int h = 0; h < 2; h++) {
+        const double *wh = w + 4 * h, *xh = x + 4 * h;
+        __m256d p0 = _mm256_mul_pd(_mm256_loadu_pd(wh), _mm256_loadu_pd(xh));
+        __m256d p1 = _mm256_mul_pd(_mm256_loadu_pd(wh + 8), _mm256_loadu_pd(xh + 8));
+        __m256d p2 = _mm256_mul_pd(_mm256_loadu_pd(wh + 16), _mm256_loadu_pd(xh + 16));
+        __m256d p3 = _mm256_mul_pd(_mm256_loadu_pd(wh + 24), _mm256_loadu_pd(xh + 24));
+        s[h] = _mm256_add_pd(_mm256_add_pd(p0, p1), _mm256_add_pd(p2, p3));
+    }
+    __m256d s4 = _mm256_add_pd(s[0], s[1]);
+    __m128d t = _mm_hadd_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
+}
+#define IQKT_ISA_HAS_MM_DOT32_F64 1
+
 #endif /* IQKT_ISA_X86_H */
