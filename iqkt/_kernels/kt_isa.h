@@ -39,6 +39,8 @@
  *                        GEMM with vpsignb / vpmaddubsw for B >= 5;
  *                        avx2_vnni: the same with vpdpbusd on ymm);
  *                        elsewhere generic.h runs the int16-lane kernels
+ *   iqkt_mm_dot32_f64    precision "float": one 32-block's dot in double, in
+ *                        generic.h's fixed order (x86: ymm lanes, isa/x86.h)
  *   iqkt_mm_block_dot8, IQKT_ISA_MM_LOOKUP8
  *                        the lookup kernel's dot on int8 lanes, and whether
  *                        it is used (NEON: vdotq_s32)
