@@ -701,6 +701,20 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx2(const int type, const uint8_t *q, int6
 }
 
 
+/* The row kernel's copy for a type (act8 a constant at each call: int16 or
+ * int8 lanes). */
+IQKT_ALWAYS_INLINE void iqkt_mm_row_by_type_avx2(int type, const int act8, const uint8_t *sbs, int64_t nsb,
+                                                 const uint8_t *lanes, int64_t lstride,
+                                                 const int32_t *bsum, int64_t bstride,
+                                                 const float *xs, int64_t xstride, const int nb, float *out) {
+    switch (type) {   /* a constant type per copy */
+    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, act8, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, act8, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, act8, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, act8, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
+    }
+}
+
 /* One weight row against nb <= IQKT_MM_NB activation rows (see kt_mm.h). */
 IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb,
                                        const uint8_t *lanes, int64_t lstride,
@@ -708,12 +722,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_row_nb(int type, const uint8_t *sbs, int64_t nsb
                                        const float *xs, int64_t xstride, const int nb, float *out,
                                        const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
-    switch (type) {   /* a constant type per copy */
-    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    }
+    iqkt_mm_row_by_type_avx2(type, 0, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
 }
 #define IQKT_ISA_HAS_MM_ROW_NB 1
 
@@ -834,12 +843,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_act8_row_nb(int type, const uint8_t *sbs, int64_
                                             const float *xs, int64_t xstride, const int nb, float *out,
                                             const int8_t *cb8, const int8_t *cb4) {
     (void)cb8; (void)cb4;
-    switch (type) {   /* a constant type per copy */
-    case IQKT_IQ2_KT: iqkt_mm_row_avx2(IQKT_IQ2_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ3_KT: iqkt_mm_row_avx2(IQKT_IQ3_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    case IQKT_IQ1_KT: iqkt_mm_row_avx2(IQKT_IQ1_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    default: iqkt_mm_row_avx2(IQKT_IQ4_KT, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out); break;
-    }
+    iqkt_mm_row_by_type_avx2(type, 1, sbs, nsb, lanes, lstride, bsum, bstride, xs, xstride, nb, out);
 }
 
 /* One super-block of a weight row decoded for the int8 GEMM, block scales as
@@ -974,13 +978,7 @@ static inline int64_t iqkt_mm_act8_tile_scratch(int64_t nb, int64_t n) {
 }
 
 static void iqkt_mm_act8_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
-    float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    for (int64_t v = 0; v < iqkt_mm_nbv8(nb); v++)
-        for (int64_t g = 0; g < n / 32; g++)
-            for (int l = 0; l < IQKT_MM_BV8; l++) {
-                int64_t b = IQKT_MM_BV8 * v + l;
-                xst[(g * iqkt_mm_nbv8(nb) + v) * IQKT_MM_BV8 + l] = b < nb ? xs[b * xstride + g] : 0.0f;
-            }
+    iqkt_mm_scales_block_major(nb, n, xs, xstride, IQKT_MM_BV8, scratch);
 }
 
 IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int64_t rs, int nr, int64_t nsb,
@@ -1015,11 +1013,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile8_avx2(const int type, const uint8_t *q, int
         for (int64_t v = 0; v < nbv; v++) {
             float lane[8][IQKT_MM_BV8];
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], facc[(((v / 2) * 8 + j) * IQKT_MM_TILE + r) * 2 + v % 2]);
-            for (int64_t b = IQKT_MM_BV8 * v; b < nb && b < IQKT_MM_BV8 * (v + 1); b++) {
-                float f[8];
-                for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV8 * v];
-                out[r * nb + b] = iqkt_mm_sum8(f);
-            }
+            int64_t b0 = IQKT_MM_BV8 * v;
+            iqkt_mm_sum8_lanes(&lane[0][0], IQKT_MM_BV8, nb - b0 < IQKT_MM_BV8 ? nb - b0 : IQKT_MM_BV8, out + r * nb + b0);
         }
 }
 

@@ -879,11 +879,7 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
         for (int r = 0; r < nr; r++) {
             float lane[8][8];
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(lane[j], f8[r * 8 + j]);
-            for (int64_t b = 0; b < nb; b++) {
-                float f[8];
-                for (int j = 0; j < 8; j++) f[j] = lane[j][b];
-                out[r * nb + b] = iqkt_mm_sum8(f);
-            }
+            iqkt_mm_sum8_lanes(&lane[0][0], 8, nb, out + r * nb);
         }
         return;
     }
@@ -892,11 +888,8 @@ IQKT_ALWAYS_INLINE void iqkt_mm_tile_avx512(const int type, const int act8, cons
         for (int64_t v = 0; v < nbv; v++) {
             float lane[8][IQKT_MM_BV];
             for (int j = 0; j < 8; j++) _mm512_storeu_ps(lane[j], facc[(((v / 4) * 8 + j) * IQKT_MM_TILE + r) * 4 + v % 4]);
-            for (int64_t b = IQKT_MM_BV * v; b < nb && b < IQKT_MM_BV * (v + 1); b++) {
-                float f[8];
-                for (int j = 0; j < 8; j++) f[j] = lane[j][b - IQKT_MM_BV * v];
-                out[r * nb + b] = iqkt_mm_sum8(f);
-            }
+            int64_t b0 = IQKT_MM_BV * v;
+            iqkt_mm_sum8_lanes(&lane[0][0], IQKT_MM_BV, nb - b0 < IQKT_MM_BV ? nb - b0 : IQKT_MM_BV, out + r * nb + b0);
         }
 }
 
@@ -931,13 +924,7 @@ static inline int64_t iqkt_mm_tile_scratch(int64_t nb, int64_t n) {
 /* Per-call setup of the batch scratch (activation scales xs, nb x n/32 with
  * row stride xstride); before the first iqkt_mm_tile with this scratch. */
 static void iqkt_mm_gemm_scales(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {
-    float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    for (int64_t v = 0; v < iqkt_mm_nbv(nb); v++)
-        for (int64_t g = 0; g < n / 32; g++)
-            for (int l = 0; l < IQKT_MM_BV; l++) {
-                int64_t b = IQKT_MM_BV * v + l;
-                xst[(g * iqkt_mm_nbv(nb) + v) * IQKT_MM_BV + l] = b < nb ? xs[b * xstride + g] : 0.0f;
-            }
+    iqkt_mm_scales_block_major(nb, n, xs, xstride, IQKT_MM_BV, scratch);
 }
 
 static void iqkt_mm_batch_begin(int64_t nb, int64_t n, const float *xs, int64_t xstride, uint8_t *scratch) {

@@ -137,6 +137,32 @@ static inline float iqkt_mm_sum8(const float f[8]) {
     return ((f[0] + f[4]) + (f[2] + f[6])) + ((f[1] + f[5]) + (f[3] + f[7]));
 }
 
+/* The batch kernels' last step: slot vectors stored as lane[j * width + l]
+ * (slot j of activation row l), out[l] = iqkt_mm_sum8 of row l's 8 slots for
+ * l < count. */
+static inline void iqkt_mm_sum8_lanes(const float *lane, int width, int64_t count, float *out) {
+    for (int64_t l = 0; l < count; l++) {
+        float f[8];
+        for (int j = 0; j < 8; j++) f[j] = lane[j * width + l];
+        out[l] = iqkt_mm_sum8(f);
+    }
+}
+
+/* The GEMMs' activation scales, block-major: xst[(g nv + v) width + l] =
+ * scale of block g of activation row width v + l (0 past row nb), nv =
+ * groups of width rows; into the 64-byte aligned start of scratch. */
+static inline void iqkt_mm_scales_block_major(int64_t nb, int64_t n, const float *xs, int64_t xstride, int width,
+                                              uint8_t *scratch) {
+    float *xst = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    const int64_t nv = (nb + width - 1) / width;
+    for (int64_t v = 0; v < nv; v++)
+        for (int64_t g = 0; g < n / 32; g++)
+            for (int l = 0; l < width; l++) {
+                int64_t b = width * v + l;
+                xst[(g * nv + v) * width + l] = b < nb ? xs[b * xstride + g] : 0.0f;
+            }
+}
+
 /* bsum[blk] = sum of the 32 x16 of block blk (the kernels that add the -126
  * bias of the trellis values after the product use it). */
 static inline void iqkt_mm_bsums(const int16_t *x16, int64_t n, int32_t *bsum) {
