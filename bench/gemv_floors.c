@@ -27,19 +27,27 @@ static void keep(__m512i v) { sink += _mm512_reduce_add_epi32(v); }
 #define NROW 64  /* distinct weight rows (64 KiB of indices: L2) */
 
 static uint16_t *idx;     /* [NROW][NSB][32] group indices (IQ2: 16 bits, 8 weights each) */
+
+/* Seeds (index + 4096) of one super-block's 32 groups, 16 per zmm. */
+static inline void seeds32(const uint16_t *ib16, __m512i s[2]) {
+    const __m512i OFF = _mm512_set1_epi32(4096);
+    __m512i i16 = _mm512_loadu_si512((const void *)ib16);
+    s[0] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(i16)), OFF);
+    s[1] = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(i16, 1)), OFF);
+}
 static uint8_t *x8;       /* B = 1 activations, lane layout of the kernel: [NSB][2][8][64] */
 
 /* 1. B = 1, IQ2 form: per 16 weights one vpmulld, vpand, vpdpbusd against the
  * activation repeated in 4 bytes (iqkt_mm_row_g8_avx512 with act8). */
 __attribute__((noinline)) static void b1_gen_dot(int64_t rows) {
-    const __m512i MASK = _mm512_set1_epi32(MASK3F), OFF = _mm512_set1_epi32(4096);
+    const __m512i MASK = _mm512_set1_epi32(MASK3F);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *ir = idx + (r % NROW) * NSB * 32;
         for (int ib = 0; ib < NSB; ib++) {
-            __m512i i16 = _mm512_loadu_si512((const void *)(ir + 32 * ib));
-            __m512i s0 = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(i16)), OFF);
-            __m512i s1 = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(i16, 1)), OFF);
+            __m512i s[2];
+            seeds32(ir + 32 * ib, s);
+            const __m512i s0 = s[0], s1 = s[1];
             const uint8_t *xl = x8 + 1024 * ib;
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
@@ -61,14 +69,14 @@ __attribute__((noinline)) static void b1_gen_dot(int64_t rows) {
 
 /* 1b. the same trellis generation without the product (vpaddd keeps it live). */
 __attribute__((noinline)) static void b1_gen_only(int64_t rows) {
-    const __m512i MASK = _mm512_set1_epi32(MASK3F), OFF = _mm512_set1_epi32(4096);
+    const __m512i MASK = _mm512_set1_epi32(MASK3F);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0;
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *ir = idx + (r % NROW) * NSB * 32;
         for (int ib = 0; ib < NSB; ib++) {
-            __m512i i16 = _mm512_loadu_si512((const void *)(ir + 32 * ib));
-            __m512i s0 = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(i16)), OFF);
-            __m512i s1 = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(i16, 1)), OFF);
+            __m512i s[2];
+            seeds32(ir + 32 * ib, s);
+            const __m512i s0 = s[0], s1 = s[1];
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 __m512i m = _mm512_set1_epi32((int)MK[k]);
@@ -85,16 +93,15 @@ __attribute__((noinline)) static void b1_gen_only(int64_t rows) {
  * (x, 0) word pairs. */
 static uint16_t *sgn;   /* [NROW][NSB][16] sign masks per (half, step) */
 __attribute__((noinline)) static void b1_iq3_form(int64_t rows) {
-    const __m512i MASK = _mm512_set1_epi32(MASK3F), OFF = _mm512_set1_epi32(4096);
+    const __m512i MASK = _mm512_set1_epi32(MASK3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101), BIAS = _mm512_set1_epi32(-126), Z = _mm512_setzero_si512();
     __m512i acc0 = Z, acc1 = Z;
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *ir = idx + (r % NROW) * NSB * 32;
         const uint16_t *sr = sgn + (r % NROW) * NSB * 16;
         for (int ib = 0; ib < NSB; ib++) {
-            __m512i i16 = _mm512_loadu_si512((const void *)(ir + 32 * ib));
-            __m512i s[2] = {_mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(i16)), OFF),
-                            _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(i16, 1)), OFF)};
+            __m512i s[2];
+            seeds32(ir + 32 * ib, s);
             const uint8_t *xl = x8 + 1024 * ib;
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++)
@@ -183,15 +190,14 @@ __attribute__((noinline)) static void peak_dpbusd(int64_t n) {   /* 8 vpdpbusd p
  * computed (iqkt_mm_decode_tile's IQ4 form, applied to IQ2 groups: 4 steps per
  * zmm, byte sums by vpdpbusd with ones, packed by shifts/ors) ... */
 __attribute__((noinline)) static void decode_computed(int64_t rows, uint8_t *dst /* 8 KiB */) {
-    const __m512i MASK = _mm512_set1_epi32(MASK3F), OFF = _mm512_set1_epi32(4096);
+    const __m512i MASK = _mm512_set1_epi32(MASK3F);
     const __m512i ONES = _mm512_set1_epi32(0x01010101), Z = _mm512_setzero_si512();
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *ir = idx + (r % NROW) * NSB * 32;
         uint8_t *d = dst + 256 * 8 * (r & 3);
         for (int ib = 0; ib < NSB; ib++) {
-            __m512i i16 = _mm512_loadu_si512((const void *)(ir + 32 * ib));
-            __m512i s[2] = {_mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(i16)), OFF),
-                            _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(i16, 1)), OFF)};
+            __m512i s[2];
+            seeds32(ir + 32 * ib, s);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {   /* (half, steps 0-3 / 4-7) */
                 __m512i sum[4];

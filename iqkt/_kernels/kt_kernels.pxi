@@ -21,7 +21,6 @@ cdef extern from "kt_isa.h" nogil:
     const char *iqkt_variant_name()
     const char *iqkt_simd_name()
     uint16_t iqkt_load_u16(const uint8_t *p)
-    double iqkt_mm_dot32_f64(const double *w, const double *x)
     uint32_t iqkt_load_u32(const uint8_t *p)
     float iqkt_load_f32(const uint8_t *p)
     void iqkt_store_u16(uint8_t *p, uint16_t v)
@@ -47,6 +46,7 @@ cdef extern from "kt_isa.h" nogil:
     int IQKT_MM_NB
     int IQKT_MM_LANE_BYTES
     int IQKT_MM_TILE
+    double iqkt_mm_dot32_f64(const double *w, const double *x)
     int iqkt_mm_plan(int type, int act8, int64_t nb)
     int iqkt_mm_plan_use_batch(int plan, int type, int64_t nb)
     int64_t iqkt_mm_plan_tile_scratch(int plan, int64_t nb, int64_t n)
