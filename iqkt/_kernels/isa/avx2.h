@@ -803,24 +803,8 @@ static void iqkt_mm_act8_prepare_rows(int type, int64_t nrows, const int16_t *x1
     for (int64_t r = 0; r < nrows; r++)
         iqkt_mm_bsums(x16 + r * n, n, bsum + r * (n / 32));
     if (iqkt_mm_act8_use_batch(type, nrows)) {
-        for (int64_t v = 0; v < iqkt_mm_nbv8(nrows); v++)
-            for (int64_t blk = 0; blk < n / 32; blk++)
-                for (int p = 0; p < 8; p++)
-                    for (int l = 0; l < IQKT_MM_BV8; l++) {
-                        int64_t row = IQKT_MM_BV8 * v + l;
-                        uint8_t *dst = lanes + 8 * v * n + 4 * ((8 * blk + p) * IQKT_MM_BV8 + l);
-                        for (int j = 0; j < 4; j++) dst[j] = row < nrows ? (uint8_t)x16[row * n + 32 * blk + 4 * p + j] : 0;
-                    }
-        if (IQKT_MM_GEMM8_BIASED) {
-            int32_t *bsv = iqkt_mm_act8_bsv_avx2(lanes, nrows, n);
-            for (int64_t blk = 0; blk < n / 32; blk++)
-                for (int64_t v = 0; v < iqkt_mm_nbv8(nrows); v++)
-                    for (int l = 0; l < IQKT_MM_BV8; l++) {
-                        int64_t row = IQKT_MM_BV8 * v + l;
-                        bsv[(blk * iqkt_mm_nbv8(nrows) + v) * IQKT_MM_BV8 + l] =
-                            row < nrows ? -IQKT_TRELLIS_MAX * bsum[row * (n / 32) + blk] : 0;
-                    }
-        }
+        iqkt_mm_act8_quads(nrows, x16, bsum, n, IQKT_MM_BV8, lanes,
+                           IQKT_MM_GEMM8_BIASED ? iqkt_mm_act8_bsv_avx2(lanes, nrows, n) : NULL);
         return;
     }
     for (int64_t r = 0; r < nrows; r++) {

@@ -1011,21 +1011,7 @@ static void iqkt_mm_act8_prepare_gemm(int64_t nrows, const int16_t *x16, int64_t
         }
         return;
     }
-    memset(lanes, 0, (size_t)(iqkt_mm_nbv(nrows) * IQKT_MM_BV * n));   /* zero rows pad the last 16 */
-    for (int64_t b0 = 0; b0 < nrows; b0 += 16) {
-        int w = (int)(nrows - b0 < 16 ? nrows - b0 : 16);
-        uint8_t *base = lanes + b0 * n;
-        for (int64_t blk = 0; blk < n / 32; blk++) {
-            for (int p = 0; p < 8; p++)
-                for (int l = 0; l < w; l++)
-                    for (int j = 0; j < 4; j++)
-                        base[4 * ((8 * blk + p) * 16 + l) + j] = (uint8_t)x16[(b0 + l) * n + 32 * blk + 4 * p + j];
-            for (int l = 0; l < 16; l++) {
-                int32_t v = l < w ? -IQKT_TRELLIS_MAX * bsum[(b0 + l) * (n / 32) + blk] : 0;
-                memcpy(bsv + 16 * (blk * iqkt_mm_nbv(nrows) + b0 / 16) + l, &v, 4);
-            }
-        }
-    }
+    iqkt_mm_act8_quads(nrows, x16, bsum, n, IQKT_MM_BV, lanes, bsv);
 }
 
 /* Lanes: uint32 = x * 0x01010101 (x's byte in all 4 bytes), in the step-major

@@ -163,6 +163,31 @@ static inline void iqkt_mm_scales_block_major(int64_t nb, int64_t n, const float
             }
 }
 
+/* The int8 GEMMs' activation lanes, width rows per vector: rows width v ..
+ * width v + width - 1 take bytes [width v n, width (v + 1) n), int32 index
+ * (8 blk + p) width + l = the int8 elements 4p .. 4p + 3 of block blk of row
+ * width v + l (zero past row nrows); bsv (if not NULL): [n/32][nv][width]
+ * int32 = -126 x those rows' block sums from bsum (0 past the last row). */
+static inline void iqkt_mm_act8_quads(int64_t nrows, const int16_t *x16, const int32_t *bsum, int64_t n,
+                                      int width, uint8_t *lanes, int32_t *bsv) {
+    const int64_t nv = (nrows + width - 1) / width;
+    for (int64_t v = 0; v < nv; v++)
+        for (int64_t blk = 0; blk < n / 32; blk++)
+            for (int p = 0; p < 8; p++)
+                for (int l = 0; l < width; l++) {
+                    int64_t row = width * v + l;
+                    uint8_t *dst = lanes + width * v * n + 4 * ((8 * blk + p) * width + l);
+                    for (int j = 0; j < 4; j++) dst[j] = row < nrows ? (uint8_t)x16[row * n + 32 * blk + 4 * p + j] : 0;
+                }
+    if (bsv)
+        for (int64_t blk = 0; blk < n / 32; blk++)
+            for (int64_t v = 0; v < nv; v++)
+                for (int l = 0; l < width; l++) {
+                    int64_t row = width * v + l;
+                    bsv[(blk * nv + v) * width + l] = row < nrows ? -IQKT_TRELLIS_MAX * bsum[row * (n / 32) + blk] : 0;
+                }
+}
+
 /* bsum[blk] = sum of the 32 x16 of block blk (the kernels that add the -126
  * bias of the trellis values after the product use it). */
 static inline void iqkt_mm_bsums(const int16_t *x16, int64_t n, int32_t *bsum) {
